@@ -1,0 +1,300 @@
+"""EvalSpec -> an OpenCompass config file.
+
+OpenCompass configs are Python that OpenCompass executes, so the file is rendered from plain data by
+`render_literal`: user text can only ever appear as a quoted constant, and the only bare names in the
+file are the fixed class references in `REFERENCES`. Model and dataset names are turned into safe
+OpenCompass abbreviations (they become directory names); the display names live in the job's
+metadata, not in the config. API keys never enter the file: each endpoint names an environment
+variable that only the OpenCompass process receives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .catalogue import BuiltinDataset, resolve_builtin
+from .datafiles import validate_data_file
+from .spec import (
+    BuiltinDatasetSpec,
+    CustomDatasetSpec,
+    EvalSpec,
+    HuggingFaceModelSpec,
+    OpenAIModelSpec,
+    SpecError,
+)
+
+# Bare names the generated config may contain, with the import that provides each.
+REFERENCES = {
+    "HuggingFacewithChatTemplate": "from opencompass.models import HuggingFacewithChatTemplate",
+    "HuggingFaceBaseModel": "from opencompass.models import HuggingFaceBaseModel",
+    "SecretKeyOpenAISDK": "from aieval_engine.oc_ext import SecretKeyOpenAISDK",
+    "ContainsAnswerEvaluator": "from aieval_engine.oc_ext import ContainsAnswerEvaluator",
+}
+
+API_META_TEMPLATE = {
+    "round": [
+        {"role": "HUMAN", "api_role": "HUMAN"},
+        {"role": "BOT", "api_role": "BOT", "generate": True},
+    ]
+}
+
+_TORCH_DTYPES = {"float32": "torch.float32", "bfloat16": "torch.bfloat16", "float16": "torch.float16", "auto": "auto"}
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A bare name in the generated config; only names in REFERENCES are accepted."""
+
+    name: str
+
+    def __post_init__(self):
+        if self.name not in REFERENCES:
+            raise ValueError(f"{self.name!r} is not an allowed config reference")
+
+
+def render_literal(value: Any) -> str:
+    """Python source for plain data. Strings go through repr(), so they are always inert constants."""
+    if isinstance(value, Ref):
+        return value.name
+    if value is None or isinstance(value, (bool, int, str)):
+        return repr(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("non-finite numbers cannot be written into a config")
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(render_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = []
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError("config keys must be strings")
+            items.append(f"{key!r}: {render_literal(item)}")
+        return "{" + ", ".join(items) + "}"
+    raise TypeError(f"cannot write a {type(value).__name__} into a config")
+
+
+_ABBR_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
+
+
+def safe_abbr(name: str, taken: set[str]) -> str:
+    """A directory-safe, unique OpenCompass abbreviation derived from a display name."""
+    slug = _ABBR_UNSAFE.sub("_", name).strip("._-")[:48] or "item"
+    if slug != name:
+        slug = f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"
+    abbr, n = slug, 2
+    while abbr in taken:
+        abbr, n = f"{slug}-{n}", n + 1
+    taken.add(abbr)
+    return abbr
+
+
+@dataclass
+class PlannedDataset:
+    spec: BuiltinDatasetSpec | CustomDatasetSpec
+    infer_method: str
+    builtin: BuiltinDataset | None = None
+    abbr: str | None = None  # custom datasets only; built-in abbrs are OpenCompass' own
+    rows: int | None = None  # custom datasets only (known before the run)
+    sha256: str | None = None
+
+
+@dataclass
+class BuiltConfig:
+    path: Path
+    text: str
+    models: dict[str, str]  # abbr -> display name
+    datasets: list[PlannedDataset]
+    secret_env: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+def plan_datasets(spec: EvalSpec) -> list[PlannedDataset]:
+    """Resolve every dataset of a spec, validating custom files row by row; raise SpecError on problems."""
+    planned: list[PlannedDataset] = []
+    problems: list[str] = []
+    taken: set[str] = set()
+    for i, dataset in enumerate(spec.datasets):
+        where = f"datasets[{i}] ({dataset.display_name})"
+        if isinstance(dataset, BuiltinDatasetSpec):
+            try:
+                builtin = resolve_builtin(dataset.config)
+            except ValueError as exc:
+                problems.append(f"{where}: {exc}")
+                continue
+            method = "ppl" if "_ppl" in builtin.name else "gen"
+            planned.append(PlannedDataset(dataset, method, builtin=builtin))
+        else:
+            try:
+                info = validate_data_file(dataset.path, dataset.data_type)
+            except ValueError as exc:
+                problems.append(f"{where}: {exc}")
+                continue
+            if dataset.scorer == "contains" and info.data_type != "qa":
+                problems.append(f"{where}: the 'contains' scorer is for question-answer files, not multiple choice")
+                continue
+            if dataset.infer_method == "ppl" and info.data_type != "mcq":
+                problems.append(f"{where}: ppl (likelihood) scoring needs a multiple-choice file")
+                continue
+            planned.append(
+                PlannedDataset(
+                    dataset,
+                    dataset.infer_method,
+                    abbr=safe_abbr(dataset.name, taken),
+                    rows=info.rows,
+                    sha256=info.sha256,
+                )
+            )
+    if any(d.infer_method == "ppl" for d in planned):
+        for model in spec.models:
+            if isinstance(model, OpenAIModelSpec):
+                problems.append(
+                    f"models ({model.name}): ppl datasets need the log-likelihood of prompts, which "
+                    "OpenAI-compatible endpoints do not return reliably; use gen datasets for endpoints"
+                )
+    if problems:
+        raise SpecError(problems)
+    return planned
+
+
+def _model_config(model, abbr: str, params, key_env: str | None, for_ppl: bool = False) -> dict:
+    max_out_len = model.max_out_len or params.max_out_len
+    if isinstance(model, OpenAIModelSpec):
+        return {
+            "type": Ref("SecretKeyOpenAISDK"),
+            "abbr": abbr,
+            "path": model.model,
+            "key_env": key_env,
+            "openai_api_base": model.base_url,
+            "tokenizer_path": model.tokenizer_path,
+            "meta_template": API_META_TEMPLATE,
+            "query_per_second": model.query_per_second,
+            "batch_size": model.concurrency,
+            "max_workers": model.concurrency,
+            "retry": model.retries,
+            "timeout": model.timeout,
+            "temperature": model.temperature,
+            "max_out_len": max_out_len,
+            "max_seq_len": model.max_seq_len,
+            "run_cfg": {"num_gpus": 0},
+        }
+    assert isinstance(model, HuggingFaceModelSpec)
+    chat = model.mode == "chat" and not for_ppl
+    model_kwargs: dict[str, Any] = {"torch_dtype": _TORCH_DTYPES[model.dtype]}
+    if model.num_gpus == 0:
+        model_kwargs["device_map"] = "cpu"
+    return {
+        "type": Ref("HuggingFacewithChatTemplate" if chat else "HuggingFaceBaseModel"),
+        "abbr": abbr,
+        "path": model.path,
+        "tokenizer_path": model.tokenizer_path or model.path,
+        "model_kwargs": model_kwargs,
+        "generation_kwargs": {"do_sample": False},
+        "max_seq_len": model.max_seq_len,
+        "max_out_len": max_out_len,
+        "batch_size": model.batch_size,
+        "run_cfg": {"num_gpus": model.num_gpus},
+    }
+
+
+def _custom_dataset_config(planned: PlannedDataset, limit: int | None) -> dict:
+    dataset = planned.spec
+    assert isinstance(dataset, CustomDatasetSpec)
+    config: dict[str, Any] = {
+        "path": str(Path(dataset.path).resolve()),
+        "abbr": planned.abbr,
+        "infer_method": planned.infer_method,
+    }
+    if dataset.data_type:
+        config["data_type"] = dataset.data_type
+    if limit:
+        config["test_range"] = f"[0:{limit}]"
+    if dataset.scorer == "contains":
+        config["evaluator"] = Ref("ContainsAnswerEvaluator")
+    return config
+
+
+def build_config(spec: EvalSpec, job_dir: Path, environ: dict[str, str] | None = None) -> BuiltConfig:
+    """Write `config.py` for a spec into job_dir (created if needed) and describe what it contains."""
+    environ = environ or {}
+    planned = plan_datasets(spec)
+    params = spec.params
+
+    taken: set[str] = set()
+    models: dict[str, str] = {}
+    secret_env: dict[str, str] = {}
+    gen_models: list[dict] = []
+    ppl_models: list[dict] = []
+    for i, model in enumerate(spec.models):
+        abbr = safe_abbr(model.name, taken)
+        models[abbr] = model.name
+        key_env = None
+        if isinstance(model, OpenAIModelSpec):
+            key = model.resolved_api_key(environ)
+            if model.api_key_env and key is None:
+                raise SpecError([f"models[{i}] ({model.name}): the environment variable {model.api_key_env} is not set"])
+            if key is not None:
+                key_env = f"AIEVAL_API_KEY_{i}"
+                secret_env[key_env] = key
+        gen_models.append(_model_config(model, abbr, params, key_env))
+        if isinstance(model, HuggingFaceModelSpec):
+            ppl_models.append(_model_config(model, abbr, params, key_env, for_ppl=True))
+
+    lines = [
+        "# Generated by ai-eval-system from a validated EvalSpec. Do not edit: regenerate instead.",
+        "from mmengine.config import read_base",
+    ]
+    builtin_imports = []
+    used_refs = {"SecretKeyOpenAISDK", "HuggingFacewithChatTemplate", "HuggingFaceBaseModel"}
+    gen_parts: list[str] = []
+    ppl_parts: list[str] = []
+    for n, item in enumerate(planned):
+        target = ppl_parts if item.infer_method == "ppl" else gen_parts
+        if item.builtin is not None:
+            for var in item.builtin.dataset_vars:
+                alias = f"builtin_{n}_{var}"
+                builtin_imports.append(f"    from {item.builtin.module} import {var} as {alias}")
+                target.append(f"*{alias}")
+        else:
+            if item.spec.scorer == "contains":
+                used_refs.add("ContainsAnswerEvaluator")
+            target.append(render_literal(_custom_dataset_config(item, params.limit)))
+    if builtin_imports:
+        lines += ["", "with read_base():", *builtin_imports]
+    lines += [""] + [REFERENCES[name] for name in sorted(used_refs)]
+    lines += [
+        "",
+        f"gen_datasets = [{', '.join(gen_parts)}]",
+        f"ppl_datasets = [{', '.join(ppl_parts)}]",
+        "datasets = gen_datasets + ppl_datasets",
+    ]
+    if params.limit:
+        # Built-in configs carry their own reader settings; limiting them is a plain data edit.
+        lines += [
+            "for dataset in datasets:",
+            "    if 'reader_cfg' in dataset:",
+            f"        dataset['reader_cfg']['test_range'] = {render_literal(f'[0:{params.limit}]')}",
+            "del dataset",
+        ]
+    lines += ["", f"models = {render_literal(gen_models)}"]
+    if ppl_parts and ppl_models:
+        # OpenCompass' chat-template class cannot score likelihoods, so ppl datasets pair with the base class.
+        lines += [
+            f"ppl_models = {render_literal(ppl_models)}",
+            "model_dataset_combinations = ["
+            "dict(models=models, datasets=gen_datasets), dict(models=ppl_models, datasets=ppl_datasets)]",
+        ]
+    text = "\n".join(lines) + "\n"
+
+    job_dir.mkdir(parents=True, exist_ok=True)
+    path = job_dir / "config.py"
+    path.write_text(text, encoding="utf-8")
+    return BuiltConfig(path=path, text=text, models=models, datasets=planned, secret_env=secret_env)

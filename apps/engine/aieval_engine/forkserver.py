@@ -1,0 +1,64 @@
+"""A single-threaded fork server that has imported OpenCompass once and forks one child per run.
+
+Protocol (JSON lines): the parent writes `{"id", "job_dir", "argv", "env", "seed"}` on stdin; the
+server answers `{"id", "pid"}` when the child is forked and `{"pid", "code"}` when it exits. Secrets
+travel in `env` over this pipe only. The server exits when stdin closes.
+
+multiprocessing's forkserver is not used because it re-imports the caller's `__main__` module, which for
+a Celery worker or a script has side effects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import sys
+
+
+def serve() -> None:
+    import aieval_engine._preload  # noqa: F401  (the point of this process)
+    from aieval_engine._child import run_opencompass
+
+    out = sys.stdout
+    sys.stdout = sys.stderr  # nothing but protocol lines may reach the parent on stdout
+    buffer = b""
+    stdin = sys.stdin.buffer.raw if hasattr(sys.stdin.buffer, "raw") else sys.stdin.buffer
+
+    def send(message: dict) -> None:
+        out.write(json.dumps(message) + "\n")
+        out.flush()
+
+    send({"ready": True})
+    while True:
+        readable, _, _ = select.select([stdin], [], [], 0.2)
+        while True:  # reap finished runs
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            send({"pid": pid, "code": os.waitstatus_to_exitcode(status)})
+        if not readable:
+            continue
+        chunk = os.read(stdin.fileno(), 1 << 16)
+        if not chunk:
+            return
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            request = json.loads(line)
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    os.setsid()
+                    code = run_opencompass(request["job_dir"], request["argv"], request["env"], request["seed"])
+                finally:
+                    os._exit(code)
+            send({"id": request["id"], "pid": pid})
+
+
+if __name__ == "__main__":
+    serve()

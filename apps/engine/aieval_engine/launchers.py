@@ -1,0 +1,179 @@
+"""How the OpenCompass process is started.
+
+- `ColdLauncher` starts a fresh Python per run: simple, pays OpenCompass' ~10-15 s of imports each time.
+- `WarmLauncher` keeps a fork server that imported OpenCompass once and forks each run from it, so a
+  long-lived worker pays the imports once (see NOTES.md: 5 s instead of 18-54 s for a small job).
+
+Either way the run is a child in its own session: cancelling signals its whole process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Protocol
+
+from . import _child
+
+# Everything a run may need to stay offline; read by huggingface_hub/datasets when they are imported,
+# so the warm fork server must be started with them already set.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "TQDM_MININTERVAL": "1",
+}
+
+
+class RunProcess(Protocol):
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+
+class Launcher(Protocol):
+    def start(self, job_dir: str, argv: list[str], env: dict[str, str], seed: int) -> RunProcess: ...
+
+
+class ColdLauncher:
+    def start(self, job_dir: str, argv: list[str], env: dict[str, str], seed: int) -> RunProcess:
+        child_env = {**os.environ, **OFFLINE_ENV, **env}
+        return subprocess.Popen(
+            [sys.executable, "-m", "aieval_engine._child", job_dir, json.dumps(argv), str(seed)],
+            env=child_env,
+            cwd=job_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+class _ForkedRun:
+    def __init__(self, pid: int, server: WarmLauncher):
+        self.pid = pid
+        self._server = server
+
+    def poll(self) -> int | None:
+        return self._server._exit_code(self.pid)
+
+
+class WarmLauncher:
+    """Forks runs from a server process (forkserver.py) that imported OpenCompass, torch and transformers once.
+
+    Thread-safe; one server per launcher, restarted if it dies.
+    """
+
+    def __init__(self, python: str = sys.executable):
+        self._python = python
+        self._lock = threading.Lock()
+        self._server: subprocess.Popen | None = None
+        self._replies: dict[int, int] = {}  # request id -> pid
+        self._exits: dict[int, int] = {}  # pid -> exit code
+        self._changed = threading.Condition()
+        self._next_id = 0
+
+    def warm_up(self) -> float:
+        """Start the fork server now (it imports everything once); returns the seconds it took."""
+        started = time.perf_counter()
+        with self._lock:
+            self._ensure_server()
+        return time.perf_counter() - started
+
+    def _ensure_server(self) -> subprocess.Popen:
+        if self._server is not None and self._server.poll() is None:
+            return self._server
+        server = subprocess.Popen(
+            [self._python, "-m", "aieval_engine.forkserver"],
+            env={**os.environ, **OFFLINE_ENV},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,
+            start_new_session=True,
+        )
+        ready = server.stdout.readline()
+        if not ready:
+            raise RuntimeError("the OpenCompass fork server failed to start (see its output above)")
+        self._server = server
+        threading.Thread(target=self._read_replies, args=(server,), daemon=True, name="aieval-forkserver").start()
+        return server
+
+    def _read_replies(self, server: subprocess.Popen) -> None:
+        for line in server.stdout:
+            message = json.loads(line)
+            with self._changed:
+                if "id" in message:
+                    self._replies[message["id"]] = message["pid"]
+                elif "code" in message:
+                    self._exits[message["pid"]] = message["code"]
+                self._changed.notify_all()
+        with self._changed:  # the server is gone: its runs are gone with it
+            for pid in self._replies.values():
+                self._exits.setdefault(pid, -9)
+            self._changed.notify_all()
+
+    def start(self, job_dir: str, argv: list[str], env: dict[str, str], seed: int) -> RunProcess:
+        with self._lock:
+            server = self._ensure_server()
+            self._next_id += 1
+            request_id = self._next_id
+            request = {"id": request_id, "job_dir": job_dir, "argv": argv, "env": env, "seed": seed}
+            server.stdin.write((json.dumps(request) + "\n").encode())
+            server.stdin.flush()
+        with self._changed:
+            if not self._changed.wait_for(lambda: request_id in self._replies or server.poll() is not None, 30):
+                raise RuntimeError("the OpenCompass fork server did not answer")
+            if request_id not in self._replies:
+                raise RuntimeError("the OpenCompass fork server died")
+            return _ForkedRun(self._replies.pop(request_id), self)
+
+    def _exit_code(self, pid: int) -> int | None:
+        with self._changed:
+            return self._exits.get(pid)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._server is not None:
+                self._server.stdin.close()
+                self._server.wait(timeout=10)
+                self._server = None
+
+
+def kill_process_group(process: RunProcess, grace_s: float = 5.0) -> None:
+    """SIGTERM the run's whole process group, then SIGKILL whatever is left after `grace_s`."""
+
+    def signal_group(sig: int) -> None:
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # the child has not called setsid() yet
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, sig)
+
+    signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None and not _group_alive(process.pid):
+            return
+        time.sleep(0.1)
+    signal_group(signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (process.poll() is None or _group_alive(process.pid)):
+        time.sleep(0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True

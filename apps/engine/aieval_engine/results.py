@@ -1,0 +1,223 @@
+"""Structured results from an OpenCompass work dir: scores, per-sample rows, reproducibility manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import workdir
+from .catalogue import local_data_path, opencompass_version
+
+
+@dataclass(frozen=True)
+class Score:
+    model: str  # display name
+    model_abbr: str
+    dataset: str  # display name
+    dataset_abbr: str
+    metric: str
+    value: float
+
+
+@dataclass(frozen=True)
+class SampleRow:
+    index: int
+    prompt: Any  # str, or OpenCompass' list of chat turns
+    prediction: Any
+    gold: Any
+    correct: bool | None
+    extracted: Any = None  # the answer OpenCompass parsed from the prediction, when it reports one
+
+
+@dataclass
+class PairOutcome:
+    model_abbr: str
+    dataset_abbr: str
+    ok: bool
+    error: str | None = None
+    log_excerpt: str | None = None
+
+
+@dataclass
+class EvalResult:
+    status: str  # succeeded | failed | cancelled | timeout
+    job_dir: Path
+    run_dir: Path | None
+    scores: list[Score] = field(default_factory=list)
+    pairs: list[PairOutcome] = field(default_factory=list)
+    error: str | None = None
+    log_excerpt: str | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    def score_table(self) -> dict[tuple[str, str, str], float]:
+        return {(s.model, s.dataset, s.metric): s.value for s in self.scores}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "job_dir": str(self.job_dir),
+            "run_dir": str(self.run_dir) if self.run_dir else None,
+            "duration_s": round(self.duration_s, 3),
+            "error": self.error,
+            "log_excerpt": self.log_excerpt,
+            "scores": [asdict(s) for s in self.scores],
+            "pairs": [asdict(p) for p in self.pairs],
+            "manifest": self.manifest,
+        }
+
+
+def metric_values(result: dict) -> dict[str, float]:
+    """The numeric metrics of one results/<model>/<ds>.json (details and other structures skipped)."""
+    return {
+        key: float(value)
+        for key, value in result.items()
+        if key != "details" and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
+def _detail_list(details: Any) -> list[dict]:
+    if isinstance(details, dict):
+        return [details[k] for k in sorted(details, key=lambda k: int(k) if str(k).isdigit() else 0)]
+    if isinstance(details, list):
+        return [d if isinstance(d, dict) else {} for d in details]
+    return []
+
+
+def _unwrap(value: Any) -> Any:
+    # OpenCompass wraps per-sample values in one-element lists when n=1 replicas are evaluated.
+    return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+
+def _correct_of(detail: dict) -> bool | None:
+    value = _unwrap(detail.get("correct", detail.get("is_correct")))
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return bool(value)
+    return None
+
+
+def iter_samples(run_dir: Path, model_abbr: str, dataset_abbr: str) -> Iterator[SampleRow]:
+    """Per-sample rows in dataset order: prompt, prediction and gold from predictions, correctness from results."""
+    predictions = workdir.read_json(workdir.predictions_file(run_dir, model_abbr, dataset_abbr)) or {}
+    result = workdir.read_json(workdir.results_file(run_dir, model_abbr, dataset_abbr)) or {}
+    details = _detail_list(result.get("details"))
+    keys = sorted(predictions, key=lambda k: int(k) if str(k).isdigit() else 0)
+    for position, key in enumerate(keys):
+        entry = predictions[key] if isinstance(predictions[key], dict) else {}
+        detail = details[position] if position < len(details) else {}
+        extracted = _unwrap(detail.get("parsed", detail.get("pred")))
+        yield SampleRow(
+            index=int(key) if str(key).isdigit() else position,
+            prompt=entry.get("origin_prompt"),
+            prediction=entry.get("prediction"),
+            gold=entry.get("gold", _unwrap(detail.get("refr", detail.get("answer")))),
+            correct=_correct_of(detail),
+            extracted=extracted if extracted != entry.get("prediction") else None,
+        )
+
+
+def collect_scores(run_dir: Path, models: dict[str, str], datasets: dict[str, str]) -> tuple[list[Score], list[PairOutcome]]:
+    """Scores of every model x dataset pair, and which pairs produced no valid result."""
+    scores: list[Score] = []
+    pairs: list[PairOutcome] = []
+    for model_abbr, model_name in models.items():
+        for dataset_abbr, dataset_name in datasets.items():
+            result = workdir.read_json(workdir.results_file(run_dir, model_abbr, dataset_abbr))
+            if not isinstance(result, dict):
+                pairs.append(PairOutcome(model_abbr, dataset_abbr, ok=False, error="no result was produced"))
+                continue
+            if "error" in result:
+                pairs.append(PairOutcome(model_abbr, dataset_abbr, ok=False, error=str(result["error"])[:2000]))
+                continue
+            values = metric_values(result)
+            if not values:
+                pairs.append(PairOutcome(model_abbr, dataset_abbr, ok=False, error="the result has no numeric score"))
+                continue
+            pairs.append(PairOutcome(model_abbr, dataset_abbr, ok=True))
+            scores += [
+                Score(model_name, model_abbr, dataset_name, dataset_abbr, metric, value)
+                for metric, value in values.items()
+            ]
+    return scores, pairs
+
+
+def _hash_paths(paths: list[Path], budget_bytes: int = 4 << 30) -> dict[str, Any]:
+    """sha256 over the files' contents (sorted by relative path); falls back to sizes past the budget."""
+    files: list[tuple[str, Path]] = []
+    for root in paths:
+        if root.is_file():
+            files.append((root.name, root))
+        elif root.is_dir():
+            files += sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file())
+    total = sum(p.stat().st_size for _, p in files)
+    digest = hashlib.sha256()
+    deep = total <= budget_bytes
+    for name, path in files:
+        digest.update(name.encode() + b"\0" + str(path.stat().st_size).encode() + b"\0")
+        if deep:
+            with open(path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+    return {"sha256": digest.hexdigest(), "files": len(files), "bytes": total, "content_hashed": deep}
+
+
+def build_manifest(spec, built, data_cache: Path) -> dict[str, Any]:
+    """What is needed to reproduce a run: versions, config hash, data and model identities, parameters."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def package_version(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    datasets = []
+    for planned in built.datasets:
+        if planned.builtin is not None:
+            sources = []
+            for config_path in planned.builtin.data_paths:
+                local = local_data_path(config_path)
+                sources.append(Path(config_path) if local is None else data_cache / local)
+            datasets.append(
+                {
+                    "kind": "builtin",
+                    "config": planned.builtin.qualified_name,
+                    "data": _hash_paths([p for p in sources if p.exists()]),
+                }
+            )
+        else:
+            datasets.append({"kind": "custom", "name": planned.spec.name, "sha256": planned.sha256, "rows": planned.rows})
+    models = []
+    for abbr, model in zip(built.models, spec.models, strict=True):
+        identity: dict[str, Any] = {"abbr": abbr, "name": model.name, "kind": model.kind}
+        if model.kind == "openai":
+            identity.update(base_url=model.base_url, model=model.model)
+        else:
+            identity.update(path=model.path, weights=_hash_paths([Path(model.path)]) if os.path.isdir(model.path) else None)
+        models.append(identity)
+    return {
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "opencompass": opencompass_version(),
+        "aieval": package_version("ai-eval-system"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": package_version("torch"),
+        "transformers": package_version("transformers"),
+        "config_sha256": built.sha256,
+        "spec": spec.public_dict(),
+        "models": models,
+        "datasets": datasets,
+    }

@@ -1,0 +1,382 @@
+"""Runs one evaluation: spec -> config -> OpenCompass process -> progress events -> EvalResult.
+
+OpenCompass exits 0 even when every task failed, so success is decided from the result files, never
+from the exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import workdir
+from ._child import LOG_NAME
+from .catalogue import data_hint, missing_data
+from .config_builder import BuiltConfig, build_config
+from .launchers import ColdLauncher, Launcher, RunProcess, kill_process_group
+from .results import EvalResult, build_manifest, collect_scores
+from .spec import EvalSpec, HuggingFaceModelSpec, SpecError
+
+JOB_META = "job.json"
+MAX_LOG_LINES_PER_EVENT = 200
+_TRACEBACK = "Traceback (most recent call last)"
+
+
+class DataMissingError(SpecError):
+    """A built-in dataset's files are not in the data directory (OpenCompass would try to download them)."""
+
+
+@dataclass
+class PairProgress:
+    model: str
+    model_abbr: str
+    dataset: str
+    dataset_abbr: str
+    state: str = "pending"  # pending | inferring | inferred | evaluated | failed
+    done: int | None = None
+    total: int | None = None
+
+
+@dataclass
+class ProgressEvent:
+    kind: str  # status | progress | log
+    stage: str  # preparing | running | infer | eval | summarize | succeeded | failed | cancelled | timeout
+    elapsed_s: float
+    samples_done: int = 0
+    samples_total: int | None = None
+    pairs_done: int = 0
+    pairs_total: int = 0
+    eta_s: float | None = None
+    pairs: list[PairProgress] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    message: str | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        if self.samples_total:
+            return min(1.0, self.samples_done / self.samples_total)
+        if self.pairs_total:
+            return self.pairs_done / self.pairs_total
+        return None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["fraction"] = self.fraction
+        return data
+
+
+EventCallback = Callable[[ProgressEvent], None]
+
+
+def default_data_cache() -> Path:
+    return Path(os.environ.get("COMPASS_DATA_CACHE") or Path.home() / ".cache" / "aieval" / "compass")
+
+
+class Evaluation:
+    """One evaluation in its own job directory. `run()` blocks; `cancel()` may be called from any thread."""
+
+    def __init__(
+        self,
+        spec: EvalSpec,
+        job_dir: str | Path,
+        *,
+        data_cache: str | Path | None = None,
+        launcher: Launcher | None = None,
+        environ: dict[str, str] | None = None,
+    ):
+        self.spec = spec
+        self.job_dir = Path(job_dir).resolve()
+        self.data_cache = Path(data_cache).resolve() if data_cache else default_data_cache()
+        self.launcher = launcher or ColdLauncher()
+        self.environ = dict(os.environ if environ is None else environ)
+        self.built: BuiltConfig | None = None
+        self._cancel = threading.Event()
+        self._cancel_reason = "cancelled"
+
+    # ---- preparation -------------------------------------------------------------------------
+    def prepare(self) -> BuiltConfig:
+        """Validate everything that can be checked before starting; write config.py and job.json."""
+        problems = []
+        for i, model in enumerate(self.spec.models):
+            if isinstance(model, HuggingFaceModelSpec) and not (Path(model.path) / "config.json").is_file():
+                problems.append(
+                    f"models[{i}] ({model.name}): no Hugging Face checkpoint at {model.path} "
+                    "(a directory with config.json is expected)"
+                )
+        if problems:
+            raise SpecError(problems)
+        built = build_config(self.spec, self.job_dir, self.environ)
+        missing = []
+        for planned in built.datasets:
+            if planned.builtin is not None:
+                absent = missing_data(planned.builtin, self.data_cache)
+                if absent:
+                    missing.append(f"datasets ({planned.builtin.name}): {data_hint(planned.builtin, absent, self.data_cache)}")
+        if missing:
+            raise DataMissingError(missing)
+        meta = {
+            "models": built.models,
+            "custom_datasets": {d.abbr: d.spec.name for d in built.datasets if d.abbr},
+            "custom_rows": {d.abbr: d.rows for d in built.datasets if d.abbr},
+            "spec": self.spec.public_dict(),
+            "config_sha256": built.sha256,
+        }
+        (self.job_dir / JOB_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+        self.built = built
+        return built
+
+    # ---- running -----------------------------------------------------------------------------
+    def cancel(self, reason: str = "cancelled") -> None:
+        self._cancel_reason = reason
+        self._cancel.set()
+
+    def _argv(self, resume: bool) -> list[str]:
+        workers = self.spec.params.workers
+        argv = [str(self.job_dir / "config.py"), "-w", str(workdir.outputs_dir(self.job_dir))]
+        argv += ["--max-num-workers", str(workers), "--dump-eval-details", "true"]
+        if workers == 1:
+            argv.append("--debug")  # every task in this one (warm) process
+        previous = workdir.latest_run_dir(self.job_dir)
+        if resume and previous is not None:
+            argv += ["-r", previous.name]
+        return argv
+
+    def run(
+        self,
+        on_event: EventCallback | None = None,
+        *,
+        resume: bool = False,
+        should_cancel: Callable[[], bool] | None = None,
+        poll_interval: float = 0.5,
+    ) -> EvalResult:
+        started = time.monotonic()
+        emit = on_event or (lambda event: None)
+        emit(ProgressEvent("status", "preparing", 0.0))
+        built = self.built or self.prepare()
+        env = {"COMPASS_DATA_CACHE": str(self.data_cache), **built.secret_env}
+        process = self.launcher.start(str(self.job_dir), self._argv(resume), env, self.spec.params.seed)
+        emit(ProgressEvent("status", "running", time.monotonic() - started))
+        monitor = _Monitor(self, built, started)
+        timeout = self.spec.params.timeout_s
+        stopped_as: str | None = None
+        while True:
+            code = process.poll()
+            for event in monitor.poll():
+                emit(event)
+            if code is not None:
+                break
+            if should_cancel is not None and not self._cancel.is_set() and should_cancel():
+                self.cancel()
+            if timeout is not None and time.monotonic() - started > timeout:
+                self.cancel("timeout")
+            if self._cancel.is_set():
+                stopped_as = self._cancel_reason
+                kill_process_group(process)
+                break
+            time.sleep(poll_interval)
+        for event in monitor.poll():
+            emit(event)
+        result = self._finish(process, monitor, stopped_as, started)
+        emit(
+            ProgressEvent(
+                "status",
+                result.status,
+                result.duration_s,
+                samples_done=monitor.last.samples_done if monitor.last else 0,
+                samples_total=monitor.last.samples_total if monitor.last else None,
+                pairs_done=sum(p.ok for p in result.pairs),
+                pairs_total=len(result.pairs),
+                message=result.error,
+            )
+        )
+        return result
+
+    def _finish(self, process: RunProcess, monitor: _Monitor, stopped_as: str | None, started: float) -> EvalResult:
+        built = self.built
+        assert built is not None
+        run_dir = workdir.latest_run_dir(self.job_dir)
+        result = EvalResult(status="failed", job_dir=self.job_dir, run_dir=run_dir)
+        result.manifest = build_manifest(self.spec, built, self.data_cache)
+        (self.job_dir / "manifest.json").write_text(
+            json.dumps(result.manifest, indent=2, ensure_ascii=False), encoding="utf-8"
+        )
+        if run_dir is not None:
+            result.scores, result.pairs = collect_scores(run_dir, built.models, monitor.dataset_names())
+        result.duration_s = time.monotonic() - started
+        if stopped_as is not None:
+            result.status = stopped_as
+            result.error = (
+                f"stopped after exceeding the time limit of {self.spec.params.timeout_s:g} s"
+                if stopped_as == "timeout"
+                else "cancelled by request"
+            )
+            return result
+        if result.pairs and all(p.ok for p in result.pairs):
+            result.status = "succeeded"
+            return result
+        failed = [p for p in result.pairs if not p.ok]
+        for pair in failed:
+            pair.log_excerpt = _task_log_excerpt(run_dir, pair.model_abbr, pair.dataset_abbr)
+        result.log_excerpt = _run_log_excerpt(self.job_dir / LOG_NAME)
+        if not result.pairs:
+            result.error = "OpenCompass stopped before running any task; see the log excerpt"
+        else:
+            names = ", ".join(f"{p.model_abbr}/{p.dataset_abbr}" for p in failed)
+            result.error = f"{len(failed)} of {len(result.pairs)} tasks failed: {names}"
+        return result
+
+
+class _Monitor:
+    """Turns the growing work dir and log into progress and log events."""
+
+    def __init__(self, evaluation: Evaluation, built: BuiltConfig, started: float):
+        self.evaluation = evaluation
+        self.built = built
+        self.started = started
+        self.log_path = evaluation.job_dir / LOG_NAME
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.partial_line = ""
+        self.resolved: list[workdir.ResolvedDataset] | None = None
+        self.last: ProgressEvent | None = None
+        self.first_progress: tuple[float, int] | None = None
+
+    def dataset_names(self) -> dict[str, str]:
+        names = {d.abbr: d.spec.name for d in self.built.datasets if d.abbr}
+        if self.resolved is not None:
+            return {d.abbr: names.get(d.abbr, d.abbr) for d in self.resolved}
+        return names
+
+    def poll(self) -> list[ProgressEvent]:
+        events = []
+        lines = self._new_log_lines()
+        elapsed = time.monotonic() - self.started
+        if lines:
+            for start in range(0, len(lines), MAX_LOG_LINES_PER_EVENT):
+                events.append(ProgressEvent("log", self.last.stage if self.last else "running", elapsed,
+                                            lines=lines[start : start + MAX_LOG_LINES_PER_EVENT]))
+        progress = self._progress(elapsed)
+        if progress is not None and (self.last is None or _changed(self.last, progress)):
+            events.append(progress)
+            self.last = progress
+        return events
+
+    def _new_log_lines(self) -> list[str]:
+        try:
+            with open(self.log_path, "rb") as handle:
+                handle.seek(self.log_offset)
+                data = handle.read(4 << 20)
+        except OSError:
+            return []
+        self.log_offset += len(data)
+        text = self.partial_line + data.decode("utf-8", errors="replace")
+        parts = re.split(r"\r\n|\r|\n", text)
+        self.partial_line = parts.pop()
+        return [line for line in parts if line.strip()]
+
+    def _progress(self, elapsed: float) -> ProgressEvent | None:
+        run_dir = workdir.latest_run_dir(self.evaluation.job_dir)
+        if run_dir is None:
+            return None
+        if self.resolved is None:
+            self.resolved = workdir.resolved_datasets(run_dir)
+            if self.resolved is None:
+                return None
+        names = self.dataset_names()
+        rows = {d.abbr: d.rows for d in self.built.datasets if d.abbr}
+        pairs = []
+        for model_abbr, model_name in self.built.models.items():
+            for dataset in self.resolved:
+                limit = workdir.range_limit(dataset.test_range)
+                known = rows.get(dataset.abbr)
+                total = min(x for x in (known, limit) if x is not None) if (known or limit) else None
+                pair = PairProgress(model_name, model_abbr, names.get(dataset.abbr, dataset.abbr), dataset.abbr, total=total)
+                done = workdir.predictions_done(run_dir, model_abbr, dataset.abbr)
+                result = workdir.read_json(workdir.results_file(run_dir, model_abbr, dataset.abbr)) if done is not None else None
+                if isinstance(result, dict):
+                    pair.state = "failed" if "error" in result else "evaluated"
+                elif workdir.predictions_file(run_dir, model_abbr, dataset.abbr).exists():
+                    pair.state = "inferred"
+                elif done is not None:
+                    pair.state = "inferring"
+                pair.done = done or 0
+                if pair.state in ("inferred", "evaluated"):
+                    pair.total = pair.done  # the real size, now known even without a limit
+                pairs.append(pair)
+        samples_done = sum(p.done or 0 for p in pairs)
+        totals = [p.total for p in pairs]
+        samples_total = sum(totals) if all(t is not None for t in totals) else None
+        if all(p.state in ("evaluated", "failed") for p in pairs):
+            stage = "summarize"
+        elif all(p.state in ("inferred", "evaluated", "failed") for p in pairs):
+            stage = "eval"
+        else:
+            stage = "infer"
+        return ProgressEvent(
+            "progress",
+            stage,
+            elapsed,
+            samples_done=samples_done,
+            samples_total=samples_total,
+            pairs_done=sum(p.state in ("evaluated", "failed") for p in pairs),
+            pairs_total=len(pairs),
+            eta_s=self._eta(samples_done, samples_total),
+            pairs=pairs,
+        )
+
+    def _eta(self, done: int, total: int | None) -> float | None:
+        now = time.monotonic()
+        if self.first_progress is None:
+            if done > 0:
+                self.first_progress = (now, done)
+            return None
+        since, base = self.first_progress
+        if total is None or done <= base or now <= since:
+            return None
+        rate = (done - base) / (now - since)
+        return max(0.0, (total - done) / rate)
+
+
+def _changed(before: ProgressEvent, after: ProgressEvent) -> bool:
+    return (
+        before.stage != after.stage
+        or before.samples_done != after.samples_done
+        or before.samples_total != after.samples_total
+        or [p.state for p in before.pairs] != [p.state for p in after.pairs]
+    )
+
+
+def _tail(path: Path, max_lines: int = 60) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 256 * 1024))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = [line for line in re.split(r"\r\n|\r|\n", text) if line.strip()]
+    return "\n".join(lines[-max_lines:]) or None
+
+
+def _run_log_excerpt(log: Path) -> str | None:
+    """The last traceback in the run log if there is one, otherwise its last lines."""
+    text = _tail(log, max_lines=400)
+    if text is None:
+        return None
+    at = text.rfind(_TRACEBACK)
+    excerpt = text[at:] if at >= 0 else text
+    return "\n".join(excerpt.splitlines()[-60:])
+
+
+def _task_log_excerpt(run_dir: Path | None, model_abbr: str, dataset_abbr: str) -> str | None:
+    if run_dir is None:
+        return None
+    for log in workdir.task_logs(run_dir, model_abbr, dataset_abbr):
+        if log.exists():
+            return _run_log_excerpt(log)
+    return None

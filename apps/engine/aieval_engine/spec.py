@@ -1,0 +1,276 @@
+"""EvalSpec: the validated description of one evaluation.
+
+A spec is plain data. Everything a user types ends up here first, is checked here, and only validated
+values ever reach the config builder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# A built-in dataset config is named like `gsm8k_gen` or, when that name exists in several folders,
+# `gsm8k/gsm8k_gen`.
+BUILTIN_CONFIG_NAME = re.compile(r"^([A-Za-z0-9_\-]+/)?[A-Za-z0-9_\-]+$")
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used, with one readable line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def _display_name(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    if CONTROL_CHARS.search(value):
+        raise ValueError("must not contain control characters such as newlines")
+    return value
+
+
+DisplayName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_display_name)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class OpenAIModelSpec(_Strict):
+    """An OpenAI-compatible chat endpoint (vLLM, SGLang, LMDeploy, llama.cpp, OpenAI...)."""
+
+    kind: Literal["openai"] = "openai"
+    name: DisplayName
+    base_url: Annotated[str, Field(max_length=2000)]
+    model: Annotated[str, Field(min_length=1, max_length=500, description="model name sent in requests")]
+    api_key_env: str | None = Field(
+        default=None, description="name of the environment variable that holds the API key"
+    )
+    # Held in memory only: excluded from every dump of the spec and passed to the run through its
+    # environment, never through a file.
+    api_key: SecretStr | None = Field(default=None, exclude=True)
+    concurrency: Annotated[int, Field(ge=1, le=256)] = 8
+    query_per_second: Annotated[int, Field(ge=1, le=1000)] = 8
+    timeout: Annotated[int, Field(ge=1, le=3600)] = 120
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
+    max_out_len: Annotated[int, Field(ge=1, le=32768)] | None = None
+    max_seq_len: Annotated[int, Field(ge=16, le=1_048_576)] = 4096
+    tokenizer_path: str | None = Field(
+        default=None, description="local Hugging Face tokenizer used to count prompt tokens"
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        import httpx
+
+        try:
+            url = httpx.URL(value)
+        except Exception as exc:  # httpx raises several types for malformed URLs
+            raise ValueError(f"is not a valid URL ({exc})") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000/v1")
+        if CONTROL_CHARS.search(value) or " " in value:
+            raise ValueError("must not contain spaces or control characters")
+        return value.rstrip("/") + "/"
+
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, value: str) -> str:
+        if CONTROL_CHARS.search(value):
+            raise ValueError("must not contain control characters")
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _check_env(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_VAR_NAME.match(value):
+            raise ValueError("must be an environment variable name such as OPENAI_API_KEY")
+        return value
+
+    def resolved_api_key(self, environ: dict[str, str]) -> str | None:
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.api_key_env:
+            return environ.get(self.api_key_env)
+        return None
+
+
+class HuggingFaceModelSpec(_Strict):
+    """A local Hugging Face checkpoint directory, run on this machine."""
+
+    kind: Literal["huggingface"] = "huggingface"
+    name: DisplayName
+    path: Annotated[str, Field(min_length=1, max_length=4096)]
+    mode: Literal["chat", "base"] = "chat"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
+    max_seq_len: Annotated[int, Field(ge=16, le=1_048_576)] = 2048
+    max_out_len: Annotated[int, Field(ge=1, le=32768)] | None = None
+    tokenizer_path: str | None = None
+    num_gpus: Annotated[int, Field(ge=0, le=64)] = 0
+
+    @field_validator("path", "tokenizer_path")
+    @classmethod
+    def _check_path(cls, value: str | None) -> str | None:
+        if value is not None and CONTROL_CHARS.search(value):
+            raise ValueError("must not contain control characters")
+        return value
+
+
+ModelSpec = Annotated[OpenAIModelSpec | HuggingFaceModelSpec, Field(discriminator="kind")]
+
+
+class BuiltinDatasetSpec(_Strict):
+    """One of OpenCompass' shipped dataset configs, e.g. `gsm8k_gen`."""
+
+    kind: Literal["builtin"] = "builtin"
+    config: Annotated[str, Field(min_length=1, max_length=200)]
+
+    @field_validator("config")
+    @classmethod
+    def _check_config(cls, value: str) -> str:
+        value = value.removesuffix(".py")
+        if not BUILTIN_CONFIG_NAME.match(value):
+            raise ValueError(
+                "must be the name of an OpenCompass dataset config such as gsm8k_gen "
+                "(letters, digits, '_' and '-', optionally prefixed by its folder: gsm8k/gsm8k_gen)"
+            )
+        return value
+
+    @property
+    def display_name(self) -> str:
+        return self.config
+
+
+class CustomDatasetSpec(_Strict):
+    """A user's own jsonl/csv file: MCQ (question, A, B, ..., answer) or QA (question, answer)."""
+
+    kind: Literal["custom"] = "custom"
+    name: DisplayName
+    path: Annotated[str, Field(min_length=1, max_length=4096)]
+    data_type: Literal["mcq", "qa"] | None = Field(default=None, description="detected from the columns if omitted")
+    infer_method: Literal["gen", "ppl"] = "gen"
+    scorer: Literal["exact", "contains"] = Field(
+        default="exact",
+        description=(
+            "QA only. exact: the answer must equal the reference (OpenCompass' AccEvaluator); "
+            "contains: the normalised reference must appear in the normalised answer"
+        ),
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if CONTROL_CHARS.search(value):
+            raise ValueError("must not contain control characters")
+        if not value.lower().endswith((".jsonl", ".csv")):
+            raise ValueError("must be a .jsonl or .csv file")
+        return value
+
+    @property
+    def display_name(self) -> str:
+        return self.name
+
+
+DatasetSpec = Annotated[BuiltinDatasetSpec | CustomDatasetSpec, Field(discriminator="kind")]
+
+
+class RunParams(_Strict):
+    limit: Annotated[int, Field(ge=1, le=10_000_000)] | None = Field(
+        default=None, description="evaluate only the first N samples of each dataset"
+    )
+    max_out_len: Annotated[int, Field(ge=1, le=32768)] = 256
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    workers: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=1,
+        description="1 runs every task in one warm process; more runs tasks in parallel processes",
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
+
+
+class EvalSpec(_Strict):
+    name: DisplayName = "evaluation"
+    models: Annotated[list[ModelSpec], Field(min_length=1, max_length=64)]
+    datasets: Annotated[list[DatasetSpec], Field(min_length=1, max_length=512)]
+    params: RunParams = RunParams()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> EvalSpec:
+        problems = []
+        for label, names in (
+            ("models", [m.name for m in self.models]),
+            ("datasets", [d.display_name for d in self.datasets]),
+        ):
+            seen = set()
+            for name in names:
+                if name in seen:
+                    problems.append(f"{label}: the name {name!r} is used twice; give each a distinct name")
+                seen.add(name)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def public_dict(self) -> dict[str, Any]:
+        """The spec as plain data without secrets: safe to write into manifests and logs."""
+        return self.model_dump(mode="json")
+
+
+def _format_validation_error(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-"))
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return problems
+
+
+def parse_spec(data: Any) -> EvalSpec:
+    try:
+        return EvalSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_format_validation_error(exc)) from None
+
+
+def load_spec(path: str | Path) -> EvalSpec:
+    """Read a spec from YAML or JSON; relative file paths inside it are taken relative to the spec."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([f"cannot read {path}: {exc.strerror}"]) from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise SpecError([f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise SpecError([f"{path} must contain a mapping with 'models' and 'datasets'"])
+    base = path.resolve().parent
+    for item in data.get("datasets") or []:
+        if isinstance(item, dict) and isinstance(item.get("path"), str) and not Path(item["path"]).is_absolute():
+            item["path"] = str(base / item["path"])
+    for item in data.get("models") or []:
+        for key in ("path", "tokenizer_path"):
+            value = item.get(key) if isinstance(item, dict) else None
+            if isinstance(value, str) and (value.startswith("./") or value.startswith("../")):
+                item[key] = str(base / value)
+    return parse_spec(data)

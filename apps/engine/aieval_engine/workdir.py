@@ -1,0 +1,126 @@
+"""Everything that knows OpenCompass' output layout, in one place.
+
+<job>/outputs/<YYYYMMDD_HHMMSS>/
+    configs/<ts>_<pid>.py          the full config OpenCompass resolved (all dataset abbrs)
+    predictions/<model>/<ds>.json  finished inference; tmp_<ds>.jsonl grows batch by batch before that
+    results/<model>/<ds>.json      scores, with per-sample `details`
+    logs/{infer,eval}/<model>/<ds>.out   per-task logs (only when tasks run in separate processes)
+    summary/summary_<ts>.csv
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+OUTPUTS = "outputs"
+_RUN_DIR = re.compile(r"^\d{8}_\d{6}$")
+
+
+def outputs_dir(job_dir: Path) -> Path:
+    return job_dir / OUTPUTS
+
+
+def latest_run_dir(job_dir: Path) -> Path | None:
+    root = outputs_dir(job_dir)
+    if not root.is_dir():
+        return None
+    runs = sorted(p for p in root.iterdir() if p.is_dir() and _RUN_DIR.match(p.name))
+    return runs[-1] if runs else None
+
+
+@dataclass(frozen=True)
+class ResolvedDataset:
+    abbr: str
+    test_range: str | None
+
+
+def resolved_datasets(run_dir: Path) -> list[ResolvedDataset] | None:
+    """Dataset abbrs from the config OpenCompass dumped at start, or None before it exists."""
+    configs = sorted((run_dir / "configs").glob("*.py"))
+    if not configs:
+        return None
+    try:
+        tree = ast.parse(configs[0].read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "datasets" for t in node.targets
+        ):
+            found = []
+            for element in getattr(node.value, "elts", []):
+                fields = _call_or_dict_fields(element)
+                abbr = fields.get("abbr")
+                reader = _call_or_dict_fields(fields.get("reader_cfg"))
+                if isinstance(abbr, ast.Constant):
+                    test_range = reader.get("test_range")
+                    found.append(
+                        ResolvedDataset(
+                            abbr.value,
+                            test_range.value if isinstance(test_range, ast.Constant) else None,
+                        )
+                    )
+            return found
+    return None
+
+
+def _call_or_dict_fields(node) -> dict:
+    if isinstance(node, ast.Call):
+        return {kw.arg: kw.value for kw in node.keywords if kw.arg}
+    if isinstance(node, ast.Dict):
+        return {k.value: v for k, v in zip(node.keys, node.values, strict=True) if isinstance(k, ast.Constant)}
+    return {}
+
+
+def range_limit(test_range: str | None) -> int | None:
+    match = re.fullmatch(r"\[\s*0?\s*:\s*(\d+)\s*\]", test_range or "")
+    return int(match.group(1)) if match else None
+
+
+def predictions_file(run_dir: Path, model: str, dataset: str) -> Path:
+    return run_dir / "predictions" / model / f"{dataset}.json"
+
+
+def partial_predictions_file(run_dir: Path, model: str, dataset: str) -> Path:
+    return run_dir / "predictions" / model / f"tmp_{dataset}.jsonl"
+
+
+def results_file(run_dir: Path, model: str, dataset: str) -> Path:
+    return run_dir / "results" / model / f"{dataset}.json"
+
+
+def task_logs(run_dir: Path, model: str, dataset: str) -> list[Path]:
+    return [run_dir / "logs" / stage / model / f"{dataset}.out" for stage in ("infer", "eval")]
+
+
+def predictions_done(run_dir: Path, model: str, dataset: str) -> int | None:
+    """How many samples have a prediction (None if inference has not started)."""
+    final = predictions_file(run_dir, model, dataset)
+    if final.exists():
+        try:
+            return len(json.loads(final.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError):
+            return None
+    partial = partial_predictions_file(run_dir, model, dataset)
+    if partial.exists():
+        try:
+            with open(partial, "rb") as handle:
+                return sum(1 for line in handle if line.strip())
+        except OSError:
+            return None
+    return None
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def summary_exists(run_dir: Path) -> bool:
+    return any((run_dir / "summary").glob("summary_*.csv"))
