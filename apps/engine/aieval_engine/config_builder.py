@@ -194,8 +194,8 @@ def _model_config(model, abbr: str, params, key_env: str | None, for_ppl: bool =
     return {
         "type": Ref("HuggingFacewithChatTemplate" if chat else "HuggingFaceBaseModel"),
         "abbr": abbr,
-        "path": model.path,
-        "tokenizer_path": model.tokenizer_path or model.path,
+        "path": str(Path(model.path).resolve()),
+        "tokenizer_path": str(Path(model.tokenizer_path or model.path).resolve()),
         "model_kwargs": model_kwargs,
         "generation_kwargs": {"do_sample": False},
         "max_seq_len": model.max_seq_len,

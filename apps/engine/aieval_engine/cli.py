@@ -1,0 +1,205 @@
+"""`aieval`: run evaluations from the command line.
+
+    aieval run SPEC.yaml [--json]   run one evaluation on this machine
+    aieval check SPEC.yaml          validate a spec and its data without running it
+    aieval demo [--limit N]         prepare the offline demo model and evaluate it on the demo data
+    aieval datasets [--available]   list OpenCompass' built-in dataset configs
+
+Other packages add commands (the server adds `serve`) through the `aieval.commands` entry point group:
+each entry point is a function taking the argparse subparsers object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from datetime import datetime
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .catalogue import list_builtin_names, missing_data, resolve_builtin
+from .launchers import ColdLauncher
+from .results import EvalResult
+from .runner import Evaluation, ProgressEvent
+from .spec import EvalSpec, SpecError, load_spec
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("AIEVAL_DATA_DIR") or Path.home() / ".cache" / "aieval")
+
+
+def compass_data_cache(data_dir: Path) -> Path:
+    """Where OpenCompass looks for built-in datasets' files: `<cache>/data/<name>`."""
+    return Path(os.environ.get("COMPASS_DATA_CACHE") or data_dir / "compass")
+
+
+def _new_job_dir(data_dir: Path, name: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name)[:40] or "evaluation"
+    return data_dir / "jobs" / f"{safe}-{stamp}"
+
+
+def print_results(console: Console, result: EvalResult) -> None:
+    table = Table(title=f"Results ({result.status})")
+    models = list(dict.fromkeys(s.model for s in result.scores))
+    rows = list(dict.fromkeys((s.dataset, s.metric) for s in result.scores))
+    values = result.score_table()
+    table.add_column("dataset")
+    table.add_column("metric")
+    for model in models:
+        table.add_column(model, justify="right")
+    for dataset, metric in rows:
+        cells = [values.get((m, dataset, metric)) for m in models]
+        table.add_row(dataset, metric, *("-" if v is None else f"{v:.2f}" for v in cells))
+    console.print(table)
+    if result.error:
+        console.print(f"[red]{result.error}[/red]")
+    if result.log_excerpt and not result.ok:
+        console.print(result.log_excerpt, markup=False, highlight=False)
+    console.print(f"Artifacts: {result.run_dir or result.job_dir}")
+
+
+def run_spec(spec: EvalSpec, data_dir: Path, *, as_json: bool = False, job_dir: Path | None = None,
+             resume: bool = False, console: Console | None = None) -> int:
+    console = console or Console(stderr=as_json)
+    evaluation = Evaluation(
+        spec,
+        job_dir or _new_job_dir(data_dir, spec.name),
+        data_cache=compass_data_cache(data_dir),
+        launcher=ColdLauncher(),
+    )
+    try:
+        evaluation.prepare()
+    except SpecError as exc:
+        for problem in exc.problems:
+            console.print(f"[red]error:[/red] {problem}", markup=True, highlight=False)
+        return EXIT_INVALID
+
+    previous = signal.signal(signal.SIGINT, lambda *_: evaluation.cancel())
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[eta]}")]
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            bar = progress.add_task("starting OpenCompass", total=None, eta="")
+
+            def on_event(event: ProgressEvent) -> None:
+                if event.kind != "progress":
+                    return
+                description = f"{event.stage}: {event.pairs_done}/{event.pairs_total} tasks"
+                eta = f"ETA {event.eta_s:.0f}s" if event.eta_s is not None else ""
+                progress.update(bar, description=description, completed=event.samples_done,
+                                total=event.samples_total, eta=eta)
+
+            result = evaluation.run(on_event, resume=resume)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print_results(console, result)
+    if result.status in ("cancelled",):
+        return EXIT_CANCELLED
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _cmd_run(args) -> int:
+    console = Console(stderr=args.json)
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as exc:
+        for problem in exc.problems:
+            console.print(f"[red]error:[/red] {problem}", highlight=False)
+        return EXIT_INVALID
+    return run_spec(spec, Path(args.data_dir), as_json=args.json,
+                    job_dir=Path(args.job_dir) if args.job_dir else None, resume=args.resume, console=console)
+
+
+def _cmd_check(args) -> int:
+    console = Console()
+    try:
+        spec = load_spec(args.spec)
+        job_dir = _new_job_dir(Path(args.data_dir), spec.name + "-check")
+        Evaluation(spec, job_dir, data_cache=compass_data_cache(Path(args.data_dir))).prepare()
+    except SpecError as exc:
+        for problem in exc.problems:
+            console.print(f"[red]error:[/red] {problem}", highlight=False)
+        return EXIT_INVALID
+    console.print(f"[green]ok[/green]: {len(spec.models)} model(s) x {len(spec.datasets)} dataset(s); config at {job_dir / 'config.py'}")
+    return EXIT_OK
+
+
+def _cmd_demo(args) -> int:
+    from .demo import DemoModelUnavailable, demo_spec, prepare_demo_model
+
+    console = Console()
+    data_dir = Path(args.data_dir)
+    try:
+        with console.status("Preparing the demo model (first time only, about a minute)..."):
+            prepare_demo_model(data_dir)
+    except DemoModelUnavailable as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return EXIT_INVALID
+    return run_spec(demo_spec(data_dir, limit=args.limit), data_dir, as_json=args.json, console=console)
+
+
+def _cmd_datasets(args) -> int:
+    cache = compass_data_cache(Path(args.data_dir))
+    for name in list_builtin_names():
+        if args.available:
+            try:
+                if missing_data(resolve_builtin(name), cache):
+                    continue
+            except ValueError:
+                continue
+        print(name)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aieval", description="Evaluate LLMs with OpenCompass.")
+    parser.add_argument("--data-dir", default=str(default_data_dir()),
+                        help="models, jobs and built-in data live here (env AIEVAL_DATA_DIR)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the evaluation described by a spec file")
+    run.add_argument("spec", help="YAML or JSON EvalSpec")
+    run.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
+    run.add_argument("--job-dir", help="where to keep this run's files (default: a new folder in the data dir)")
+    run.add_argument("--resume", action="store_true", help="reuse the predictions already in --job-dir")
+    run.set_defaults(handler=_cmd_run)
+
+    check = commands.add_parser("check", help="validate a spec and its data without running it")
+    check.add_argument("spec")
+    check.set_defaults(handler=_cmd_check)
+
+    demo = commands.add_parser("demo", help="evaluate the offline demo model on the demo datasets")
+    demo.add_argument("--limit", type=int, default=None, help="samples per dataset")
+    demo.add_argument("--json", action="store_true")
+    demo.set_defaults(handler=_cmd_demo)
+
+    datasets = commands.add_parser("datasets", help="list OpenCompass' built-in dataset configs")
+    datasets.add_argument("--available", action="store_true", help="only those whose data is present")
+    datasets.set_defaults(handler=_cmd_datasets)
+
+    for entry in entry_points(group="aieval.commands"):
+        entry.load()(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.data_dir = str(Path(args.data_dir).resolve())
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
