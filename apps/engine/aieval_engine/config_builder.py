@@ -20,6 +20,7 @@ from typing import Any
 from .catalogue import BuiltinDataset, resolve_builtin
 from .datafiles import validate_data_file
 from .spec import (
+    DEFAULT_MAX_OUT_LEN,
     BuiltinDatasetSpec,
     CustomDatasetSpec,
     EvalSpec,
@@ -166,7 +167,7 @@ def plan_datasets(spec: EvalSpec) -> list[PlannedDataset]:
 
 
 def _model_config(model, abbr: str, params, key_env: str | None, for_ppl: bool = False) -> dict:
-    max_out_len = model.max_out_len or params.max_out_len
+    max_out_len = model.max_out_len or params.max_out_len or DEFAULT_MAX_OUT_LEN
     if isinstance(model, OpenAIModelSpec):
         return {
             "type": Ref("SecretKeyOpenAISDK"),
@@ -276,14 +277,20 @@ def build_config(spec: EvalSpec, job_dir: Path, environ: dict[str, str] | None =
         f"ppl_datasets = [{', '.join(ppl_parts)}]",
         "datasets = gen_datasets + ppl_datasets",
     ]
+    # Built-in configs carry their own reader and inferencer settings; overriding them is a plain data edit.
+    overrides = []
     if params.limit:
-        # Built-in configs carry their own reader settings; limiting them is a plain data edit.
-        lines += [
-            "for dataset in datasets:",
+        overrides += [
             "    if 'reader_cfg' in dataset:",
             f"        dataset['reader_cfg']['test_range'] = {render_literal(f'[0:{params.limit}]')}",
-            "del dataset",
         ]
+    if params.max_out_len:
+        overrides += [
+            "    if 'inferencer' in dataset.get('infer_cfg', {}):",
+            f"        dataset['infer_cfg']['inferencer']['max_out_len'] = {render_literal(params.max_out_len)}",
+        ]
+    if overrides:
+        lines += ["for dataset in datasets:", *overrides, "del dataset"]
     lines += ["", f"models = {render_literal(gen_models)}"]
     if ppl_parts and ppl_models:
         # OpenCompass' chat-template class cannot score likelihoods, so ppl datasets pair with the base class.

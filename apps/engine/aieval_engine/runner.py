@@ -229,6 +229,9 @@ class Evaluation:
         else:
             names = ", ".join(f"{p.model_abbr}/{p.dataset_abbr}" for p in failed)
             result.error = f"{len(failed)} of {len(result.pairs)} tasks failed: {names}"
+        cause = _last_exception_line(result.log_excerpt)
+        if cause:
+            result.error += f". Cause: {cause}"
         return result
 
 
@@ -371,6 +374,13 @@ def _run_log_excerpt(log: Path) -> str | None:
     at = text.rfind(_TRACEBACK)
     excerpt = text[at:] if at >= 0 else text
     return "\n".join(excerpt.splitlines()[-60:])
+
+
+def _last_exception_line(text: str | None) -> str | None:
+    for line in reversed((text or "").splitlines()):
+        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b", line.strip()):
+            return line.strip()[:500]
+    return None
 
 
 def _task_log_excerpt(run_dir: Path | None, model_abbr: str, dataset_abbr: str) -> str | None:

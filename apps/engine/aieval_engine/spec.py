@@ -195,11 +195,18 @@ class CustomDatasetSpec(_Strict):
 DatasetSpec = Annotated[BuiltinDatasetSpec | CustomDatasetSpec, Field(discriminator="kind")]
 
 
+DEFAULT_MAX_OUT_LEN = 256
+
+
 class RunParams(_Strict):
     limit: Annotated[int, Field(ge=1, le=10_000_000)] | None = Field(
         default=None, description="evaluate only the first N samples of each dataset"
     )
-    max_out_len: Annotated[int, Field(ge=1, le=32768)] = 256
+    max_out_len: Annotated[int, Field(ge=1, le=32768)] | None = Field(
+        default=None,
+        description="cap on generated tokens for every model and dataset; unset, built-in datasets keep "
+        "their own setting and models default to DEFAULT_MAX_OUT_LEN",
+    )
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     workers: Annotated[int, Field(ge=1, le=64)] = Field(
         default=1,

