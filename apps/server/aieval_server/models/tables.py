@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..db import Base
+
+TERMINAL_STATUSES = ("succeeded", "failed", "cancelled", "timeout")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Model(Base):
+    """An evaluation target: an OpenAI-compatible endpoint, a Dify app or a local HF checkpoint."""
+
+    __tablename__ = "models"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))  # openai | dify | huggingface
+    # Kind-specific settings (base_url, model, path, ...); never holds the API key.
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    api_key_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    api_key_hint: Mapped[str | None] = mapped_column(String(20), nullable=True)  # e.g. "sk-…9f2a"
+    is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class Dataset(Base):
+    """A built-in OpenCompass config (by name) or an uploaded file stored content-addressed."""
+
+    __tablename__ = "datasets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))  # builtin | custom
+    builtin_config: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    storage_key: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    file_format: Mapped[str | None] = mapped_column(String(10), nullable=True)  # jsonl | csv
+    data_type: Mapped[str | None] = mapped_column(String(10), nullable=True)  # mcq | qa
+    scorer: Mapped[str] = mapped_column(String(20), default="exact")
+    infer_method: Mapped[str] = mapped_column(String(10), default="gen")
+    columns: Mapped[list[str]] = mapped_column(JSON, default=list)
+    rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    original_filename: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Evaluation(Base):
+    __tablename__ = "evaluations"
+    __table_args__ = (Index("ix_evaluations_status_created", "status", "created_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # queued | running | succeeded | failed | cancelled | timeout
+    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    queue: Mapped[str] = mapped_column(String(50), default="local")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The OpenCompass process group of the current attempt, so a successor on the same host can stop it.
+    run_pgid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Last progress event (engine ProgressEvent.to_dict()) and a counter bumped on every change, which
+    # pollers and WebSockets use to notice updates.
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    log_tail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    log_excerpt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    manifest: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    pairs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    run_dir_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    artifacts_stored: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    models: Mapped[list[EvaluationModel]] = relationship(
+        back_populates="evaluation", cascade="all, delete-orphan", order_by="EvaluationModel.position"
+    )
+    datasets: Mapped[list[EvaluationDataset]] = relationship(
+        back_populates="evaluation", cascade="all, delete-orphan", order_by="EvaluationDataset.position"
+    )
+    scores: Mapped[list[Score]] = relationship(back_populates="evaluation", cascade="all, delete-orphan")
+
+
+class EvaluationModel(Base):
+    __tablename__ = "evaluation_models"
+    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"), primary_key=True, index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    # The abbreviation OpenCompass used (known after the run starts): joins scores and samples.
+    abbr: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    evaluation: Mapped[Evaluation] = relationship(back_populates="models")
+    model: Mapped[Model] = relationship()
+
+
+class EvaluationDataset(Base):
+    __tablename__ = "evaluation_datasets"
+    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"), primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"), primary_key=True, index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    evaluation: Mapped[Evaluation] = relationship(back_populates="datasets")
+    dataset: Mapped[Dataset] = relationship()
+
+
+class Score(Base):
+    __tablename__ = "scores"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="SET NULL"), nullable=True, index=True)
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"), nullable=True, index=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    dataset_name: Mapped[str] = mapped_column(String(200))
+    model_abbr: Mapped[str] = mapped_column(String(200))
+    dataset_abbr: Mapped[str] = mapped_column(String(200))
+    metric: Mapped[str] = mapped_column(String(100))
+    value: Mapped[float] = mapped_column(Float)
+    evaluation: Mapped[Evaluation] = relationship(back_populates="scores")

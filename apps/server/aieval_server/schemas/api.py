@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from aieval_engine.spec import CONTROL_CHARS
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+
+
+def _clean_name(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    if CONTROL_CHARS.search(value):
+        raise ValueError("must not contain control characters such as newlines")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_clean_name)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+# ---- models -----------------------------------------------------------------------------------
+class ModelCreate(Strict):
+    name: Name
+    kind: Literal["openai", "dify", "huggingface"]
+    # openai / dify
+    base_url: str | None = Field(default=None, max_length=2000)
+    model: str | None = Field(default=None, max_length=500, description="openai: model name sent in requests")
+    api_key: SecretStr | None = Field(default=None, description="stored encrypted; never returned")
+    # huggingface
+    path: str | None = Field(default=None, max_length=4096, description="checkpoint directory on the worker")
+    mode: Literal["chat", "base"] | None = None
+    # tuning, passed through to the engine's model spec (validated there)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelUpdate(Strict):
+    name: Name | None = None
+    base_url: str | None = Field(default=None, max_length=2000)
+    model: str | None = Field(default=None, max_length=500)
+    api_key: SecretStr | None = None
+    clear_api_key: bool = False
+    path: str | None = Field(default=None, max_length=4096)
+    mode: Literal["chat", "base"] | None = None
+    options: dict[str, Any] | None = None
+
+
+class ModelRead(BaseModel):
+    id: int
+    name: str
+    kind: str
+    settings: dict[str, Any]
+    has_api_key: bool
+    api_key_hint: str | None
+    is_demo: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ModelTestResult(BaseModel):
+    ok: bool
+    latency_ms: float | None = None
+    reply: str | None = None
+    error: str | None = None
+
+
+# ---- datasets ---------------------------------------------------------------------------------
+class DatasetRead(BaseModel):
+    id: int
+    name: str
+    kind: str
+    builtin_config: str | None
+    sha256: str | None
+    file_format: str | None
+    data_type: str | None
+    scorer: str
+    infer_method: str
+    columns: list[str]
+    rows: int | None
+    size_bytes: int | None
+    original_filename: str | None
+    is_demo: bool
+    available: bool
+    created_at: datetime
+
+
+class DatasetUploadResult(BaseModel):
+    dataset: DatasetRead
+    existing: bool = Field(description="true when the same file (same sha256) was uploaded before")
+
+
+class BuiltinDatasetRead(BaseModel):
+    name: str
+    folder: str | None = None
+    available: bool | None = None
+    missing: list[str] = []
+    registered_id: int | None = None
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    page: int
+    page_size: int
+
+
+class DatasetPreview(BaseModel):
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    total_rows: int | None
+
+
+# ---- evaluations ------------------------------------------------------------------------------
+class EvaluationParams(Strict):
+    limit: int | None = Field(default=None, ge=1, le=10_000_000)
+    max_out_len: int = Field(default=256, ge=1, le=32768)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    workers: int = Field(default=1, ge=1, le=64)
+    timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+
+
+class EvaluationCreate(Strict):
+    name: Name = "evaluation"
+    model_ids: list[int] = Field(min_length=1, max_length=64)
+    dataset_ids: list[int] = Field(default_factory=list, max_length=512)
+    builtin_datasets: list[str] = Field(
+        default_factory=list, max_length=512, description="OpenCompass config names, e.g. gsm8k_gen"
+    )
+    params: EvaluationParams = EvaluationParams()
+
+
+class EvaluationSummary(BaseModel):
+    id: int
+    name: str
+    status: str
+    queue: str
+    models: list[dict[str, Any]]
+    datasets: list[dict[str, Any]]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    fraction: float | None
+    stage: str | None
+    revision: int
+    error: str | None
+
+
+class EvaluationDetail(EvaluationSummary):
+    params: dict[str, Any]
+    attempts: int
+    worker: str | None
+    heartbeat_at: datetime | None
+    cancel_requested: bool
+    progress: dict[str, Any] | None
+    duration_s: float | None
+    log_excerpt: str | None
+    manifest: dict[str, Any] | None
+    pairs: list[dict[str, Any]] | None
+    scores: list[dict[str, Any]]
+
+
+class ScoreRead(BaseModel):
+    model_id: int | None
+    model: str
+    dataset_id: int | None
+    dataset: str
+    metric: str
+    value: float
+
+
+class SampleRead(BaseModel):
+    model: str
+    dataset: str
+    index: int
+    prompt: Any
+    prediction: Any
+    gold: Any
+    correct: bool | None
+    extracted: Any = None
+
+
+class CompareCell(BaseModel):
+    value: float
+    evaluation_id: int
+    finished_at: datetime | None
+
+
+class CompareTable(BaseModel):
+    metric: str | None
+    models: list[dict[str, Any]]
+    datasets: list[dict[str, Any]]
+    # cells[model_id][dataset_id] -> best-known (latest) score
+    cells: dict[str, dict[str, CompareCell]]
+    averages: dict[str, float | None]

@@ -1,0 +1,1 @@
+"""Business rules. No HTTP here: routers translate ServiceError into responses."""

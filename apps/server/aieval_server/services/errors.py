@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """A request that cannot be done, with a message for a person and optional per-item problems."""
+
+    status_code = 400
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.problems = problems or []
+
+
+class NotFound(ServiceError):
+    status_code = 404
+
+
+class Invalid(ServiceError):
+    status_code = 422
+
+
+class Conflict(ServiceError):
+    status_code = 409
+
+
+class TooLarge(ServiceError):
+    status_code = 413
+
+
+class Unavailable(ServiceError):
+    status_code = 503

@@ -1,0 +1,268 @@
+"""Evaluations: submit (everything checked before anything is written), list, show, cancel, retry, delete."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from aieval_engine.spec import BuiltinDatasetSpec, CustomDatasetSpec, EvalSpec, RunParams, SpecError, parse_spec
+from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from ..config import Settings
+from ..models import TERMINAL_STATUSES, Dataset, Evaluation, EvaluationDataset, EvaluationModel, Model, Score
+from ..schemas.api import EvaluationCreate, EvaluationDetail, EvaluationSummary
+from ..storage import Storage
+from . import datasets as dataset_service
+from . import models as model_service
+from .errors import Conflict, Invalid, NotFound
+
+log = logging.getLogger(__name__)
+STATUSES = ("queued", "running", *TERMINAL_STATUSES)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def artifacts_prefix(evaluation_id: int) -> str:
+    return f"evaluations/{evaluation_id}"
+
+
+def job_dir(settings: Settings, evaluation_id: int) -> Path:
+    return settings.jobs_dir / str(evaluation_id)
+
+
+def queue_for(models: list[Model]) -> str:
+    """Jobs with a local checkpoint need a machine with the weights (and maybe a GPU); the rest only call APIs."""
+    return "local" if any(m.kind == "huggingface" for m in models) else "api"
+
+
+# ---- submit -------------------------------------------------------------------------------------
+def _load_all(session: Session, kind: type, ids: list[int], label: str) -> list[Any]:
+    if len(set(ids)) != len(ids):
+        raise Invalid(f"the same {label} is listed twice", [f"{label}_ids: {ids}"])
+    rows = {row.id: row for row in session.scalars(select(kind).where(kind.id.in_(ids)))}
+    unknown = [i for i in ids if i not in rows]
+    if unknown:
+        raise Invalid(f"unknown {label} id(s): {', '.join(map(str, unknown))}",
+                      [f"{label} {i} does not exist" for i in unknown])
+    return [rows[i] for i in ids]
+
+
+def build_spec(settings: Settings, storage: Storage | None, name: str, models: list[Model], datasets: list[Dataset],
+               params: dict[str, Any], *, with_keys: bool = False, local_files: bool = False) -> EvalSpec:
+    """The engine spec of an evaluation. API side: no keys, dataset paths are placeholders with the right
+    extension (validation only); worker side: decrypted keys and the uploaded files on local disk."""
+    model_specs = [model_service.engine_spec(m, settings, with_key=with_keys) for m in models]
+    dataset_specs: list[BuiltinDatasetSpec | CustomDatasetSpec] = []
+    for dataset in datasets:
+        if dataset.kind == "builtin":
+            dataset_specs.append(BuiltinDatasetSpec(config=dataset.builtin_config))
+            continue
+        path = (
+            str(dataset_service.local_file(settings, storage, dataset))
+            if local_files
+            else f"/stored/{dataset.storage_key}"
+        )
+        dataset_specs.append(
+            CustomDatasetSpec(name=dataset.name, path=path, data_type=dataset.data_type,
+                              infer_method=dataset.infer_method, scorer=dataset.scorer)
+        )
+    try:
+        return parse_spec({
+            "name": name,
+            "models": [m.model_dump() | ({"api_key": m.api_key} if getattr(m, "api_key", None) else {})
+                       for m in model_specs],
+            "datasets": [d.model_dump() for d in dataset_specs],
+            "params": RunParams(**params).model_dump(),
+        })
+    except SpecError as exc:
+        raise Invalid("this evaluation cannot be run", exc.problems) from None
+
+
+def _check_runnable(settings: Settings, models: list[Model], datasets: list[Dataset]) -> None:
+    problems = []
+    for model in models:
+        if model.kind not in model_service.EVALUABLE_KINDS:
+            problems.append(f"model {model.name!r}: {model.kind} models can be tested but not evaluated yet")
+        if model.kind == "huggingface" and settings.check_model_paths:
+            path = Path(model.settings["path"])
+            if not (path / "config.json").is_file():
+                hint = " (the demo model is still being prepared; try again in a minute)" if model.is_demo else ""
+                problems.append(f"model {model.name!r}: no Hugging Face checkpoint at {path}{hint}")
+    for dataset in datasets:
+        if dataset.kind == "builtin":
+            missing = dataset_service.builtin_missing(settings, dataset.builtin_config)
+            if missing:
+                problems.append(f"dataset {dataset.name!r}: its data is not on this server (missing {', '.join(missing)})")
+        if dataset.infer_method == "ppl":
+            for model in models:
+                if model.kind == "openai":
+                    problems.append(f"{model.name!r} × {dataset.name!r}: perplexity (ppl) scoring needs a local model, "
+                                    "an API endpoint does not return prompt log-probabilities")
+    if problems:
+        raise Invalid("this evaluation cannot be run", problems)
+
+
+def create(session: Session, settings: Settings, storage: Storage, body: EvaluationCreate) -> Evaluation:
+    """Check everything, then write one row; the caller enqueues after commit."""
+    models = _load_all(session, Model, body.model_ids, "model")
+    datasets = _load_all(session, Dataset, body.dataset_ids, "dataset")
+    for config in dict.fromkeys(body.builtin_datasets):
+        datasets.append(dataset_service.get_or_register_builtin(session, settings, config))
+    if not datasets:
+        raise Invalid("choose at least one dataset (dataset_ids or builtin_datasets)")
+    if len({d.id for d in datasets}) != len(datasets):
+        raise Invalid("the same dataset is listed twice")
+    params = body.params.model_dump(exclude_none=True)
+    _check_runnable(settings, models, datasets)
+    build_spec(settings, storage, body.name, models, datasets, params)
+    evaluation = Evaluation(name=body.name, status="queued", params=params, queue=queue_for(models),
+                            enqueued_at=utcnow())
+    evaluation.models = [EvaluationModel(model_id=m.id, position=i) for i, m in enumerate(models)]
+    evaluation.datasets = [EvaluationDataset(dataset_id=d.id, position=i) for i, d in enumerate(datasets)]
+    session.add(evaluation)
+    session.flush()
+    return evaluation
+
+
+# ---- read ---------------------------------------------------------------------------------------
+def _with_links(query: Select) -> Select:
+    return query.options(
+        selectinload(Evaluation.models).selectinload(EvaluationModel.model),
+        selectinload(Evaluation.datasets).selectinload(EvaluationDataset.dataset),
+    )
+
+
+def get(session: Session, evaluation_id: int, *, scores: bool = False) -> Evaluation:
+    query = _with_links(select(Evaluation).where(Evaluation.id == evaluation_id))
+    if scores:
+        query = query.options(selectinload(Evaluation.scores))
+    evaluation = session.scalar(query)
+    if evaluation is None:
+        raise NotFound(f"evaluation {evaluation_id} does not exist")
+    return evaluation
+
+
+def list_evaluations(session: Session, *, status: list[str] | None, model_id: int | None, dataset_id: int | None,
+                     q: str | None, page: int, page_size: int) -> tuple[list[Evaluation], int]:
+    query = select(Evaluation)
+    if status:
+        bad = [s for s in status if s not in STATUSES]
+        if bad:
+            raise Invalid(f"unknown status {', '.join(bad)}; use one of {', '.join(STATUSES)}")
+        query = query.where(Evaluation.status.in_(status))
+    if model_id is not None:
+        query = query.where(Evaluation.id.in_(select(EvaluationModel.evaluation_id).where(EvaluationModel.model_id == model_id)))
+    if dataset_id is not None:
+        query = query.where(
+            Evaluation.id.in_(select(EvaluationDataset.evaluation_id).where(EvaluationDataset.dataset_id == dataset_id))
+        )
+    if q:
+        pattern = f"%{q}%"
+        matching_models = select(EvaluationModel.evaluation_id).join(Model).where(Model.name.ilike(pattern))
+        conditions = [Evaluation.name.ilike(pattern), Evaluation.id.in_(matching_models)]
+        if q.isdigit():
+            conditions.append(Evaluation.id == int(q))
+        query = query.where(or_(*conditions))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    page_query = _with_links(query.order_by(Evaluation.created_at.desc(), Evaluation.id.desc()))
+    items = list(session.scalars(page_query.offset((page - 1) * page_size).limit(page_size)))
+    return items, total
+
+
+def summary(evaluation: Evaluation) -> EvaluationSummary:
+    progress = evaluation.progress or {}
+    return EvaluationSummary(
+        id=evaluation.id, name=evaluation.name, status=evaluation.status, queue=evaluation.queue,
+        models=[{"id": link.model_id, "name": link.model.name, "kind": link.model.kind} for link in evaluation.models],
+        datasets=[{"id": link.dataset_id, "name": link.dataset.name, "kind": link.dataset.kind} for link in evaluation.datasets],
+        created_at=evaluation.created_at, started_at=evaluation.started_at, finished_at=evaluation.finished_at,
+        fraction=1.0 if evaluation.status == "succeeded" else progress.get("fraction"),
+        stage=progress.get("stage"), revision=evaluation.revision, error=evaluation.error,
+    )
+
+
+def score_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
+    return [
+        {"model_id": s.model_id, "model": s.model_name, "dataset_id": s.dataset_id, "dataset": s.dataset_name,
+         "metric": s.metric, "value": s.value}
+        for s in sorted(evaluation.scores, key=lambda s: (s.model_name, s.dataset_name, s.metric))
+    ]
+
+
+def detail(evaluation: Evaluation) -> EvaluationDetail:
+    duration = None
+    if evaluation.started_at and evaluation.finished_at:
+        duration = (_aware(evaluation.finished_at) - _aware(evaluation.started_at)).total_seconds()
+    return EvaluationDetail(
+        **summary(evaluation).model_dump(),
+        params=evaluation.params, attempts=evaluation.attempts, worker=evaluation.worker,
+        heartbeat_at=evaluation.heartbeat_at, cancel_requested=evaluation.cancel_requested,
+        progress=evaluation.progress, duration_s=duration, log_excerpt=evaluation.log_excerpt,
+        manifest=evaluation.manifest, pairs=evaluation.pairs, scores=score_rows(evaluation),
+    )
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite returns naive datetimes; everything stored is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+# ---- state changes ------------------------------------------------------------------------------
+def cancel(session: Session, evaluation_id: int) -> Evaluation:
+    evaluation = get(session, evaluation_id)
+    if evaluation.status in TERMINAL_STATUSES:
+        raise Conflict(f"evaluation {evaluation_id} has already finished ({evaluation.status})")
+    # A queued job is cancelled at once (a worker that receives it later skips it); a running one is
+    # stopped by its worker, which watches this flag.
+    session.execute(
+        update(Evaluation).where(Evaluation.id == evaluation_id)
+        .values(cancel_requested=True, revision=Evaluation.revision + 1)
+    )
+    session.execute(
+        update(Evaluation).where(Evaluation.id == evaluation_id, Evaluation.status == "queued")
+        .values(status="cancelled", finished_at=utcnow(), error="cancelled by request")
+    )
+    session.flush()
+    session.refresh(evaluation)
+    return evaluation
+
+
+def retry(session: Session, settings: Settings, storage: Storage, evaluation_id: int) -> Evaluation:
+    """Queue a finished-unsuccessfully job again; its worker resumes from the predictions already made."""
+    evaluation = get(session, evaluation_id)
+    if evaluation.status not in ("failed", "cancelled", "timeout"):
+        raise Conflict(f"only failed, cancelled or timed-out evaluations can be retried (this one is {evaluation.status})")
+    models = [link.model for link in evaluation.models]
+    datasets = [link.dataset for link in evaluation.datasets]
+    _check_runnable(settings, models, datasets)
+    build_spec(settings, storage, evaluation.name, models, datasets, evaluation.params)
+    evaluation.status = "queued"
+    evaluation.cancel_requested = False
+    evaluation.error = evaluation.log_excerpt = None
+    evaluation.finished_at = None
+    evaluation.enqueued_at = utcnow()
+    evaluation.worker = None
+    evaluation.revision += 1
+    session.flush()
+    return evaluation
+
+
+def delete(session: Session, settings: Settings, storage: Storage, evaluation_id: int) -> None:
+    evaluation = get(session, evaluation_id)
+    if evaluation.status == "running":
+        raise Conflict(f"evaluation {evaluation_id} is running; cancel it first")
+    session.delete(evaluation)
+    session.commit()
+    storage.delete_prefix(artifacts_prefix(evaluation_id))
+    shutil.rmtree(job_dir(settings, evaluation_id), ignore_errors=True)
+    shutil.rmtree(settings.cache_dir / artifacts_prefix(evaluation_id), ignore_errors=True)
+
+
+def scores_for(session: Session, evaluation_id: int) -> list[Score]:
+    return list(session.scalars(select(Score).where(Score.evaluation_id == evaluation_id)))

@@ -1,0 +1,224 @@
+"""The models registry: evaluation targets and their (encrypted) API keys."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aieval_engine.spec import HuggingFaceModelSpec, OpenAIModelSpec, SpecError, parse_spec
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .. import keyring
+from ..config import Settings
+from ..models import EvaluationModel, Model
+from ..schemas.api import ModelCreate, ModelRead, ModelTestResult, ModelUpdate
+from .errors import Conflict, Invalid, NotFound
+
+# Kinds the engine can evaluate today. Dify apps can be registered and tested but not yet evaluated.
+EVALUABLE_KINDS = ("openai", "huggingface")
+_SETTINGS_FIELDS = {"openai": ("base_url", "model"), "dify": ("base_url",), "huggingface": ("path", "mode")}
+
+
+def to_read(model: Model) -> ModelRead:
+    return ModelRead(
+        id=model.id,
+        name=model.name,
+        kind=model.kind,
+        settings=dict(model.settings or {}),
+        has_api_key=model.api_key_encrypted is not None,
+        api_key_hint=model.api_key_hint,
+        is_demo=model.is_demo,
+        created_at=model.created_at,
+        updated_at=model.updated_at,
+    )
+
+
+def engine_spec(model: Model, settings: Settings | None = None, *, with_key: bool = False) -> OpenAIModelSpec | HuggingFaceModelSpec:
+    """The engine's model spec for a registered model; the API key only when `with_key` (worker side)."""
+    data: dict[str, Any] = {"name": model.name, "kind": model.kind, **(model.settings or {})}
+    if with_key and model.api_key_encrypted and settings is not None:
+        data["api_key"] = keyring.decrypt(settings, model.api_key_encrypted)
+    spec = parse_spec({"models": [data], "datasets": [{"kind": "builtin", "config": "x"}]})
+    return spec.models[0]
+
+
+def _validate(name: str, kind: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Check a model's settings with the engine's own rules; return the settings to store."""
+    if kind == "dify":
+        if not values.get("base_url"):
+            raise Invalid("this model cannot be saved", ["base_url: required for a Dify app, e.g. https://api.dify.ai/v1"])
+        unknown = sorted(set(values) - {"base_url", "timeout"})
+        if unknown:
+            raise Invalid("this model cannot be saved", [f"{k}: not a setting of Dify models" for k in unknown])
+        # Reuse the engine's URL rules through an OpenAI spec; only base_url matters here.
+        probe = {"name": name, "kind": "openai", "base_url": values["base_url"], "model": "dify"}
+        try:
+            checked = parse_spec({"models": [probe], "datasets": [{"kind": "builtin", "config": "x"}]}).models[0]
+        except SpecError as exc:
+            raise Invalid("this model cannot be saved", [p.removeprefix("models.0.openai.") for p in exc.problems]) from None
+        return {**values, "base_url": checked.base_url}
+    required = {"openai": ("base_url", "model"), "huggingface": ("path",)}[kind]
+    missing = [f"{field}: required for a {kind} model" for field in required if not values.get(field)]
+    if missing:
+        raise Invalid("this model cannot be saved", missing)
+    try:
+        spec = parse_spec({"models": [{"name": name, "kind": kind, **values}], "datasets": [{"kind": "builtin", "config": "x"}]})
+    except SpecError as exc:
+        prefix = f"models.0.{kind}."
+        raise Invalid("this model cannot be saved", [p.removeprefix(prefix) for p in exc.problems]) from None
+    dumped = spec.models[0].model_dump(mode="json", exclude={"name", "kind", "api_key"}, exclude_defaults=True)
+    for field in required:
+        dumped[field] = getattr(spec.models[0], field)
+    return dumped
+
+
+def _values_from(body: ModelCreate | ModelUpdate, kind: str, current: dict[str, Any]) -> dict[str, Any]:
+    values = dict(current)
+    if body.options is not None:
+        values = {k: v for k, v in values.items() if k in _SETTINGS_FIELDS[kind]}
+        values.update(body.options)
+    for field in ("base_url", "model", "path", "mode"):
+        value = getattr(body, field)
+        if value is not None:
+            if field not in _SETTINGS_FIELDS[kind]:
+                raise Invalid("this model cannot be saved", [f"{field}: not a setting of {kind} models"])
+            values[field] = value
+    return values
+
+
+def create(session: Session, settings: Settings, body: ModelCreate, *, is_demo: bool = False) -> Model:
+    values = _validate(body.name, body.kind, _values_from(body, body.kind, {}))
+    model = Model(name=body.name, kind=body.kind, settings=values, is_demo=is_demo)
+    if body.api_key is not None and body.api_key.get_secret_value():
+        if body.kind == "huggingface":
+            raise Invalid("this model cannot be saved", ["api_key: local Hugging Face models take no API key"])
+        secret = body.api_key.get_secret_value()
+        model.api_key_encrypted = keyring.encrypt(settings, secret)
+        model.api_key_hint = keyring.hint(secret)
+    _ensure_unique_name(session, body.name)
+    session.add(model)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"a model named {body.name!r} already exists") from None
+    return model
+
+
+def _ensure_unique_name(session: Session, name: str, exclude_id: int | None = None) -> None:
+    query = select(Model.id).where(func.lower(Model.name) == name.lower())
+    if exclude_id is not None:
+        query = query.where(Model.id != exclude_id)
+    if session.scalar(query) is not None:
+        raise Conflict(f"a model named {name!r} already exists; choose another name")
+
+
+def get(session: Session, model_id: int) -> Model:
+    model = session.get(Model, model_id)
+    if model is None:
+        raise NotFound(f"model {model_id} does not exist")
+    return model
+
+
+def list_models(session: Session, kind: str | None = None, q: str | None = None) -> list[Model]:
+    query = select(Model).order_by(Model.name)
+    if kind:
+        query = query.where(Model.kind == kind)
+    if q:
+        query = query.where(Model.name.ilike(f"%{q}%"))
+    return list(session.scalars(query))
+
+
+def update(session: Session, settings: Settings, model_id: int, body: ModelUpdate) -> Model:
+    model = get(session, model_id)
+    name = body.name or model.name
+    if body.name:
+        _ensure_unique_name(session, body.name, exclude_id=model.id)
+    values = _validate(name, model.kind, _values_from(body, model.kind, dict(model.settings or {})))
+    model.name = name
+    model.settings = values
+    if body.clear_api_key:
+        model.api_key_encrypted = model.api_key_hint = None
+    if body.api_key is not None and body.api_key.get_secret_value():
+        if model.kind == "huggingface":
+            raise Invalid("this model cannot be saved", ["api_key: local Hugging Face models take no API key"])
+        secret = body.api_key.get_secret_value()
+        model.api_key_encrypted = keyring.encrypt(settings, secret)
+        model.api_key_hint = keyring.hint(secret)
+    session.flush()
+    return model
+
+
+def delete(session: Session, model_id: int) -> None:
+    model = get(session, model_id)
+    used = session.scalar(select(func.count()).select_from(EvaluationModel).where(EvaluationModel.model_id == model_id))
+    if used:
+        raise Conflict(f"model {model.name!r} is used by {used} evaluation(s); delete those evaluations first")
+    session.delete(model)
+    session.flush()
+
+
+# ---- connectivity test --------------------------------------------------------------------------
+def _describe_http_error(exc: Exception) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def test_model(model: Model, settings: Settings) -> ModelTestResult:
+    """Send one short request and report latency or the exact error (keys never appear in the result)."""
+    api_key = keyring.decrypt(settings, model.api_key_encrypted) if model.api_key_encrypted else None
+    if model.kind == "huggingface":
+        return _test_checkpoint(Path(model.settings["path"]))
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    base = model.settings["base_url"].rstrip("/")
+    if model.kind == "openai":
+        url = f"{base}/chat/completions"
+        body = {"model": model.settings["model"], "messages": [{"role": "user", "content": "Reply with OK."}],
+                "max_tokens": 8, "temperature": 0}
+    else:  # dify chat app: its own request shape
+        url = f"{base}/chat-messages"
+        body = {"inputs": {}, "query": "Reply with OK.", "response_mode": "blocking", "user": "aieval-test"}
+    started = time.perf_counter()
+    try:
+        response = httpx.post(url, json=body, headers=headers, timeout=settings.model_test_timeout_s)
+    except httpx.HTTPError as exc:
+        return ModelTestResult(ok=False, error=_redact(_describe_http_error(exc), api_key))
+    latency = (time.perf_counter() - started) * 1000
+    if response.status_code >= 400:
+        return ModelTestResult(ok=False, latency_ms=latency,
+                               error=_redact(f"HTTP {response.status_code} from {url}: {response.text[:500]}", api_key))
+    try:
+        data = response.json()
+        reply = data["choices"][0]["message"]["content"] if model.kind == "openai" else data["answer"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return ModelTestResult(ok=False, latency_ms=latency,
+                               error=_redact(f"unexpected response from {url}: {response.text[:500]}", api_key))
+    return ModelTestResult(ok=True, latency_ms=latency, reply=str(reply)[:500])
+
+
+def _redact(text: str, secret: str | None) -> str:
+    return text.replace(secret, "****") if secret else text
+
+
+def _test_checkpoint(path: Path) -> ModelTestResult:
+    started = time.perf_counter()
+    if not (path / "config.json").is_file():
+        return ModelTestResult(ok=False, error=f"no Hugging Face checkpoint at {path} (config.json missing)")
+    try:
+        from transformers import AutoConfig, AutoTokenizer
+
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        tokens = tokenizer("Reply with OK.")["input_ids"]
+    except Exception as exc:  # transformers raises many types for broken checkpoints
+        return ModelTestResult(ok=False, error=f"cannot load {path}: {type(exc).__name__}: {exc}")
+    latency = (time.perf_counter() - started) * 1000
+    arch = ",".join(getattr(config, "architectures", None) or [config.model_type])
+    return ModelTestResult(ok=True, latency_ms=latency, reply=f"checkpoint {arch}; tokenizer OK ({len(tokens)} tokens)")

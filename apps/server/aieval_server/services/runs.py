@@ -1,0 +1,337 @@
+"""Running an evaluation on a worker: claim it in the database, run the engine, record progress and results.
+
+The claim is one atomic UPDATE, so a job sent twice (requeue, broker redelivery) runs once. While it runs,
+a heartbeat thread refreshes `heartbeat_at` and watches `cancel_requested`; a job whose heartbeat stops
+(worker killed) is requeued by `sweep()` and the next attempt resumes from the predictions already made.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from aieval_engine import workdir
+from aieval_engine.launchers import Launcher, RunProcess
+from aieval_engine.runner import Evaluation as EngineEvaluation
+from aieval_engine.runner import ProgressEvent
+from aieval_engine.spec import SpecError
+from sqlalchemy import delete, select, update
+
+from ..config import Settings
+from ..db import session_scope
+from ..models import Evaluation, Score
+from ..storage import Storage
+from . import evaluations as evaluation_service
+from .errors import ServiceError
+from .events import Publisher
+
+log = logging.getLogger(__name__)
+LOG_TAIL_LINES = 400
+HOST = socket.gethostname()
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def worker_token() -> str:
+    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+# ---- claim / requeue ------------------------------------------------------------------------------
+def claim(settings: Settings, evaluation_id: int, token: str) -> tuple[bool, dict[str, Any]]:
+    """Take the job if it is queued (or running with a dead heartbeat). Returns (claimed, previous state)."""
+    cutoff = utcnow() - timedelta(seconds=settings.stale_after_s)
+    with session_scope(settings.database_url) as session:
+        before = session.execute(
+            select(Evaluation.worker, Evaluation.run_pgid, Evaluation.attempts).where(Evaluation.id == evaluation_id)
+        ).first()
+        if before is None:
+            return False, {}
+        result = session.execute(
+            update(Evaluation)
+            .where(
+                Evaluation.id == evaluation_id,
+                Evaluation.cancel_requested.is_(False),
+                (Evaluation.status == "queued")
+                | ((Evaluation.status == "running") & (Evaluation.heartbeat_at < cutoff)),
+            )
+            .values(status="running", worker=token, heartbeat_at=utcnow(), attempts=Evaluation.attempts + 1,
+                    started_at=utcnow(), finished_at=None, error=None, revision=Evaluation.revision + 1)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1, {"worker": before.worker, "run_pgid": before.run_pgid, "attempts": before.attempts}
+
+
+def sweep(settings: Settings, send: Callable[[int, str], None]) -> list[int]:
+    """Requeue jobs whose worker stopped beating and resend queued jobs the broker may have lost."""
+    now = utcnow()
+    stale = now - timedelta(seconds=settings.stale_after_s)
+    forgotten = now - timedelta(seconds=settings.resend_queued_after_s)
+    resent = []
+    with session_scope(settings.database_url) as session:
+        candidates = session.execute(
+            select(Evaluation.id, Evaluation.status, Evaluation.queue, Evaluation.cancel_requested).where(
+                ((Evaluation.status == "running") & (Evaluation.heartbeat_at < stale))
+                | ((Evaluation.status == "queued") & (Evaluation.enqueued_at < forgotten))
+            )
+        ).all()
+        for row in candidates:
+            if row.status == "running" and row.cancel_requested:
+                # Nobody is left to stop it: record the cancellation the user asked for.
+                session.execute(update(Evaluation).where(Evaluation.id == row.id, Evaluation.status == "running",
+                                                         Evaluation.heartbeat_at < stale)
+                                .values(status="cancelled", finished_at=now, error="cancelled by request",
+                                        revision=Evaluation.revision + 1))
+                continue
+            condition = (Evaluation.heartbeat_at < stale) if row.status == "running" else (Evaluation.enqueued_at < forgotten)
+            changed = session.execute(
+                update(Evaluation).where(Evaluation.id == row.id, Evaluation.status == row.status, condition)
+                .values(status="queued", enqueued_at=now, revision=Evaluation.revision + 1)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if changed:
+                resent.append((row.id, row.queue))
+    for evaluation_id, queue in resent:
+        log.warning("requeueing evaluation %s (worker lost or message lost)", evaluation_id)
+        send(evaluation_id, queue)
+    return [e for e, _ in resent]
+
+
+def _stop_orphan(previous: dict[str, Any], job_dir: Path) -> None:
+    """A killed worker's OpenCompass run lives on in its own session; stop it before resuming its files."""
+    pgid = previous.get("run_pgid")
+    worker = previous.get("worker") or ""
+    if not pgid or not worker.startswith(f"{HOST}:"):
+        return
+    try:
+        if Path(f"/proc/{pgid}/cwd").resolve() != job_dir.resolve():
+            return  # the id now belongs to an unrelated process
+        os.killpg(pgid, signal.SIGKILL)
+        log.warning("stopped the orphaned run (process group %s) of the previous attempt", pgid)
+    except (OSError, ProcessLookupError):
+        return
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except OSError:
+            return
+        time.sleep(0.05)
+
+
+# ---- running --------------------------------------------------------------------------------------
+class _RecordingLauncher:
+    """Delegates to the real launcher and records the run's process group in the database."""
+
+    def __init__(self, inner: Launcher, on_start: Callable[[int], None]):
+        self.inner = inner
+        self.on_start = on_start
+
+    def start(self, job_dir: str, argv: list[str], env: dict[str, str], seed: int) -> RunProcess:
+        process = self.inner.start(job_dir, argv, env, seed)
+        self.on_start(process.pid)
+        return process
+
+
+class _Run:
+    def __init__(self, settings: Settings, storage: Storage, evaluation_id: int, token: str, publisher: Publisher):
+        self.settings = settings
+        self.storage = storage
+        self.id = evaluation_id
+        self.token = token
+        self.publisher = publisher
+        self.log_lines: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        self.log_dirty = False
+        self.lost = threading.Event()  # another worker took the job over: write nothing more
+        self.stop = threading.Event()
+        self.engine: EngineEvaluation | None = None
+        self.last_progress: dict[str, Any] | None = None
+        self.lock = threading.Lock()
+
+    def _owned(self):
+        return (Evaluation.id == self.id) & (Evaluation.worker == self.token)
+
+    def write(self, **values: Any) -> bool:
+        if self.lost.is_set():
+            return False
+        with session_scope(self.settings.database_url) as session:
+            changed = session.execute(
+                update(Evaluation).where(self._owned()).values(**values).execution_options(synchronize_session=False)
+            ).rowcount
+        if not changed:
+            self.lost.set()
+        return bool(changed)
+
+    def on_event(self, event: ProgressEvent) -> None:
+        data = event.to_dict()
+        if event.kind == "log":
+            with self.lock:
+                self.log_lines.extend(event.lines)
+                self.log_dirty = True
+            self.publisher.publish(self.id, {"type": "log", "lines": event.lines})
+            return
+        data.pop("lines", None)
+        if event.kind == "status" and self.last_progress and event.stage in ("preparing", "running"):
+            data = {**self.last_progress, "stage": event.stage, "elapsed_s": event.elapsed_s}
+        if event.kind == "progress":
+            self.last_progress = data
+        if event.stage in ("succeeded", "failed", "cancelled", "timeout"):
+            return  # the final state is written with the results, in one transaction
+        self.write(progress=data, revision=Evaluation.revision + 1, heartbeat_at=utcnow())
+        self.publisher.publish(self.id, {"type": "progress", "status": "running", "progress": data})
+
+    def heartbeat(self) -> None:
+        interval = min(1.0, self.settings.heartbeat_interval_s)
+        last_beat = 0.0
+        while not self.stop.wait(interval):
+            values: dict[str, Any] = {}
+            now = time.monotonic()
+            with self.lock:
+                if self.log_dirty:
+                    values["log_tail"] = "\n".join(self.log_lines)
+                    self.log_dirty = False
+            if values or now - last_beat >= self.settings.heartbeat_interval_s:
+                values["heartbeat_at"] = utcnow()
+                last_beat = now
+                if not self.write(**values):
+                    log.warning("evaluation %s was taken over by another worker; stopping this attempt", self.id)
+                    if self.engine:
+                        self.engine.cancel("lost")
+                    return
+            with session_scope(self.settings.database_url) as session:
+                wanted = session.scalar(select(Evaluation.cancel_requested).where(Evaluation.id == self.id))
+            if wanted and self.engine is not None:
+                self.engine.cancel()
+
+
+def run_evaluation(settings: Settings, storage: Storage, evaluation_id: int, launcher: Launcher,
+                   publisher: Publisher | None = None) -> str:
+    """The whole life of one attempt. Returns what happened (for the task's log)."""
+    publisher = publisher or Publisher(settings)
+    token = worker_token()
+    claimed, previous = claim(settings, evaluation_id, token)
+    if not claimed:
+        return "skipped: not queued (already taken, finished or cancelled)"
+    job_dir = evaluation_service.job_dir(settings, evaluation_id)
+    run = _Run(settings, storage, evaluation_id, token, publisher)
+    publisher.publish(evaluation_id, {"type": "status", "status": "running"})
+    beat = threading.Thread(target=run.heartbeat, daemon=True, name=f"heartbeat-{evaluation_id}")
+    beat.start()
+    try:
+        _stop_orphan(previous, job_dir)
+        resume = workdir.latest_run_dir(job_dir) is not None
+        with session_scope(settings.database_url) as session:
+            evaluation = evaluation_service.get(session, evaluation_id)
+            models = [link.model for link in evaluation.models]
+            datasets = [link.dataset for link in evaluation.datasets]
+            spec = evaluation_service.build_spec(settings, storage, evaluation.name, models, datasets,
+                                                 evaluation.params, with_keys=True, local_files=True)
+            model_ids = {m.name: m.id for m in models}
+            dataset_ids = {d.name: d.id for d in datasets}
+            builtin_ids = [d.id for d in datasets if d.kind == "builtin"]
+        job_dir.mkdir(parents=True, exist_ok=True)
+        engine = EngineEvaluation(
+            spec, job_dir, data_cache=settings.compass_data_cache,
+            launcher=_RecordingLauncher(launcher, lambda pid: run.write(run_pgid=pid)),
+        )
+        run.engine = engine
+        if run.stop.is_set():
+            pass
+        engine.prepare()
+        result = engine.run(run.on_event, resume=resume)
+    except (SpecError, ServiceError) as exc:
+        problems = exc.problems if isinstance(exc, SpecError) else [exc.message, *exc.problems]
+        run.stop.set()
+        _finish(run, status="failed", error="; ".join(problems), scores=[], extra={})
+        return "failed before start"
+    except Exception as exc:
+        run.stop.set()
+        log.exception("evaluation %s crashed in the worker", evaluation_id)
+        _finish(run, status="failed", error=f"the worker failed: {type(exc).__name__}: {exc}", scores=[], extra={})
+        return "crashed"
+    finally:
+        run.stop.set()
+    if run.lost.is_set() or result.status == "lost":
+        return "lost to another worker"
+    run_dir_name = result.run_dir.name if result.run_dir else None
+    stored = _store_artifacts(settings, storage, evaluation_id, job_dir)
+    pairs = _pairs(run.last_progress, result)
+    scores = [
+        Score(evaluation_id=evaluation_id, model_id=model_ids.get(s.model),
+              dataset_id=dataset_ids.get(s.dataset, builtin_ids[0] if len(builtin_ids) == 1 else None),
+              model_name=s.model, dataset_name=s.dataset, model_abbr=s.model_abbr, dataset_abbr=s.dataset_abbr,
+              metric=s.metric, value=s.value)
+        for s in result.scores
+    ]
+    final_progress = dict(run.last_progress or {})
+    final_progress.update(stage=result.status, elapsed_s=result.duration_s)
+    _finish(run, status=result.status, error=result.error, scores=scores, extra={
+        "log_excerpt": result.log_excerpt, "manifest": result.manifest, "pairs": pairs, "run_dir_name": run_dir_name,
+        "artifacts_stored": stored, "progress": final_progress, "run_pgid": None,
+    })
+    return result.status
+
+
+def _pairs(last_progress: dict[str, Any] | None, result) -> list[dict[str, Any]]:
+    outcomes = {(p.model_abbr, p.dataset_abbr): p for p in result.pairs}
+    pairs = []
+    for pair in (last_progress or {}).get("pairs", []):
+        outcome = outcomes.get((pair["model_abbr"], pair["dataset_abbr"]))
+        pairs.append({**pair, "ok": outcome.ok if outcome else False,
+                      "error": outcome.error if outcome else None,
+                      "log_excerpt": outcome.log_excerpt if outcome else None})
+    return pairs
+
+
+def _finish(run: _Run, *, status: str, error: str | None, scores: list[Score], extra: dict[str, Any]) -> None:
+    if run.lost.is_set():
+        return
+    with run.lock:
+        log_tail = "\n".join(run.log_lines) or None
+    with session_scope(run.settings.database_url) as session:
+        owned = session.execute(
+            update(Evaluation).where(run._owned()).values(
+                status=status, error=error, finished_at=utcnow(), revision=Evaluation.revision + 1,
+                log_tail=log_tail, **extra,
+            ).execution_options(synchronize_session=False)
+        ).rowcount
+        if not owned:
+            return
+        session.execute(delete(Score).where(Score.evaluation_id == run.id))
+        session.add_all(scores)
+    run.publisher.publish(run.id, {"type": "status", "status": status})
+
+
+def _store_artifacts(settings: Settings, storage: Storage, evaluation_id: int, job_dir: Path) -> bool:
+    """Copy the job's files to shared storage (the local job dir stays for a possible resume)."""
+    prefix = evaluation_service.artifacts_prefix(evaluation_id)
+    try:
+        for path in sorted(job_dir.rglob("*")):
+            relative = path.relative_to(job_dir)
+            if not path.is_file() or relative.parts[0] == "tmp":
+                continue
+            storage.put_file(f"{prefix}/{relative.as_posix()}", path)
+        return True
+    except Exception:
+        log.exception("cannot store the artifacts of evaluation %s", evaluation_id)
+        return False
+
+
+def prepare_job_dir_cleanup(settings: Settings, evaluation_id: int) -> None:
+    shutil.rmtree(evaluation_service.job_dir(settings, evaluation_id), ignore_errors=True)
+
+
+_ = (json, contextlib)
