@@ -10,7 +10,6 @@ import csv
 import functools
 import io
 import json
-
 import tempfile
 import threading
 from pathlib import Path

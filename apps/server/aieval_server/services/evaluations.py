@@ -8,7 +8,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from aieval_engine.spec import BuiltinDatasetSpec, CustomDatasetSpec, EvalSpec, RunParams, SpecError, parse_spec
+from aieval_engine.spec import (
+    BuiltinDatasetSpec,
+    CustomDatasetSpec,
+    EvalSpec,
+    RunParams,
+    SpecError,
+    parse_spec,
+)
 from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 

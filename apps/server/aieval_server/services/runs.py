@@ -8,19 +8,17 @@ a heartbeat thread refreshes `heartbeat_at` and watches `cancel_requested`; a jo
 from __future__ import annotations
 
 import collections
-import contextlib
-import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from aieval_engine import workdir
 from aieval_engine.launchers import Launcher, RunProcess
@@ -248,8 +246,6 @@ def run_evaluation(settings: Settings, storage: Storage, evaluation_id: int, lau
             launcher=_RecordingLauncher(launcher, lambda pid: run.write(run_pgid=pid)),
         )
         run.engine = engine
-        if run.stop.is_set():
-            pass
         engine.prepare()
         result = engine.run(run.on_event, resume=resume)
     except (SpecError, ServiceError) as exc:
@@ -329,9 +325,3 @@ def _store_artifacts(settings: Settings, storage: Storage, evaluation_id: int, j
         log.exception("cannot store the artifacts of evaluation %s", evaluation_id)
         return False
 
-
-def prepare_job_dir_cleanup(settings: Settings, evaluation_id: int) -> None:
-    shutil.rmtree(evaluation_service.job_dir(settings, evaluation_id), ignore_errors=True)
-
-
-_ = (json, contextlib)

@@ -1,0 +1,71 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from .config import Settings, get_settings
+from .routers import compare, datasets, evaluations, health, live, models
+from .services.errors import ServiceError
+from .storage import StorageError
+
+log = logging.getLogger(__name__)
+API_PREFIX = "/api/v1"
+
+
+def _problem_lines(exc: RequestValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body",))
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        lines.append(f"{where}: {message}" if where else message)
+    return lines
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from starlette.concurrency import run_in_threadpool
+
+        from .services import bootstrap
+
+        await run_in_threadpool(bootstrap.prepare_database, settings)
+        if settings.register_demo:
+            await run_in_threadpool(bootstrap.register_demo, settings)
+        yield
+
+    app = FastAPI(title="ai-eval-system", version="0.1.0", lifespan=lifespan,
+                  description="Evaluate LLMs with OpenCompass: models, datasets, evaluations, results.")
+    app.state.settings = settings
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_request: Request, exc: ServiceError):
+        return JSONResponse({"detail": exc.message, "problems": exc.problems}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError):
+        problems = _problem_lines(exc)
+        return JSONResponse({"detail": "the request is not valid: " + "; ".join(problems), "problems": problems},
+                            status_code=422)
+
+    @app.exception_handler(StorageError)
+    async def _storage_error(_request: Request, exc: StorageError):
+        return JSONResponse({"detail": str(exc), "problems": []}, status_code=404)
+
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"])
+    for module in (health, models, datasets, evaluations, live, compare):
+        app.include_router(module.router, prefix=API_PREFIX)
+    if (settings.web_dist / "index.html").is_file():
+        app.mount("/", StaticFiles(directory=settings.web_dist, html=True), name="web")
+    return app

@@ -1,0 +1,36 @@
+"""Alembic environment: the URL comes from the caller (db/migrate.py) or, by default, from the settings."""
+
+from __future__ import annotations
+
+from aieval_server.db import Base, make_engine
+from aieval_server.models import tables  # noqa: F401  (registers the tables)
+from alembic import context
+
+config = context.config
+url = config.get_main_option("sqlalchemy.url")
+if not url:
+    from aieval_server.config import get_settings
+
+    url = get_settings().database_url
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=url, target_metadata=Base.metadata, literal_binds=True, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        # batch mode lets later ALTERs work on SQLite too
+        context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

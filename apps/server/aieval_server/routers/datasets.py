@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+
+from ..schemas.api import BuiltinDatasetRead, DatasetPreview, DatasetRead, DatasetUploadResult, Page
+from ..services import datasets as service
+from .deps import SessionDep, SettingsDep, StorageDep
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+
+@router.get("", response_model=list[DatasetRead])
+def list_datasets(*, kind: str | None = None, q: str | None = None, session: SessionDep,
+                  settings: SettingsDep):
+    return [service.to_read(d, settings) for d in service.list_datasets(session, kind, q)]
+
+
+@router.get("/builtin", response_model=Page[BuiltinDatasetRead])
+def builtin_catalogue(*, q: str | None = None, available: bool | None = None, page: Annotated[int, Query(ge=1)] = 1,
+                      page_size: Annotated[int, Query(ge=1, le=500)] = 50, session: SessionDep,
+                      settings: SettingsDep):
+    items, total = service.builtin_catalogue(session, settings, q, available, page, page_size)
+    return Page(items=items, total=total, page=page, page_size=page_size)
+
+
+@router.post("/builtin/{config:path}", response_model=DatasetRead, status_code=201)
+def register_builtin(*, config: str, session: SessionDep, settings: SettingsDep):
+    return service.to_read(service.get_or_register_builtin(session, settings, config), settings)
+
+
+@router.post("", response_model=DatasetUploadResult, status_code=201,
+             responses={200: {"model": DatasetUploadResult, "description": "the same file was uploaded before"}})
+def upload_dataset(*, response: Response, file: Annotated[UploadFile, File()], name: Annotated[str | None, Form()] = None,
+                   data_type: Annotated[str | None, Form()] = None, scorer: Annotated[str, Form()] = "exact", infer_method: Annotated[str, Form()] = "gen",
+                   session: SessionDep, settings: SettingsDep,
+                   storage: StorageDep):
+    dataset, existing = service.upload(session, settings, storage, file.file, file.filename, name, data_type or None,
+                                       scorer, infer_method)
+    if existing:
+        response.status_code = 200
+    return DatasetUploadResult(dataset=service.to_read(dataset, settings), existing=existing)
+
+
+@router.get("/{dataset_id}", response_model=DatasetRead)
+def show_dataset(*, dataset_id: int, session: SessionDep, settings: SettingsDep):
+    return service.to_read(service.get(session, dataset_id), settings)
+
+
+@router.get("/{dataset_id}/preview", response_model=DatasetPreview)
+def preview_dataset(*, dataset_id: int, limit: Annotated[int, Query(ge=1, le=service.PREVIEW_MAX_ROWS)] = 20,
+                    session: SessionDep, settings: SettingsDep,
+                    storage: StorageDep):
+    return service.preview(settings, storage, service.get(session, dataset_id), limit)
+
+
+@router.delete("/{dataset_id}", status_code=204)
+def delete_dataset(*, dataset_id: int, session: SessionDep, storage: StorageDep):
+    service.delete(session, storage, dataset_id)
+    return Response(status_code=204)

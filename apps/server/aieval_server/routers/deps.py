@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from ..config import Settings
+from ..db import sessionmaker_for
+from ..storage import Storage, get_storage
+
+
+def settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def session_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> Iterator[Session]:
+    session = sessionmaker_for(settings.database_url)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def storage_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> Storage:
+    return get_storage(settings)
+
+
+SettingsDep = Annotated[Settings, Depends(settings_dep)]
+SessionDep = Annotated[Session, Depends(session_dep)]
+StorageDep = Annotated[Storage, Depends(storage_dep)]

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, BackgroundTasks, Query, Response
+from fastapi.responses import FileResponse, PlainTextResponse
+
+from ..celery_app import enqueue
+from ..schemas.api import EvaluationCreate, EvaluationDetail, EvaluationSummary, Page, SampleRead, ScoreRead
+from ..services import artifacts
+from ..services import evaluations as service
+from .deps import SessionDep, SettingsDep, StorageDep
+
+router = APIRouter(prefix="/evaluations", tags=["evaluations"])
+
+
+@router.post("", response_model=EvaluationDetail, status_code=201)
+def create_evaluation(*, body: EvaluationCreate, session: SessionDep,
+                      settings: SettingsDep, storage: StorageDep):
+    evaluation = service.create(session, settings, storage, body)
+    session.commit()  # the row exists before the message: a worker always finds what it is told to run
+    enqueue(evaluation.id, evaluation.queue)
+    return service.detail(service.get(session, evaluation.id, scores=True))
+
+
+@router.get("", response_model=Page[EvaluationSummary])
+def list_evaluations(*, status: Annotated[list[str] | None, Query()] = None, model_id: int | None = None,
+                     dataset_id: int | None = None, q: Annotated[str | None, Query(max_length=200)] = None,
+                     page: Annotated[int, Query(ge=1)] = 1, page_size: Annotated[int, Query(ge=1, le=200)] = 20,
+                     session: SessionDep):
+    items, total = service.list_evaluations(session, status=status, model_id=model_id, dataset_id=dataset_id, q=q,
+                                            page=page, page_size=page_size)
+    return Page(items=[service.summary(e) for e in items], total=total, page=page, page_size=page_size)
+
+
+@router.get("/{evaluation_id}", response_model=EvaluationDetail)
+def show_evaluation(*, evaluation_id: int, session: SessionDep):
+    return service.detail(service.get(session, evaluation_id, scores=True))
+
+
+@router.post("/{evaluation_id}/cancel", response_model=EvaluationDetail)
+def cancel_evaluation(*, evaluation_id: int, session: SessionDep):
+    service.cancel(session, evaluation_id)
+    session.commit()
+    return service.detail(service.get(session, evaluation_id, scores=True))
+
+
+@router.post("/{evaluation_id}/retry", response_model=EvaluationDetail)
+def retry_evaluation(*, evaluation_id: int, session: SessionDep,
+                     settings: SettingsDep, storage: StorageDep):
+    evaluation = service.retry(session, settings, storage, evaluation_id)
+    session.commit()
+    enqueue(evaluation.id, evaluation.queue)
+    return service.detail(service.get(session, evaluation_id, scores=True))
+
+
+@router.delete("/{evaluation_id}", status_code=204)
+def delete_evaluation(*, evaluation_id: int, session: SessionDep,
+                      settings: SettingsDep, storage: StorageDep):
+    service.delete(session, settings, storage, evaluation_id)
+    return Response(status_code=204)
+
+
+@router.get("/{evaluation_id}/logs", response_class=PlainTextResponse)
+def evaluation_logs(*, evaluation_id: int, tail: Annotated[int | None, Query(ge=1, le=100_000)] = 200,
+                    download: bool = False, session: SessionDep,
+                    storage: StorageDep):
+    evaluation = service.get(session, evaluation_id)
+    text = artifacts.log_text(evaluation, storage, None if download else tail)
+    headers = {"Content-Disposition": f'attachment; filename="evaluation-{evaluation_id}.log"'} if download else {}
+    return PlainTextResponse(text, headers=headers)
+
+
+@router.get("/{evaluation_id}/results", response_model=list[ScoreRead])
+def evaluation_results(*, evaluation_id: int, session: SessionDep):
+    return service.score_rows(service.get(session, evaluation_id, scores=True))
+
+
+@router.get("/{evaluation_id}/samples", response_model=Page[SampleRead])
+def evaluation_samples(*, evaluation_id: int, model: str | None = None, dataset: str | None = None,
+                       correct: bool | None = None, q: Annotated[str | None, Query(max_length=500)] = None,
+                       page: Annotated[int, Query(ge=1)] = 1, page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+                       session: SessionDep, settings: SettingsDep,
+                       storage: StorageDep):
+    evaluation = service.get(session, evaluation_id)
+    items, total = artifacts.samples(settings, storage, evaluation, model=model, dataset=dataset, correct=correct, q=q,
+                                     page=page, page_size=page_size)
+    return Page(items=items, total=total, page=page, page_size=page_size)
+
+
+@router.get("/{evaluation_id}/export")
+def export_evaluation(*, evaluation_id: int, background: BackgroundTasks,
+                      format: Literal["csv", "json", "md", "zip"] = "json",
+                      session: SessionDep, settings: SettingsDep,
+                      storage: StorageDep):
+    evaluation = service.get(session, evaluation_id, scores=True)
+    stem = f"evaluation-{evaluation_id}"
+    if format == "zip":
+        path = artifacts.export_zip(settings, storage, evaluation)
+        background.add_task(path.unlink, missing_ok=True)
+        return FileResponse(path, media_type="application/zip", filename=f"{stem}.zip")
+    body, media = {
+        "csv": (artifacts.export_csv, "text/csv"),
+        "json": (artifacts.export_json, "application/json"),
+        "md": (artifacts.export_markdown, "text/markdown"),
+    }[format]
+    return Response(body(evaluation), media_type=f"{media}; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{stem}.{format}"'})

@@ -1,0 +1,130 @@
+"""WebSockets pushing evaluation updates. Each message carries the same data `show`/`list` return, so
+clients may equally poll. Redis pub/sub (when configured) wakes the loop at once and carries log lines;
+without it the loop re-reads the database a few times a second."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from ..db import session_scope
+from ..models import TERMINAL_STATUSES, Evaluation
+from ..services import evaluations as service
+from ..services.errors import NotFound
+from ..services.events import LIST_CHANNEL, channel
+
+router = APIRouter(tags=["live"])
+POLL_S = 0.25
+LIST_WINDOW = 50
+
+
+class _Wakeups:
+    def __init__(self, redis_url: str, name: str):
+        self.pubsub = None
+        self.redis_url = redis_url
+        self.name = name
+
+    async def __aenter__(self):
+        if self.redis_url:
+            import redis.asyncio as aioredis
+
+            self.client = aioredis.Redis.from_url(self.redis_url)
+            self.pubsub = self.client.pubsub()
+            await self.pubsub.subscribe(self.name)
+        return self
+
+    async def __aexit__(self, *exc):
+        if self.pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self.pubsub.unsubscribe(self.name)
+                await self.pubsub.aclose()
+                await self.client.aclose()
+
+    async def next(self) -> list[dict]:
+        """Messages that arrived (possibly none) after waiting at most a moment."""
+        if self.pubsub is None:
+            await asyncio.sleep(POLL_S)
+            return []
+        messages = []
+        message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+        while message is not None:
+            with contextlib.suppress(ValueError, TypeError):
+                messages.append(json.loads(message["data"]))
+            message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+        return messages
+
+
+async def _watch_disconnect(*, websocket: WebSocket) -> None:
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while True:
+            await websocket.receive_text()
+
+
+def _load_detail(*, database_url: str, evaluation_id: int):
+    with session_scope(database_url) as session:
+        return service.detail(service.get(session, evaluation_id, scores=True))
+
+
+@router.websocket("/evaluations/{evaluation_id}/ws")
+async def evaluation_updates(websocket: WebSocket, evaluation_id: int):
+    settings = websocket.app.state.settings
+    await websocket.accept()
+    listener = asyncio.create_task(_watch_disconnect(websocket))
+    last_revision = None
+    try:
+        async with _Wakeups(settings.redis_url, channel(evaluation_id)) as wakeups:
+            while not listener.done():
+                try:
+                    detail = await run_in_threadpool(_load_detail, settings.database_url, evaluation_id)
+                except NotFound as exc:
+                    await websocket.send_json({"type": "error", "detail": exc.message})
+                    await websocket.close(code=4404)
+                    return
+                if detail.revision != last_revision:
+                    last_revision = detail.revision
+                    await websocket.send_json({"type": "update", "evaluation": detail.model_dump(mode="json")})
+                if detail.status in TERMINAL_STATUSES:
+                    await websocket.close(code=1000)
+                    return
+                for message in await wakeups.next():
+                    if message.get("type") == "log":
+                        await websocket.send_json({"type": "log", "lines": message.get("lines", [])})
+    except WebSocketDisconnect:
+        return
+    finally:
+        listener.cancel()
+
+
+def _load_list(*, database_url: str) -> list[dict]:
+    with session_scope(database_url) as session:
+        active = select(Evaluation.id).where(Evaluation.status.in_(("queued", "running")))
+        recent = select(Evaluation.id).order_by(Evaluation.created_at.desc()).limit(LIST_WINDOW)
+        ids = set(session.scalars(active)) | set(session.scalars(recent))
+        rows = session.scalars(service._with_links(select(Evaluation).where(Evaluation.id.in_(ids))))
+        return [service.summary(e).model_dump(mode="json") for e in rows]
+
+
+@router.websocket("/evaluations/ws")
+async def list_updates(websocket: WebSocket):
+    settings = websocket.app.state.settings
+    await websocket.accept()
+    listener = asyncio.create_task(_watch_disconnect(websocket))
+    seen: dict[int, int] = {}
+    try:
+        async with _Wakeups(settings.redis_url, LIST_CHANNEL) as wakeups:
+            while not listener.done():
+                summaries = await run_in_threadpool(_load_list, settings.database_url)
+                changed = [s for s in summaries if seen.get(s["id"]) != s["revision"]]
+                if changed:
+                    seen.update({s["id"]: s["revision"] for s in changed})
+                    await websocket.send_json({"type": "evaluations", "items": changed})
+                await wakeups.next()
+    except WebSocketDisconnect:
+        return
+    finally:
+        listener.cancel()

@@ -1,0 +1,69 @@
+"""First start: the database schema, the demo model and the demo datasets, so a new user can run at once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ..config import Settings
+from ..db import session_scope
+from ..db.migrate import upgrade
+from ..models import Dataset, Model
+from ..storage import get_storage
+from . import datasets as dataset_service
+from .errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+
+def prepare_database(settings: Settings) -> None:
+    if settings.auto_migrate:
+        upgrade(settings.database_url)
+
+
+def register_demo(settings: Settings) -> None:
+    """Register the demo model and datasets once (idempotent, safe when API and worker race)."""
+    from aieval_engine.demo import DEMO_MODEL_NAME, demo_model_dir
+
+    storage = get_storage(settings)
+    with session_scope(settings.database_url) as session:
+        if session.scalar(select(Model.id).where(Model.is_demo.is_(True))) is None:
+            session.add(Model(name=DEMO_MODEL_NAME, kind="huggingface", is_demo=True,
+                              settings={"path": str(demo_model_dir(settings.data_dir)), "mode": "chat"}))
+            try:
+                session.flush()
+            except IntegrityError:
+                session.rollback()
+    for path, name, scorer in dataset_service.demo_files():
+        with session_scope(settings.database_url) as session:
+            if session.scalar(select(Dataset.id).where(Dataset.name == name)) is not None:
+                continue
+            try:
+                with open(path, "rb") as handle:
+                    dataset_service.upload(session, settings, storage, handle, path.name, name, None, scorer, "gen",
+                                           is_demo=True)
+            except (ServiceError, IntegrityError) as exc:
+                log.warning("demo dataset %s not registered: %s", name, exc)
+                session.rollback()
+
+
+def prepare_demo_model_in_background(settings: Settings) -> threading.Thread:
+    """Convert the demo model (about a minute, once) without delaying the start."""
+
+    def convert() -> None:
+        from aieval_engine.demo import DemoModelUnavailable, prepare_demo_model
+
+        try:
+            path = prepare_demo_model(settings.data_dir)
+            log.info("demo model ready at %s", path)
+        except DemoModelUnavailable as exc:
+            log.warning("demo model unavailable: %s", exc)
+        except Exception:
+            log.exception("demo model preparation failed")
+
+    thread = threading.Thread(target=convert, daemon=True, name="aieval-demo-model")
+    thread.start()
+    return thread

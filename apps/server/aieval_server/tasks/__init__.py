@@ -1,0 +1,1 @@
+"""Celery tasks: thin adapters from the queue to services."""

@@ -1,0 +1,74 @@
+"""The Celery worker: threads pool (runs happen in forked OpenCompass processes, not in Python threads),
+one warm launcher per process, a sweeper that requeues jobs whose worker died."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+
+from celery import signals
+
+from .celery_app import celery_app, enqueue
+from .config import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def _sweeper(stop: threading.Event) -> None:
+    from .services.runs import sweep
+
+    settings = get_settings()
+    while not stop.wait(settings.sweep_interval_s):
+        try:
+            sweep(settings, enqueue)
+        except Exception:
+            log.exception("sweep failed (will try again)")
+
+
+_stop = threading.Event()
+
+
+@signals.worker_ready.connect
+def _on_ready(**_kwargs) -> None:
+    from .tasks.evaluation import launcher
+
+    settings = get_settings()
+    threading.Thread(target=_sweeper, args=(_stop,), daemon=True, name="aieval-sweeper").start()
+    # Import OpenCompass once now, so the first job starts in about a second.
+    threading.Thread(target=lambda: log.info("OpenCompass warm in %.1f s", launcher().warm_up()),
+                     daemon=True, name="aieval-warmup").start()
+    if settings.register_demo:
+        from .services.bootstrap import prepare_demo_model_in_background
+
+        prepare_demo_model_in_background(settings)
+
+
+@signals.worker_shutdown.connect
+def _on_shutdown(**_kwargs) -> None:
+    _stop.set()
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(description="Run an ai-eval-system worker.")
+    parser.add_argument("--queues", default=",".join(settings.worker_queues), help="comma-separated: api,local")
+    parser.add_argument("--concurrency", type=int, default=settings.worker_concurrency)
+    parser.add_argument("--name", default=f"aieval-{os.getpid()}@%h")
+    parser.add_argument("--loglevel", default=settings.log_level)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.auto_migrate:
+        from .db.migrate import upgrade
+
+        upgrade(settings.database_url)
+    celery_app.worker_main([
+        "worker", "--pool=threads", f"--concurrency={args.concurrency}", f"--queues={args.queues}",
+        f"--hostname={args.name}", f"--loglevel={args.loglevel}", "--without-gossip", "--without-mingle",
+        "--without-heartbeat",
+    ])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Production API process: `python apps/server/start_fastapi_server.py [--host H] [--port P] [--workers N]`.
+
+Settings come from configs/environments/$AIEVAL_ENV.yaml, .env and AIEVAL_* variables. Workers run separately
+(start_celery_worker.py)."""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Start the ai-eval-system API.")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    args = parser.parse_args()
+    uvicorn.run("aieval_server.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+                proxy_headers=True)
+
+
+if __name__ == "__main__":
+    main()
