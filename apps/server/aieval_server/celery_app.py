@@ -19,8 +19,6 @@ def create_celery(settings: Settings) -> Celery:
     if settings.celery_broker_url.startswith("filesystem://"):
         # A directory queue: no server to install or start. Every process on this machine shares it.
         folder = settings.broker_dir
-        for sub in ("queue", "processed", "control"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
         transport_options = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
@@ -32,6 +30,8 @@ def create_celery(settings: Settings) -> Celery:
     elif settings.celery_broker_url.startswith(("redis://", "rediss://")):
         # Redelivery of unacknowledged messages is our sweeper's job (heartbeats), not Redis' hour-long timeout.
         transport_options = {"visibility_timeout": 24 * 3600}
+        if settings.key_prefix:
+            transport_options["global_keyprefix"] = settings.key_prefix
     app.conf.update(
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
@@ -49,13 +49,29 @@ def create_celery(settings: Settings) -> Celery:
     return app
 
 
+# The worker's app (tasks register on it); the API sends through celery_for(settings) of its own settings.
 celery_app = create_celery(get_settings())
+_senders: dict[str, Celery] = {}
 
 
-def enqueue(evaluation_id: int, queue: str) -> bool:
+def ensure_broker_dirs(settings: Settings) -> None:
+    if settings.celery_broker_url.startswith("filesystem://"):
+        for sub in ("queue", "processed", "control"):
+            (settings.broker_dir / sub).mkdir(parents=True, exist_ok=True)
+
+
+def celery_for(settings: Settings) -> Celery:
+    ensure_broker_dirs(settings)
+    key = f"{settings.celery_broker_url}|{settings.broker_dir}|{settings.key_prefix}"
+    if key not in _senders:
+        _senders[key] = create_celery(settings)
+    return _senders[key]
+
+
+def enqueue(settings: Settings, evaluation_id: int, queue: str) -> bool:
     """Send "run evaluation N". A failure is not fatal: the job stays queued in the DB and the sweeper resends it."""
     try:
-        celery_app.send_task(RUN_EVALUATION, args=[evaluation_id], queue=queue)
+        celery_for(settings).send_task(RUN_EVALUATION, args=[evaluation_id], queue=queue)
         return True
     except Exception as exc:
         log.error("cannot send evaluation %s to the broker (it stays queued and will be resent): %s", evaluation_id, exc)

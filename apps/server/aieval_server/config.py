@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     broker_url: str = ""
     # Redis for live events (pub/sub); empty means subscribers poll the database.
     redis_url: str = ""
+    # Prefix of every Redis key and channel (lets several installations or test runs share one Redis).
+    key_prefix: str = ""
     storage: Literal["local", "s3"] = "local"
     storage_dir: Path | None = None  # local storage root; default <data_dir>/storage
     s3_endpoint_url: str | None = None
@@ -50,6 +52,8 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     auto_migrate: bool = True
     register_demo: bool = True
+    # Convert the demo model on worker start (about a minute of CPU, once per data dir).
+    prepare_demo_model: bool = True
     max_upload_bytes: int = 50 * 1024 * 1024
     heartbeat_interval_s: float = 2.0
     # A running job whose heartbeat is older than this is considered orphaned and requeued.

@@ -10,7 +10,7 @@ import threading
 
 from celery import signals
 
-from .celery_app import celery_app, enqueue
+from .celery_app import celery_app, enqueue, ensure_broker_dirs
 from .config import get_settings
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ def _sweeper(stop: threading.Event) -> None:
     settings = get_settings()
     while not stop.wait(settings.sweep_interval_s):
         try:
-            sweep(settings, enqueue)
+            sweep(settings, lambda evaluation_id, queue: enqueue(settings, evaluation_id, queue))
         except Exception:
             log.exception("sweep failed (will try again)")
 
@@ -39,7 +39,7 @@ def _on_ready(**_kwargs) -> None:
     # Import OpenCompass once now, so the first job starts in about a second.
     threading.Thread(target=lambda: log.info("OpenCompass warm in %.1f s", launcher().warm_up()),
                      daemon=True, name="aieval-warmup").start()
-    if settings.register_demo:
+    if settings.register_demo and settings.prepare_demo_model:
         from .services.bootstrap import prepare_demo_model_in_background
 
         prepare_demo_model_in_background(settings)
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         from .db.migrate import upgrade
 
         upgrade(settings.database_url)
+    ensure_broker_dirs(settings)
     celery_app.worker_main([
         "worker", "--pool=threads", f"--concurrency={args.concurrency}", f"--queues={args.queues}",
         f"--hostname={args.name}", f"--loglevel={args.loglevel}", "--without-gossip", "--without-mingle",

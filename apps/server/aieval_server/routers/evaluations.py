@@ -19,7 +19,7 @@ def create_evaluation(*, body: EvaluationCreate, session: SessionDep,
                       settings: SettingsDep, storage: StorageDep):
     evaluation = service.create(session, settings, storage, body)
     session.commit()  # the row exists before the message: a worker always finds what it is told to run
-    enqueue(evaluation.id, evaluation.queue)
+    enqueue(settings, evaluation.id, evaluation.queue)
     return service.detail(service.get(session, evaluation.id, scores=True))
 
 
@@ -50,7 +50,7 @@ def retry_evaluation(*, evaluation_id: int, session: SessionDep,
                      settings: SettingsDep, storage: StorageDep):
     evaluation = service.retry(session, settings, storage, evaluation_id)
     session.commit()
-    enqueue(evaluation.id, evaluation.queue)
+    enqueue(settings, evaluation.id, evaluation.queue)
     return service.detail(service.get(session, evaluation_id, scores=True))
 
 

@@ -16,7 +16,7 @@ from ..db import session_scope
 from ..models import TERMINAL_STATUSES, Evaluation
 from ..services import evaluations as service
 from ..services.errors import NotFound
-from ..services.events import LIST_CHANNEL, channel
+from ..services.events import channel, list_channel
 
 router = APIRouter(tags=["live"])
 POLL_S = 0.25
@@ -77,7 +77,7 @@ async def evaluation_updates(websocket: WebSocket, evaluation_id: int):
     listener = asyncio.create_task(_watch_disconnect(websocket))
     last_revision = None
     try:
-        async with _Wakeups(settings.redis_url, channel(evaluation_id)) as wakeups:
+        async with _Wakeups(settings.redis_url, channel(settings, evaluation_id)) as wakeups:
             while not listener.done():
                 try:
                     detail = await run_in_threadpool(_load_detail, settings.database_url, evaluation_id)
@@ -116,7 +116,7 @@ async def list_updates(websocket: WebSocket):
     listener = asyncio.create_task(_watch_disconnect(websocket))
     seen: dict[int, int] = {}
     try:
-        async with _Wakeups(settings.redis_url, LIST_CHANNEL) as wakeups:
+        async with _Wakeups(settings.redis_url, list_channel(settings)) as wakeups:
             while not listener.done():
                 summaries = await run_in_threadpool(_load_list, settings.database_url)
                 changed = [s for s in summaries if seen.get(s["id"]) != s["revision"]]

@@ -12,16 +12,20 @@ from typing import Any
 from ..config import Settings
 
 log = logging.getLogger(__name__)
-LIST_CHANNEL = "aieval:evaluations"
 
 
-def channel(evaluation_id: int) -> str:
-    return f"aieval:evaluation:{evaluation_id}"
+def list_channel(settings: Settings) -> str:
+    return f"{settings.key_prefix}aieval:evaluations"
+
+
+def channel(settings: Settings, evaluation_id: int) -> str:
+    return f"{settings.key_prefix}aieval:evaluation:{evaluation_id}"
 
 
 class Publisher:
     def __init__(self, settings: Settings):
         self._client = None
+        self.settings = settings
         if settings.redis_url:
             import redis
 
@@ -32,8 +36,8 @@ class Publisher:
             return
         data = json.dumps({"evaluation_id": evaluation_id, **message}, default=str)
         try:
-            self._client.publish(channel(evaluation_id), data)
+            self._client.publish(channel(self.settings, evaluation_id), data)
             if message.get("type") != "log":
-                self._client.publish(LIST_CHANNEL, data)
+                self._client.publish(list_channel(self.settings), data)
         except Exception as exc:  # live events are best effort; the DB row stays the truth
             log.warning("cannot publish progress of evaluation %s: %s", evaluation_id, exc)
