@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from alembic import context
+
 from aieval_server.db import Base, make_engine
 from aieval_server.models import tables  # noqa: F401  (registers the tables)
-from alembic import context
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url")

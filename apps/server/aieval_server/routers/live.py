@@ -59,13 +59,13 @@ class _Wakeups:
         return messages
 
 
-async def _watch_disconnect(*, websocket: WebSocket) -> None:
+async def _watch_disconnect(websocket: WebSocket) -> None:
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
         while True:
             await websocket.receive_text()
 
 
-def _load_detail(*, database_url: str, evaluation_id: int):
+def _load_detail(database_url: str, evaluation_id: int):
     with session_scope(database_url) as session:
         return service.detail(service.get(session, evaluation_id, scores=True))
 
@@ -100,7 +100,7 @@ async def evaluation_updates(websocket: WebSocket, evaluation_id: int):
         listener.cancel()
 
 
-def _load_list(*, database_url: str) -> list[dict]:
+def _load_list(database_url: str) -> list[dict]:
     with session_scope(database_url) as session:
         active = select(Evaluation.id).where(Evaluation.status.in_(("queued", "running")))
         recent = select(Evaluation.id).order_by(Evaluation.created_at.desc()).limit(LIST_WINDOW)

@@ -3,8 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from aieval_engine.spec import CONTROL_CHARS
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+
+from aieval_engine.spec import CONTROL_CHARS
 
 
 def _clean_name(value: str) -> str:

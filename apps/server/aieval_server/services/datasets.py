@@ -15,11 +15,12 @@ import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from aieval_engine.catalogue import UnknownDatasetError, list_builtin_names, missing_data, resolve_builtin
-from aieval_engine.datafiles import DataFileError, validate_data_file
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+
+from aieval_engine.catalogue import UnknownDatasetError, list_builtin_names, missing_data, resolve_builtin
+from aieval_engine.datafiles import DataFileError, validate_data_file
 
 from ..config import Settings
 from ..models import Dataset, EvaluationDataset

@@ -8,6 +8,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy.orm import Session, selectinload
+
 from aieval_engine.spec import (
     BuiltinDatasetSpec,
     CustomDatasetSpec,
@@ -16,8 +19,6 @@ from aieval_engine.spec import (
     SpecError,
     parse_spec,
 )
-from sqlalchemy import Select, func, or_, select, update
-from sqlalchemy.orm import Session, selectinload
 
 from ..config import Settings
 from ..models import TERMINAL_STATUSES, Dataset, Evaluation, EvaluationDataset, EvaluationModel, Model, Score

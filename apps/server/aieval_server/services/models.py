@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aieval_engine.spec import HuggingFaceModelSpec, OpenAIModelSpec, SpecError, parse_spec
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+
+from aieval_engine.spec import HuggingFaceModelSpec, OpenAIModelSpec, SpecError, parse_spec
 
 from .. import keyring
 from ..config import Settings

@@ -20,12 +20,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import delete, select, update
+
 from aieval_engine import workdir
 from aieval_engine.launchers import Launcher, RunProcess
 from aieval_engine.runner import Evaluation as EngineEvaluation
 from aieval_engine.runner import ProgressEvent
 from aieval_engine.spec import SpecError
-from sqlalchemy import delete, select, update
 
 from ..config import Settings
 from ..db import session_scope

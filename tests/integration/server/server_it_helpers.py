@@ -1,0 +1,149 @@
+"""Helpers for the server integration tests: ports, waiting, process checks, the API/worker stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[3]
+PYTHON = sys.executable
+PG_ADMIN_URL = os.environ.get("AIEVAL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+def free_port() -> int:
+    """A free port in 18000-18999 (the range reserved for test servers)."""
+    for port in range(18000 + os.getpid() % 500, 19000):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 18000-18999")
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def processes_in(directory: Path) -> list[int]:
+    """Processes whose working directory is inside `directory` (OpenCompass runs chdir into their job dir)."""
+    found = []
+    root = str(directory.resolve())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if cwd == root or cwd.startswith(root + "/"):
+            found.append(int(entry.name))
+    return found
+
+
+# ---- running the server -----------------------------------------------------------------------
+class Stack:
+    """An API process and worker processes sharing one configuration (environment variables)."""
+
+    def __init__(self, env: dict[str, str], logs: Path):
+        self.env = {**os.environ, **env}
+        self.logs = logs
+        self.api: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen] = []
+        self.url = ""
+        self.client: httpx.Client | None = None
+
+    def _spawn(self, argv: list[str], log_name: str) -> subprocess.Popen:
+        log = open(self.logs / log_name, "ab")
+        return subprocess.Popen(argv, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    def start_api(self, argv: list[str] | None = None) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.api = self._spawn(argv or [PYTHON, "apps/server/start_fastapi_server.py", "--host", "127.0.0.1",
+                                        "--port", str(port)], "api.log")
+        self.client = httpx.Client(base_url=self.url + "/api/v1", timeout=60)
+
+        def healthy():
+            if self.api.poll() is not None:
+                raise AssertionError(f"the API exited: {self.read_log('api.log')[-3000:]}")
+            try:
+                return self.client.get("/health").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, 90, what="the API health check")
+
+    def start_worker(self, queues: str = "api,local") -> subprocess.Popen:
+        index = len(self.workers)
+        worker = self._spawn([PYTHON, "apps/server/start_celery_worker.py", "--queues", queues, "--concurrency", "2",
+                              "--name", f"w{index}-{uuid.uuid4().hex[:6]}@%h"], f"worker{index}.log")
+        self.workers.append(worker)
+        wait_until(lambda: "ready." in self.read_log(f"worker{index}.log") or worker.poll() is not None, 60,
+                   what=f"worker {index} to be ready")
+        assert worker.poll() is None, self.read_log(f"worker{index}.log")[-3000:]
+        return worker
+
+    def read_log(self, name: str) -> str:
+        path = self.logs / name
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        for process in [*self.workers, self.api]:
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in [*self.workers, self.api]:
+            if process is None:
+                continue
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+    # ---- helpers used by tests ------------------------------------------------------------------
+    def wait_for(self, evaluation_id: int, predicate, timeout: float, what: str) -> dict:
+        def check():
+            detail = self.client.get(f"/evaluations/{evaluation_id}").json()
+            return detail if predicate(detail) else None
+
+        try:
+            return wait_until(check, timeout, interval=0.3, what=what)
+        except AssertionError:
+            detail = self.client.get(f"/evaluations/{evaluation_id}").json()
+            logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.logs.glob("*.log")))
+            raise AssertionError(f"{what}: last state {json.dumps(detail)[:3000]}\n{logs}") from None
+
+    def finished(self, evaluation_id: int, timeout: float = 240) -> dict:
+        return self.wait_for(evaluation_id, lambda d: d["status"] not in ("queued", "running"), timeout,
+                             f"evaluation {evaluation_id} to finish")
+
+
+def qa_rows(count: int) -> bytes:
+    return "".join(json.dumps({"question": f"What is {i} plus {i}?", "answer": str(2 * i)}) + "\n"
+                   for i in range(count)).encode()
+
+
+def mcq_rows(count: int) -> bytes:
+    return "".join(json.dumps({"question": f"Is {i} even?", "A": "yes", "B": "no", "answer": "A" if i % 2 == 0 else "B"}) + "\n"
+                   for i in range(count)).encode()
