@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def unused_port() -> int:
+    from aieval_engine.local_server import free_port
+
     return free_port()
 
 
@@ -59,39 +51,16 @@ def compass_cache_with_gsm8k(tmp_path_factory, shared_gsm8k) -> Path:
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory) -> str:
     """llama.cpp's OpenAI-compatible server over the SmolLM2 GGUF on 127.0.0.1; yields its base URL."""
-    from aieval_engine.demo import gguf_path
+    from aieval_engine.local_server import LlamaServer
 
     python = os.environ.get("AIEVAL_LLAMA_PYTHON", str(REPO / ".venv-llama" / "bin" / "python"))
-    if not Path(python).exists():
-        pytest.fail(f"llama.cpp server not installed at {python}: run `make llama-server-env` (make test does)")
-    port = free_port()
-    log = tmp_path_factory.mktemp("llama") / "server.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [python, "-m", "llama_cpp.server", "--model", str(gguf_path()), "--model_alias", "smollm2",
-             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--seed", "0"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    base_url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"llama.cpp server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("llama.cpp server did not start within 90 s")
-    yield base_url
-    process.terminate()
+    server = LlamaServer(python, tmp_path_factory.mktemp("llama") / "server.log")
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+        server.start()
+    except (FileNotFoundError, RuntimeError) as exc:
+        pytest.fail(str(exc))
+    yield server.base_url
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,11 @@ REFERENCES = {
     "HuggingFaceBaseModel": "from opencompass.models import HuggingFaceBaseModel",
     "SecretKeyOpenAISDK": "from aieval_engine.oc_ext import SecretKeyOpenAISDK",
     "ContainsAnswerEvaluator": "from aieval_engine.oc_ext import ContainsAnswerEvaluator",
+    "QuickNumWorkerPartitioner": "from aieval_engine.oc_ext import QuickNumWorkerPartitioner",
+    "QuickNaivePartitioner": "from aieval_engine.oc_ext import QuickNaivePartitioner",
+    "LocalRunner": "from opencompass.runners import LocalRunner",
+    "OpenICLInferTask": "from opencompass.tasks import OpenICLInferTask",
+    "OpenICLEvalTask": "from opencompass.tasks import OpenICLEvalTask",
 }
 
 API_META_TEMPLATE = {
@@ -223,8 +228,13 @@ def _custom_dataset_config(planned: PlannedDataset, limit: int | None) -> dict:
     return config
 
 
-def build_config(spec: EvalSpec, job_dir: Path, environ: dict[str, str] | None = None) -> BuiltConfig:
-    """Write `config.py` for a spec into job_dir (created if needed) and describe what it contains."""
+def build_config(
+    spec: EvalSpec, job_dir: Path, environ: dict[str, str] | None = None, *, quick_pipeline: bool = True
+) -> BuiltConfig:
+    """Write `config.py` for a spec into job_dir (created if needed) and describe what it contains.
+
+    With quick_pipeline=False the config leaves the pipeline to OpenCompass' defaults, as a config written
+    by hand would (benchmarks compare against that)."""
     environ = environ or {}
     planned = plan_datasets(spec)
     params = spec.params
@@ -255,6 +265,9 @@ def build_config(spec: EvalSpec, job_dir: Path, environ: dict[str, str] | None =
     ]
     builtin_imports = []
     used_refs = {"SecretKeyOpenAISDK", "HuggingFacewithChatTemplate", "HuggingFaceBaseModel"}
+    if quick_pipeline:
+        used_refs |= {"LocalRunner", "OpenICLInferTask", "OpenICLEvalTask", "QuickNumWorkerPartitioner",
+                      "QuickNaivePartitioner"}
     gen_parts: list[str] = []
     ppl_parts: list[str] = []
     for n, item in enumerate(planned):
@@ -299,6 +312,21 @@ def build_config(spec: EvalSpec, job_dir: Path, environ: dict[str, str] | None =
             "model_dataset_combinations = ["
             "dict(models=models, datasets=gen_datasets), dict(models=ppl_models, datasets=ppl_datasets)]",
         ]
+    # The same pipeline OpenCompass builds by default (NumWorker partitioning for inference, Naive for
+    # evaluation, local runner), with partitioners that skip formatting intermediate task files.
+    workers = params.workers
+    pipeline = {
+        "infer": {
+            "partitioner": {"type": Ref("QuickNumWorkerPartitioner"), "num_worker": workers},
+            "runner": {"type": Ref("LocalRunner"), "max_num_workers": workers, "task": {"type": Ref("OpenICLInferTask")}},
+        },
+        "eval": {
+            "partitioner": {"type": Ref("QuickNaivePartitioner")},
+            "runner": {"type": Ref("LocalRunner"), "max_num_workers": workers, "task": {"type": Ref("OpenICLEvalTask")}},
+        },
+    }
+    if quick_pipeline:
+        lines += [""] + [f"{key} = {render_literal(value)}" for key, value in pipeline.items()]
     text = "\n".join(lines) + "\n"
 
     job_dir.mkdir(parents=True, exist_ok=True)

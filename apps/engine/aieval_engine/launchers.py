@@ -19,8 +19,6 @@ import threading
 import time
 from typing import Protocol
 
-from . import _child
-
 # Everything a run may need to stay offline; read by huggingface_hub/datasets when they are imported,
 # so the warm fork server must be started with them already set.
 OFFLINE_ENV = {
@@ -38,15 +36,27 @@ class RunProcess(Protocol):
 
     def poll(self) -> int | None: ...
 
+    def wait_exit(self, timeout: float) -> int | None:
+        """The exit code, waiting at most `timeout` seconds for it (None if still running)."""
+        ...
+
 
 class Launcher(Protocol):
     def start(self, job_dir: str, argv: list[str], env: dict[str, str], seed: int) -> RunProcess: ...
 
 
+class _ChildRun(subprocess.Popen):
+    def wait_exit(self, timeout: float) -> int | None:
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+
 class ColdLauncher:
     def start(self, job_dir: str, argv: list[str], env: dict[str, str], seed: int) -> RunProcess:
         child_env = {**os.environ, **OFFLINE_ENV, **env}
-        return subprocess.Popen(
+        return _ChildRun(
             [sys.executable, "-m", "aieval_engine._child", job_dir, json.dumps(argv), str(seed)],
             env=child_env,
             cwd=job_dir,
@@ -63,7 +73,10 @@ class _ForkedRun:
         self._server = server
 
     def poll(self) -> int | None:
-        return self._server._exit_code(self.pid)
+        return self._server._exit_code(self.pid, 0)
+
+    def wait_exit(self, timeout: float) -> int | None:
+        return self._server._exit_code(self.pid, timeout)
 
 
 class WarmLauncher:
@@ -135,8 +148,9 @@ class WarmLauncher:
                 raise RuntimeError("the OpenCompass fork server died")
             return _ForkedRun(self._replies.pop(request_id), self)
 
-    def _exit_code(self, pid: int) -> int | None:
+    def _exit_code(self, pid: int, timeout: float) -> int | None:
         with self._changed:
+            self._changed.wait_for(lambda: pid in self._exits, timeout)
             return self._exits.get(pid)
 
     def close(self) -> None:

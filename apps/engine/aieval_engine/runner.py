@@ -165,12 +165,10 @@ class Evaluation:
         monitor = _Monitor(self, built, started)
         timeout = self.spec.params.timeout_s
         stopped_as: str | None = None
-        while True:
-            code = process.poll()
+        code = None
+        while code is None:
             for event in monitor.poll():
                 emit(event)
-            if code is not None:
-                break
             if should_cancel is not None and not self._cancel.is_set() and should_cancel():
                 self.cancel()
             if timeout is not None and time.monotonic() - started > timeout:
@@ -179,7 +177,7 @@ class Evaluation:
                 stopped_as = self._cancel_reason
                 kill_process_group(process)
                 break
-            time.sleep(poll_interval)
+            code = process.wait_exit(poll_interval)
         for event in monitor.poll():
             emit(event)
         result = self._finish(process, monitor, stopped_as, started)
