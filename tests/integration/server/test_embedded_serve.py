@@ -1,0 +1,107 @@
+"""The embedded default: one command starts the API and a worker on SQLite, local files and a directory broker;
+the demo model and demo datasets are registered on first start."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+from pathlib import Path
+
+import pytest
+from server_it_helpers import PYTHON, Stack, free_port, processes_in, wait_until
+from websockets.sync.client import connect
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("embedded-data")
+    # No AIEVAL_* settings at all except skipping the minute-long demo model conversion in tests.
+    stack = Stack({"AIEVAL_PREPARE_DEMO_MODEL": "false", "AIEVAL_ENV": "dev"}, tmp_path_factory.mktemp("embedded-logs"))
+    for key in [k for k in stack.env if k.startswith("AIEVAL_") and k not in ("AIEVAL_PREPARE_DEMO_MODEL", "AIEVAL_ENV")]:
+        del stack.env[key]
+    stack.data_dir = data_dir
+    port = free_port()
+    stack.start_api([PYTHON, "-m", "aieval_server", "serve", "--host", "127.0.0.1", "--port", str(port),
+                     "--data-dir", str(data_dir)])
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_one_command_serves_api_docs_demo_and_runs_an_evaluation(embedded, tiny_models):
+    stack = embedded
+    health = stack.client.get("/health").json()
+    assert health == {"status": "ok", "env": "dev", "database": "sqlite", "broker": "filesystem",
+                      "events": "database-polling", "storage": "local"}
+    assert stack.client.get(stack.url + "/docs").status_code == 200
+    demo_models = [m for m in stack.client.get("/models").json() if m["is_demo"]]
+    assert [m["name"] for m in demo_models] == ["SmolLM2-135M-Instruct (demo)"]
+    demo_sets = {d["name"]: d for d in stack.client.get("/datasets").json() if d["is_demo"]}
+    assert set(demo_sets) == {"demo-mcq", "demo-qa"} and all(d["available"] for d in demo_sets.values())
+
+    model = stack.client.post("/models", json={"name": "tiny", "kind": "huggingface", "path": str(tiny_models[0])}).json()
+    list_socket = connect(stack.url.replace("http://", "ws://") + "/api/v1/evaluations/ws", open_timeout=10,
+                          legacy=True)
+    created = stack.client.post("/evaluations", json={
+        "name": "embedded", "model_ids": [model["id"]], "dataset_ids": [d["id"] for d in demo_sets.values()],
+        "params": {"limit": 4, "max_out_len": 8}})
+    assert created.status_code == 201, created.text
+    evaluation_id = created.json()["id"]
+
+    updates = []
+    with connect(stack.url.replace("http://", "ws://") + f"/api/v1/evaluations/{evaluation_id}/ws") as socket:
+        try:
+            while True:
+                updates.append(json.loads(socket.recv(timeout=240)))
+        except Exception as exc:
+            assert type(exc).__name__ == "ConnectionClosedOK", exc
+    statuses = [u["evaluation"]["status"] for u in updates]
+    assert statuses[-1] == "succeeded", updates[-1]
+    assert "running" in statuses
+
+    seen = []
+    while not any(item["id"] == evaluation_id and item["status"] == "succeeded" for item in seen):
+        seen += json.loads(list_socket.recv(timeout=30))["items"]
+    list_socket.close()
+
+    detail = stack.client.get(f"/evaluations/{evaluation_id}").json()
+    assert {s["dataset"] for s in detail["scores"]} == {"demo-mcq", "demo-qa"}
+    samples = stack.client.get(f"/evaluations/{evaluation_id}/samples", params={"dataset": "demo-qa"}).json()
+    assert samples["total"] == 4 and all(item["prediction"] is not None for item in samples["items"])
+
+    artifacts = stack.data_dir / "storage" / "evaluations" / str(evaluation_id)
+    assert (artifacts / "run.log").is_file()
+    assert stack.client.delete(f"/evaluations/{evaluation_id}").status_code == 204
+    assert not artifacts.exists() and not (stack.data_dir / "jobs" / str(evaluation_id)).exists()
+    with sqlite3.connect(stack.data_dir / "aieval.db") as db:
+        assert db.execute("select count(*) from scores").fetchone() == (0,)
+
+
+def test_stopping_the_command_leaves_no_process(embedded):
+    stack = embedded
+    api = stack.api
+    started = _descendants(api.pid)
+    assert started, "serve should have started a worker (and the worker its OpenCompass fork server)"
+    api.send_signal(signal.SIGTERM)
+    api.wait(timeout=60)
+    wait_until(lambda: not [p for p in started if Path(f"/proc/{p}").exists()] and not processes_in(stack.data_dir),
+               40, what="the worker and its OpenCompass fork server to exit")
+
+
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            ppid = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("PPid:"))
+        except (OSError, StopIteration):
+            continue
+        parents[int(status.parent.name)] = ppid
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        children = [child for child, parent in parents.items() if parent == current]
+        found += children
+        frontier += children
+    return found
