@@ -40,6 +40,7 @@ class BuiltinDataset:
     module: str  # e.g. opencompass.configs.datasets.gsm8k.gsm8k_gen
     dataset_vars: tuple[str, ...]  # names in the module holding lists of dataset dicts
     data_paths: tuple[str, ...] = field(default=())  # paths as written in the configs (`path=`)
+    abbrs: tuple[str, ...] = field(default=())  # dataset abbreviations written as constants (`abbr=`)
 
     @property
     def qualified_name(self) -> str:
@@ -82,12 +83,26 @@ def _imported_module(node: ast.ImportFrom, current: Path) -> Path | None:
     return file if file.is_file() else None
 
 
+def _constant_keyword_values(tree: ast.AST, key: str) -> list:
+    """Constant values given to `key` in the file, as `key=...` arguments or `'key': ...` dict entries."""
+    values = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == key and isinstance(node.value, ast.Constant):
+            values.append(node.value.value)
+        elif isinstance(node, ast.Dict):
+            for k, v in zip(node.keys, node.values, strict=True):
+                if isinstance(k, ast.Constant) and k.value == key and isinstance(v, ast.Constant):
+                    values.append(v.value)
+    return [v for v in values if isinstance(v, str)]
+
+
 @functools.cache
-def _scan_config(file: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(names ending in `_datasets` the file defines, data paths it and its bases name)."""
+def _scan_config(file: Path) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(names ending in `_datasets` the file defines, data paths and constant abbrs of it and its bases)."""
     tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
     names: list[str] = []
     paths: list[str] = []
+    abbrs: list[str] = []
 
     def top_level(body):
         for node in body:
@@ -103,26 +118,18 @@ def _scan_config(file: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
             names += [alias.asname or alias.name for alias in node.names]
             base = _imported_module(node, file)
             if base is not None:
-                paths += _scan_config(base)[1]
-    for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg == "path" and isinstance(node.value, ast.Constant):
-            paths.append(node.value.value)
-        elif isinstance(node, ast.Dict):
-            for key, value in zip(node.keys, node.values, strict=True):
-                if (
-                    isinstance(key, ast.Constant)
-                    and key.value == "path"
-                    and isinstance(value, ast.Constant)
-                ):
-                    paths.append(value.value)
+                _, base_paths, base_abbrs = _scan_config(base)
+                paths += base_paths
+                abbrs += base_abbrs
+    paths += _constant_keyword_values(tree, "path")
+    abbrs += _constant_keyword_values(tree, "abbr")
     dataset_vars = tuple(dict.fromkeys(n for n in names if n.endswith("_datasets")))
-    data_paths = tuple(dict.fromkeys(p for p in paths if isinstance(p, str)))
-    return dataset_vars, data_paths
+    return dataset_vars, tuple(dict.fromkeys(paths)), tuple(dict.fromkeys(abbrs))
 
 
 def _describe(file: Path) -> BuiltinDataset:
     root = opencompass_root() / "configs" / "datasets"
-    dataset_vars, data_paths = _scan_config(file)
+    dataset_vars, data_paths, abbrs = _scan_config(file)
     return BuiltinDataset(
         name=file.stem,
         folder=file.parent.relative_to(root).as_posix(),
@@ -130,6 +137,7 @@ def _describe(file: Path) -> BuiltinDataset:
         module=_module_of(file),
         dataset_vars=dataset_vars,
         data_paths=data_paths,
+        abbrs=abbrs,
     )
 
 

@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 from datetime import datetime
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -125,15 +126,15 @@ def _cmd_run(args) -> int:
 
 def _cmd_check(args) -> int:
     console = Console()
-    try:
-        spec = load_spec(args.spec)
-        job_dir = _new_job_dir(Path(args.data_dir), spec.name + "-check")
-        Evaluation(spec, job_dir, data_cache=compass_data_cache(Path(args.data_dir))).prepare()
-    except SpecError as exc:
-        for problem in exc.problems:
-            console.print(f"[red]error:[/red] {problem}", highlight=False)
-        return EXIT_INVALID
-    console.print(f"[green]ok[/green]: {len(spec.models)} model(s) x {len(spec.datasets)} dataset(s); config at {job_dir / 'config.py'}")
+    with tempfile.TemporaryDirectory(prefix="aieval-check-") as scratch:
+        try:
+            spec = load_spec(args.spec)
+            Evaluation(spec, Path(scratch), data_cache=compass_data_cache(Path(args.data_dir))).prepare()
+        except SpecError as exc:
+            for problem in exc.problems:
+                console.print(f"[red]error:[/red] {problem}", highlight=False)
+            return EXIT_INVALID
+    console.print(f"[green]ok[/green]: {len(spec.models)} model(s) x {len(spec.datasets)} dataset(s), data present")
     return EXIT_OK
 
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .catalogue import BuiltinDataset, resolve_builtin
-from .datafiles import validate_data_file
+from .datafiles import validate_data_file, write_canonical_jsonl
 from .spec import (
     DEFAULT_MAX_OUT_LEN,
     BuiltinDatasetSpec,
@@ -107,7 +108,9 @@ class PlannedDataset:
     builtin: BuiltinDataset | None = None
     abbr: str | None = None  # custom datasets only; built-in abbrs are OpenCompass' own
     rows: int | None = None  # custom datasets only (known before the run)
-    sha256: str | None = None
+    sha256: str | None = None  # of the user's original file
+    data_type: str | None = None
+    evaluated_path: Path | None = None  # the file OpenCompass reads (the canonical copy)
 
 
 @dataclass
@@ -123,42 +126,55 @@ class BuiltConfig:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
 
-def plan_datasets(spec: EvalSpec) -> list[PlannedDataset]:
-    """Resolve every dataset of a spec, validating custom files row by row; raise SpecError on problems."""
+def plan_datasets(spec: EvalSpec, canonical_dir: Path | None = None) -> list[PlannedDataset]:
+    """Resolve every dataset of a spec, validating custom files row by row; raise SpecError on problems.
+
+    With `canonical_dir`, each custom file is also written there as the clean JSON lines the config
+    will point OpenCompass at (see datafiles.write_canonical_jsonl)."""
     planned: list[PlannedDataset] = []
     problems: list[str] = []
-    taken: set[str] = set()
+    builtins: list[tuple[int, BuiltinDatasetSpec]] = []
+    customs: list[tuple[int, CustomDatasetSpec]] = []
     for i, dataset in enumerate(spec.datasets):
+        (builtins if isinstance(dataset, BuiltinDatasetSpec) else customs).append((i, dataset))
+    # Custom datasets must not take a built-in's abbreviation: both would write the same result files.
+    taken: set[str] = set()
+    resolved: dict[int, PlannedDataset] = {}
+    for i, dataset in builtins:
+        try:
+            builtin = resolve_builtin(dataset.config)
+        except ValueError as exc:
+            problems.append(f"datasets[{i}] ({dataset.display_name}): {exc}")
+            continue
+        taken.update(builtin.abbrs)
+        resolved[i] = PlannedDataset(dataset, "ppl" if "_ppl" in builtin.name else "gen", builtin=builtin)
+    for i, dataset in customs:
         where = f"datasets[{i}] ({dataset.display_name})"
-        if isinstance(dataset, BuiltinDatasetSpec):
-            try:
-                builtin = resolve_builtin(dataset.config)
-            except ValueError as exc:
-                problems.append(f"{where}: {exc}")
-                continue
-            method = "ppl" if "_ppl" in builtin.name else "gen"
-            planned.append(PlannedDataset(dataset, method, builtin=builtin))
-        else:
-            try:
+        abbr = safe_abbr(dataset.name, taken)
+        try:
+            if canonical_dir is None:
                 info = validate_data_file(dataset.path, dataset.data_type)
-            except ValueError as exc:
-                problems.append(f"{where}: {exc}")
-                continue
-            if dataset.scorer == "contains" and info.data_type != "qa":
-                problems.append(f"{where}: the 'contains' scorer is for question-answer files, not multiple choice")
-                continue
-            if dataset.infer_method == "ppl" and info.data_type != "mcq":
-                problems.append(f"{where}: ppl (likelihood) scoring needs a multiple-choice file")
-                continue
-            planned.append(
-                PlannedDataset(
-                    dataset,
-                    dataset.infer_method,
-                    abbr=safe_abbr(dataset.name, taken),
-                    rows=info.rows,
-                    sha256=info.sha256,
-                )
-            )
+            else:
+                info = write_canonical_jsonl(dataset.path, canonical_dir / f"{abbr}.jsonl", dataset.data_type)
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        if dataset.scorer == "contains" and info.data_type != "qa":
+            problems.append(f"{where}: the 'contains' scorer is for question-answer files, not multiple choice")
+            continue
+        if dataset.infer_method == "ppl" and info.data_type != "mcq":
+            problems.append(f"{where}: ppl (likelihood) scoring needs a multiple-choice file")
+            continue
+        resolved[i] = PlannedDataset(
+            dataset,
+            dataset.infer_method,
+            abbr=abbr,
+            rows=info.rows,
+            sha256=info.sha256,
+            data_type=info.data_type,
+            evaluated_path=canonical_dir / f"{abbr}.jsonl" if canonical_dir is not None else Path(dataset.path),
+        )
+    planned = [resolved[i] for i in sorted(resolved)]
     if any(d.infer_method == "ppl" for d in planned):
         for model in spec.models:
             if isinstance(model, OpenAIModelSpec):
@@ -215,12 +231,11 @@ def _custom_dataset_config(planned: PlannedDataset, limit: int | None) -> dict:
     dataset = planned.spec
     assert isinstance(dataset, CustomDatasetSpec)
     config: dict[str, Any] = {
-        "path": str(Path(dataset.path).resolve()),
+        "path": str(Path(planned.evaluated_path).resolve()),
         "abbr": planned.abbr,
         "infer_method": planned.infer_method,
+        "data_type": planned.data_type,
     }
-    if dataset.data_type:
-        config["data_type"] = dataset.data_type
     if limit:
         config["test_range"] = f"[0:{limit}]"
     if dataset.scorer == "contains":
@@ -236,7 +251,11 @@ def build_config(
     With quick_pipeline=False the config leaves the pipeline to OpenCompass' defaults, as a config written
     by hand would (benchmarks compare against that)."""
     environ = environ or {}
-    planned = plan_datasets(spec)
+    try:
+        planned = plan_datasets(spec, canonical_dir=job_dir / "data")
+    except SpecError:
+        shutil.rmtree(job_dir / "data", ignore_errors=True)
+        raise
     params = spec.params
 
     taken: set[str] = set()

@@ -13,7 +13,7 @@ import json
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TextIO
 
 MAX_ROW_BYTES = 256 * 1024
 MAX_ROWS = 200_000
@@ -135,11 +135,23 @@ def _check_columns(columns: list[str], declared: str | None, first_line: int) ->
     return data_type, options if data_type == "mcq" else ()
 
 
-def validate_data_file(
-    path: str | Path, data_type: Literal["mcq", "qa"] | None = None, max_rows: int = MAX_ROWS
-) -> DataFileInfo:
-    """Check every row of a jsonl/csv dataset; raise DataFileError listing the first problems by line."""
-    path = Path(path)
+def _row_problem(number: int, row: dict, columns: list[str], options: tuple[str, ...]) -> str | None:
+    if set(row) != set(columns):
+        return f"line {number}: columns {sorted(row)} differ from the first row's {sorted(columns)}"
+    for key, value in row.items():
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            return f"line {number}: '{key}' must be text or a number"
+    answer = str(row["answer"]).strip()
+    if not answer:
+        return f"line {number}: 'answer' is empty"
+    if options and answer not in options:
+        return f"line {number}: 'answer' is {answer!r} but must be one of the options {', '.join(options)}"
+    if not str(row["question"]).strip():
+        return f"line {number}: 'question' is empty"
+    return None
+
+
+def _scan(path: Path, data_type: str | None, max_rows: int, sink: TextIO | None) -> DataFileInfo:
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".csv"):
         raise DataFileError([f"{path.name}: only .jsonl and .csv files are supported"])
@@ -161,25 +173,11 @@ def validate_data_file(
         count += 1
         if count > max_rows:
             raise DataFileError([f"the file has more than {max_rows} rows; split it into smaller files"])
-        if list(row) != columns:
-            problems.append(
-                f"line {number}: columns {sorted(row)} differ from the first row's {sorted(columns)}"
-            )
-        else:
-            for key, value in row.items():
-                if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                    problems.append(f"line {number}: '{key}' must be text or a number")
-                    break
-            else:
-                answer = str(row["answer"]).strip()
-                if not answer:
-                    problems.append(f"line {number}: 'answer' is empty")
-                elif options and answer not in options:
-                    problems.append(
-                        f"line {number}: 'answer' is {answer!r} but must be one of the options {', '.join(options)}"
-                    )
-                elif not str(row["question"]).strip():
-                    problems.append(f"line {number}: 'question' is empty")
+        problem = _row_problem(number, row, columns, options)
+        if problem:
+            problems.append(problem)
+        elif sink is not None and not problems:
+            sink.write(json.dumps({key: row[key] for key in columns}, ensure_ascii=False) + "\n")
         if len(problems) >= MAX_REPORTED_PROBLEMS:
             break
     if problems:
@@ -194,3 +192,29 @@ def validate_data_file(
         rows=count,
         sha256=hashlib.sha256(raw).hexdigest(),
     )
+
+
+def validate_data_file(
+    path: str | Path, data_type: Literal["mcq", "qa"] | None = None, max_rows: int = MAX_ROWS
+) -> DataFileInfo:
+    """Check every row of a jsonl/csv dataset; raise DataFileError listing the first problems by line."""
+    return _scan(Path(path), data_type, max_rows, sink=None)
+
+
+def write_canonical_jsonl(
+    path: str | Path, target: str | Path, data_type: Literal["mcq", "qa"] | None = None, max_rows: int = MAX_ROWS
+) -> DataFileInfo:
+    """Validate `path` and write it to `target` as the plain JSON lines OpenCompass' loader reads safely.
+
+    OpenCompass reads a custom file's first row itself, without tolerance for a UTF-8 byte-order mark,
+    padded CSV headers or keys in varying order, all of which validation accepts. Evaluating the
+    canonical copy keeps what OpenCompass sees equal to what was validated. The DataFileInfo (and its
+    sha256) describes the original file."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(target, "w", encoding="utf-8", newline="\n") as sink:
+            return _scan(Path(path), data_type, max_rows, sink=sink)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise

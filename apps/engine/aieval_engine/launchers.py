@@ -91,6 +91,7 @@ class WarmLauncher:
         self._server: subprocess.Popen | None = None
         self._replies: dict[int, int] = {}  # request id -> pid
         self._exits: dict[int, int] = {}  # pid -> exit code
+        self._started: set[int] = set()
         self._changed = threading.Condition()
         self._next_id = 0
 
@@ -128,9 +129,13 @@ class WarmLauncher:
                 elif "code" in message:
                     self._exits[message["pid"]] = message["code"]
                 self._changed.notify_all()
-        with self._changed:  # the server is gone: its runs are gone with it
-            for pid in self._replies.values():
-                self._exits.setdefault(pid, -9)
+        with self._changed:
+            # The server is gone and can no longer report or reap its runs: stop them and call them killed.
+            for pid in self._started:
+                if pid not in self._exits:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pid, signal.SIGKILL)
+                    self._exits[pid] = -signal.SIGKILL
             self._changed.notify_all()
 
     def start(self, job_dir: str, argv: list[str], env: dict[str, str], seed: int) -> RunProcess:
@@ -146,7 +151,9 @@ class WarmLauncher:
                 raise RuntimeError("the OpenCompass fork server did not answer")
             if request_id not in self._replies:
                 raise RuntimeError("the OpenCompass fork server died")
-            return _ForkedRun(self._replies.pop(request_id), self)
+            pid = self._replies.pop(request_id)
+            self._started.add(pid)
+            return _ForkedRun(pid, self)
 
     def _exit_code(self, pid: int, timeout: float) -> int | None:
         with self._changed:

@@ -62,10 +62,16 @@ class SecretKeyOpenAISDK(OpenAISDK):
 _PUNCTUATION = set(string.punctuation) | set("，。！？；：、“”‘’（）《》【】")
 
 
+# Punctuation that belongs to a number stays: the '.' and ',' in 8.5 and 8,000, a sign before a digit.
+_NUMBER_PUNCTUATION = re.compile(r"(?<=\d)[.,](?=\d)|[-+](?=\d)")
+
+
 def normalize_answer(text: str) -> str:
-    """Lower-case, NFKC, punctuation removed, whitespace collapsed: '  Paris.' -> 'paris'."""
+    """Lower-case, NFKC, punctuation removed (except inside numbers), whitespace collapsed:
+    '  Paris.' -> 'paris', 'It costs 8,000.' -> 'it costs 8,000'."""
     text = unicodedata.normalize("NFKC", str(text)).lower()
-    text = "".join(" " if ch in _PUNCTUATION else ch for ch in text)
+    keep = {m.start() for m in _NUMBER_PUNCTUATION.finditer(text)}
+    text = "".join(" " if ch in _PUNCTUATION and i not in keep else ch for i, ch in enumerate(text))
     return " ".join(text.split())
 
 

@@ -111,16 +111,14 @@ def _correct_of(detail: dict) -> bool | None:
 
 def iter_samples(run_dir: Path, model_abbr: str, dataset_abbr: str) -> Iterator[SampleRow]:
     """Per-sample rows in dataset order: prompt, prediction and gold from predictions, correctness from results."""
-    predictions = workdir.read_json(workdir.predictions_file(run_dir, model_abbr, dataset_abbr)) or {}
     result = workdir.read_json(workdir.results_file(run_dir, model_abbr, dataset_abbr)) or {}
     details = _detail_list(result.get("details"))
-    keys = sorted(predictions, key=lambda k: int(k) if str(k).isdigit() else 0)
-    for position, key in enumerate(keys):
-        entry = predictions[key] if isinstance(predictions[key], dict) else {}
+    for position, entry in enumerate(workdir.read_predictions(run_dir, model_abbr, dataset_abbr)):
+        entry = entry if isinstance(entry, dict) else {}
         detail = details[position] if position < len(details) else {}
         extracted = _unwrap(detail.get("parsed", detail.get("pred")))
         yield SampleRow(
-            index=int(key) if str(key).isdigit() else position,
+            index=position,
             prompt=entry.get("origin_prompt"),
             prediction=entry.get("prediction"),
             gold=entry.get("gold", _unwrap(detail.get("refr", detail.get("answer")))),

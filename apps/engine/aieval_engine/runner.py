@@ -298,10 +298,10 @@ class _Monitor:
                 total = min(x for x in (known, limit) if x is not None) if (known or limit) else None
                 pair = PairProgress(model_name, model_abbr, names.get(dataset.abbr, dataset.abbr), dataset.abbr, total=total)
                 done = workdir.predictions_done(run_dir, model_abbr, dataset.abbr)
-                result = workdir.read_json(workdir.results_file(run_dir, model_abbr, dataset.abbr)) if done is not None else None
+                result = workdir.read_json(workdir.results_file(run_dir, model_abbr, dataset.abbr))
                 if isinstance(result, dict):
                     pair.state = "failed" if "error" in result else "evaluated"
-                elif workdir.predictions_file(run_dir, model_abbr, dataset.abbr).exists():
+                elif workdir.inference_finished(run_dir, model_abbr, dataset.abbr):
                     pair.state = "inferred"
                 elif done is not None:
                     pair.state = "inferring"

@@ -26,8 +26,9 @@ from pydantic import (
 ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # A built-in dataset config is named like `gsm8k_gen` or, when that name exists in several folders,
 # `gsm8k/gsm8k_gen`.
-BUILTIN_CONFIG_NAME = re.compile(r"^([A-Za-z0-9_\-]+/)?[A-Za-z0-9_\-]+$")
-CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+BUILTIN_CONFIG_NAME = re.compile(r"^([A-Za-z0-9_\-]+/)*[A-Za-z0-9_\-]+$")
+# C0 and C1 controls and the Unicode line/paragraph separators: anything that can break a line.
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class SpecError(ValueError):
@@ -91,6 +92,8 @@ class OpenAIModelSpec(_Strict):
             raise ValueError("must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000/v1")
         if CONTROL_CHARS.search(value) or " " in value:
             raise ValueError("must not contain spaces or control characters")
+        if url.query or url.fragment or "?" in value or "#" in value:
+            raise ValueError("must be the API's base address without ?query or #fragment, e.g. http://host:8000/v1")
         return value.rstrip("/") + "/"
 
     @field_validator("model")
@@ -278,6 +281,6 @@ def load_spec(path: str | Path) -> EvalSpec:
     for item in data.get("models") or []:
         for key in ("path", "tokenizer_path"):
             value = item.get(key) if isinstance(item, dict) else None
-            if isinstance(value, str) and (value.startswith("./") or value.startswith("../")):
+            if isinstance(value, str) and value and not Path(value).is_absolute():
                 item[key] = str(base / value)
     return parse_spec(data)

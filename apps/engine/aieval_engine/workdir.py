@@ -2,7 +2,9 @@
 
 <job>/outputs/<YYYYMMDD_HHMMSS>/
     configs/<ts>_<pid>.py          the full config OpenCompass resolved (all dataset abbrs)
-    predictions/<model>/<ds>.json  finished inference; tmp_<ds>.jsonl grows batch by batch before that
+    predictions/<model>/<ds>.json  finished inference; tmp_<ds>.jsonl grows batch by batch before that.
+                                   With several workers a dataset is split into shards <ds>_0.json,
+                                   <ds>_1.json, ... (and tmp_<ds>_<i>.jsonl), in dataset order.
     results/<model>/<ds>.json      scores, with per-sample `details`
     logs/{infer,eval}/<model>/<ds>.out   per-task logs (only when tasks run in separate processes)
     summary/summary_<ts>.csv
@@ -85,8 +87,21 @@ def predictions_file(run_dir: Path, model: str, dataset: str) -> Path:
     return run_dir / "predictions" / model / f"{dataset}.json"
 
 
-def partial_predictions_file(run_dir: Path, model: str, dataset: str) -> Path:
-    return run_dir / "predictions" / model / f"tmp_{dataset}.jsonl"
+def prediction_shards(run_dir: Path, model: str, dataset: str) -> list[Path]:
+    """The finished prediction file(s) of a dataset: one file, or its shards in order."""
+    single = predictions_file(run_dir, model, dataset)
+    if single.exists():
+        return [single]
+    shards = []
+    while (shard := run_dir / "predictions" / model / f"{dataset}_{len(shards)}.json").exists():
+        shards.append(shard)
+    return shards
+
+
+def _partial_files(run_dir: Path, model: str, dataset: str) -> list[Path]:
+    folder = run_dir / "predictions" / model
+    single = folder / f"tmp_{dataset}.jsonl"
+    return [single] if single.exists() else sorted(folder.glob(f"tmp_{dataset}_[0-9]*.jsonl"))
 
 
 def results_file(run_dir: Path, model: str, dataset: str) -> Path:
@@ -97,22 +112,40 @@ def task_logs(run_dir: Path, model: str, dataset: str) -> list[Path]:
     return [run_dir / "logs" / stage / model / f"{dataset}.out" for stage in ("infer", "eval")]
 
 
+def read_predictions(run_dir: Path, model: str, dataset: str) -> list[dict]:
+    """Every finished prediction of a dataset in dataset order, shards concatenated."""
+    rows: list[dict] = []
+    for shard in prediction_shards(run_dir, model, dataset):
+        data = read_json(shard)
+        if isinstance(data, dict):
+            rows += [data[k] for k in sorted(data, key=lambda k: int(k) if str(k).isdigit() else 0)]
+    return rows
+
+
 def predictions_done(run_dir: Path, model: str, dataset: str) -> int | None:
     """How many samples have a prediction (None if inference has not started)."""
-    final = predictions_file(run_dir, model, dataset)
-    if final.exists():
+    finished = prediction_shards(run_dir, model, dataset)
+    partial = _partial_files(run_dir, model, dataset)
+    if not finished and not partial:
+        return None
+    done = 0
+    for shard in finished:
+        data = read_json(shard)
+        done += len(data) if isinstance(data, dict) else 0
+    finished_names = {shard.stem for shard in finished}
+    for tmp in partial:
+        if tmp.stem.removeprefix("tmp_") in finished_names:
+            continue  # OpenCompass removes the tmp file right after writing the final one
         try:
-            return len(json.loads(final.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError):
-            return None
-    partial = partial_predictions_file(run_dir, model, dataset)
-    if partial.exists():
-        try:
-            with open(partial, "rb") as handle:
-                return sum(1 for line in handle if line.strip())
+            with open(tmp, "rb") as handle:
+                done += sum(1 for line in handle if line.strip())
         except OSError:
-            return None
-    return None
+            continue
+    return done
+
+
+def inference_finished(run_dir: Path, model: str, dataset: str) -> bool:
+    return bool(prediction_shards(run_dir, model, dataset)) and not _partial_files(run_dir, model, dataset)
 
 
 def read_json(path: Path):
