@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 export AIEVAL_LLAMA_PYTHON="$PWD/.venv-llama/bin/python"
 export AIEVAL_SHARED_DATA="${AIEVAL_SHARED_DATA:-$(cd .. && pwd)/shared/datasets}"
+bash scripts/ensure_services.sh
 started=$SECONDS
 status=0
 .venv/bin/python -m pytest tests -q -p no:cacheprovider "$@" || status=$?

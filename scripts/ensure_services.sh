@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Makes sure the real services the integration and e2e tests talk to are running on 127.0.0.1:
+# PostgreSQL (5432, trust auth for local connections, database `test`), Redis (6379) and Chromium.
+# Uses what the machine has, starts it when stopped, and installs it with apt-get when missing (root).
+set -euo pipefail
+
+log() { echo "[services] $*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
+apt_updated=0
+apt_install() {
+  command -v apt-get >/dev/null || { log "cannot install $* (no apt-get): install it yourself"; return 1; }
+  if [ $apt_updated = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+pg_ready() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
+if ! pg_ready; then
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    log "installing PostgreSQL"
+    apt_install postgresql
+  fi
+  log "starting PostgreSQL"
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  conf=/etc/postgresql/$version/main
+  # Tests connect as postgres over TCP without a password, as on the CI machines.
+  if ! grep -q "^host all all 127.0.0.1/32 trust" "$conf/pg_hba.conf"; then
+    as_root sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$conf/pg_hba.conf"
+  fi
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  for _ in $(seq 1 30); do pg_ready && break; sleep 1; done
+  pg_ready || { log "PostgreSQL did not start"; exit 1; }
+fi
+if ! psql -h 127.0.0.1 -U postgres -d test -Atc "select 1" >/dev/null 2>&1; then
+  psql -h 127.0.0.1 -U postgres -d postgres -qc "create database test" >/dev/null
+fi
+log "PostgreSQL ready"
+
+redis_ready() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
+if ! redis_ready; then
+  command -v redis-server >/dev/null || { log "installing Redis"; apt_install redis-server; }
+  log "starting Redis"
+  mkdir -p /tmp/aieval-redis
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir /tmp/aieval-redis --logfile /tmp/aieval-redis/redis.log
+  for _ in $(seq 1 20); do redis_ready && break; sleep 0.5; done
+  redis_ready || { log "Redis did not start"; exit 1; }
+fi
+log "Redis ready"
+
+if [ ! -x /usr/bin/chromium ]; then
+  log "installing Chromium for the e2e tests"
+  apt_install chromium
+fi
+log "Chromium ready: $(/usr/bin/chromium --version 2>/dev/null || echo missing)"
