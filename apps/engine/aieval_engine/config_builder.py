@@ -87,12 +87,14 @@ def render_literal(value: Any) -> str:
 
 
 _ABBR_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
+_SHARD_SUFFIX = re.compile(r"_\d+$")
 
 
 def safe_abbr(name: str, taken: set[str]) -> str:
     """A directory-safe, unique OpenCompass abbreviation derived from a display name."""
     slug = _ABBR_UNSAFE.sub("_", name).strip("._-")[:48] or "item"
-    if slug != name:
+    # OpenCompass names the shards of a split dataset <abbr>_<n>: no abbr may look like one.
+    if slug != name or _SHARD_SUFFIX.search(slug):
         slug = f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"
     abbr, n = slug, 2
     while abbr in taken:
@@ -132,7 +134,7 @@ def plan_datasets(spec: EvalSpec, canonical_dir: Path | None = None) -> list[Pla
     With `canonical_dir`, each custom file is also written there as the clean JSON lines the config
     will point OpenCompass at (see datafiles.write_canonical_jsonl)."""
     planned: list[PlannedDataset] = []
-    problems: list[str] = []
+    problems: list[tuple[int, str]] = []  # (dataset index, message): reported in the spec's order
     builtins: list[tuple[int, BuiltinDatasetSpec]] = []
     customs: list[tuple[int, CustomDatasetSpec]] = []
     for i, dataset in enumerate(spec.datasets):
@@ -144,7 +146,7 @@ def plan_datasets(spec: EvalSpec, canonical_dir: Path | None = None) -> list[Pla
         try:
             builtin = resolve_builtin(dataset.config)
         except ValueError as exc:
-            problems.append(f"datasets[{i}] ({dataset.display_name}): {exc}")
+            problems.append((i, f"datasets[{i}] ({dataset.display_name}): {exc}"))
             continue
         taken.update(builtin.abbrs)
         resolved[i] = PlannedDataset(dataset, "ppl" if "_ppl" in builtin.name else "gen", builtin=builtin)
@@ -157,13 +159,13 @@ def plan_datasets(spec: EvalSpec, canonical_dir: Path | None = None) -> list[Pla
             else:
                 info = write_canonical_jsonl(dataset.path, canonical_dir / f"{abbr}.jsonl", dataset.data_type)
         except ValueError as exc:
-            problems.append(f"{where}: {exc}")
+            problems.append((i, f"{where}: {exc}"))
             continue
         if dataset.scorer == "contains" and info.data_type != "qa":
-            problems.append(f"{where}: the 'contains' scorer is for question-answer files, not multiple choice")
+            problems.append((i, f"{where}: the 'contains' scorer is for question-answer files, not multiple choice"))
             continue
         if dataset.infer_method == "ppl" and info.data_type != "mcq":
-            problems.append(f"{where}: ppl (likelihood) scoring needs a multiple-choice file")
+            problems.append((i, f"{where}: ppl (likelihood) scoring needs a multiple-choice file"))
             continue
         resolved[i] = PlannedDataset(
             dataset,
@@ -175,15 +177,16 @@ def plan_datasets(spec: EvalSpec, canonical_dir: Path | None = None) -> list[Pla
             evaluated_path=canonical_dir / f"{abbr}.jsonl" if canonical_dir is not None else Path(dataset.path),
         )
     planned = [resolved[i] for i in sorted(resolved)]
+    messages = [message for _, message in sorted(problems, key=lambda item: item[0])]
     if any(d.infer_method == "ppl" for d in planned):
         for model in spec.models:
             if isinstance(model, OpenAIModelSpec):
-                problems.append(
+                messages.append(
                     f"models ({model.name}): ppl datasets need the log-likelihood of prompts, which "
                     "OpenAI-compatible endpoints do not return reliably; use gen datasets for endpoints"
                 )
-    if problems:
-        raise SpecError(problems)
+    if messages:
+        raise SpecError(messages)
     return planned
 
 

@@ -126,6 +126,7 @@ class WarmLauncher:
             with self._changed:
                 if "id" in message:
                     self._replies[message["id"]] = message["pid"]
+                    self._started.add(message["pid"])  # now, not in start(): the server may die first
                 elif "code" in message:
                     self._exits[message["pid"]] = message["code"]
                 self._changed.notify_all()
@@ -151,9 +152,7 @@ class WarmLauncher:
                 raise RuntimeError("the OpenCompass fork server did not answer")
             if request_id not in self._replies:
                 raise RuntimeError("the OpenCompass fork server died")
-            pid = self._replies.pop(request_id)
-            self._started.add(pid)
-            return _ForkedRun(pid, self)
+            return _ForkedRun(self._replies.pop(request_id), self)
 
     def _exit_code(self, pid: int, timeout: float) -> int | None:
         with self._changed:

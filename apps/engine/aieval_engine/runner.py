@@ -301,7 +301,9 @@ class _Monitor:
                 result = workdir.read_json(workdir.results_file(run_dir, model_abbr, dataset.abbr))
                 if isinstance(result, dict):
                     pair.state = "failed" if "error" in result else "evaluated"
-                elif workdir.inference_finished(run_dir, model_abbr, dataset.abbr):
+                elif workdir.inference_finished(run_dir, model_abbr, dataset.abbr) and (
+                    pair.total is None or (done or 0) >= pair.total  # shards may still be to come
+                ):
                     pair.state = "inferred"
                 elif done is not None:
                     pair.state = "inferring"

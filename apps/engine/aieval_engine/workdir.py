@@ -101,7 +101,10 @@ def prediction_shards(run_dir: Path, model: str, dataset: str) -> list[Path]:
 def _partial_files(run_dir: Path, model: str, dataset: str) -> list[Path]:
     folder = run_dir / "predictions" / model
     single = folder / f"tmp_{dataset}.jsonl"
-    return [single] if single.exists() else sorted(folder.glob(f"tmp_{dataset}_[0-9]*.jsonl"))
+    if single.exists():
+        return [single]
+    shard = re.compile(rf"tmp_{re.escape(dataset)}_\d+\.jsonl")
+    return sorted(p for p in folder.glob(f"tmp_{dataset}_*.jsonl") if shard.fullmatch(p.name))
 
 
 def results_file(run_dir: Path, model: str, dataset: str) -> Path:

@@ -5,6 +5,8 @@ with `ast` and `tokenize`, and once through mmengine exactly as OpenCompass load
 from __future__ import annotations
 
 import ast
+import csv
+import hashlib
 import io
 import json
 import math
@@ -59,6 +61,8 @@ ALLOWED_NAMES = set(REFERENCES) | {
     "dataset",
     "dict",
 }
+# OpenCompass' pipeline settings: assigned at top level, never read back inside the config.
+STORE_ONLY_NAMES = {"infer", "eval"}
 ALLOWED_IMPORT_MODULES = {"mmengine.config"} | {
     re.match(r"from (\S+) import", line).group(1) for line in REFERENCES.values()
 }
@@ -77,7 +81,10 @@ def assert_inert(text: str, *, contains: list[str] = ()) -> ast.Module:
     for node in ast.walk(tree):
         assert isinstance(node, ALLOWED_NODES), f"unexpected {type(node).__name__}: {ast.unparse(node)[:200]}"
         if isinstance(node, ast.Name):
-            assert node.id in ALLOWED_NAMES or node.id.startswith("builtin_"), node.id
+            if node.id in STORE_ONLY_NAMES:
+                assert isinstance(node.ctx, ast.Store), f"{node.id} may only be assigned"
+            else:
+                assert node.id in ALLOWED_NAMES or node.id.startswith("builtin_"), node.id
         elif isinstance(node, ast.Call):
             func = node.func
             # dict(...) for model_dataset_combinations, read_base() for built-ins, dataset.get() in overrides
@@ -196,7 +203,7 @@ def test_hostile_text_is_inert_data(hostile, tmp_path):
                 endpoint(
                     name=hostile + " (endpoint)",
                     model=hostile,
-                    base_url="https://llm.example:8443/v1?tenant=a'b\"c{}&q=%27",
+                    base_url="https://llm.example:8443/v1/a'b\"c{}/%27",
                     tokenizer_path="/tok/" + hostile,
                 ),
             ],
@@ -210,7 +217,17 @@ def test_hostile_text_is_inert_data(hostile, tmp_path):
     built = build_config(spec, tmp_path / "job")
     assert built.path.read_text(encoding="utf-8") == built.text
     resolved_hf = str(Path(hf_path).resolve())
-    assert_inert(built.text, contains=[resolved_hf, hostile, str(data_path.resolve())])
+    canonical = [str((tmp_path / "job" / "data" / f"{d.abbr}.jsonl").resolve()) for d in built.datasets]
+    tree = assert_inert(built.text, contains=[resolved_hf, hostile, *canonical])
+    # The user's file is copied to <job>/data/<abbr>.jsonl: its hostile name never reaches the config.
+    strings = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    assert not any(data_path.name in s for s in strings), data_path.name
+    assert not any(str(data_path.parent) in s for s in strings)
+    for planned, copy in zip(built.datasets, canonical, strict=True):
+        assert planned.evaluated_path.resolve() == Path(copy)
+        assert planned.data_type == "qa"
+        assert [json.loads(line) for line in Path(copy).read_text(encoding="utf-8").splitlines()] == QA
+        assert planned.sha256 == hashlib.sha256(data_path.read_bytes()).hexdigest()  # of the user's file
 
     values = assignments(built.text)
     hf_cfg, api_cfg = values["models"]
@@ -218,11 +235,12 @@ def test_hostile_text_is_inert_data(hostile, tmp_path):
     assert hf_cfg["tokenizer_path"] == str(Path("/tok/" + hostile).resolve())
     assert api_cfg["path"] == hostile  # the model name the endpoint receives, byte for byte
     assert api_cfg["openai_api_base"] == spec.models[1].base_url
-    assert api_cfg["openai_api_base"].startswith("https://llm.example:8443/v1?tenant=a'b\"c{}&q=%27")
+    assert api_cfg["openai_api_base"] == "https://llm.example:8443/v1/a'b\"c{}/%27/"
     assert api_cfg["tokenizer_path"] == "/tok/" + hostile
     qa_cfg, contains_cfg = values["gen_datasets"]
-    assert qa_cfg["path"] == str(data_path.resolve())  # '..' resolved away
+    assert [qa_cfg["path"], contains_cfg["path"]] == canonical
     assert "/../" not in qa_cfg["path"]
+    assert qa_cfg["data_type"] == contains_cfg["data_type"] == "qa"
     assert contains_cfg["evaluator"] == "<ContainsAnswerEvaluator>"
 
     # Display names stay out of the config: only the sanitised abbreviations go in.
@@ -232,6 +250,20 @@ def test_hostile_text_is_inert_data(hostile, tmp_path):
     assert built.models == {hf_cfg["abbr"]: hostile, api_cfg["abbr"]: hostile + " (endpoint)"}
     assert [d.abbr for d in built.datasets] == [qa_cfg["abbr"], contains_cfg["abbr"]]
     assert [d.spec.name for d in built.datasets] == [hostile, hostile + "-contains"]
+
+
+def test_base_url_with_query_string_is_inert(tmp_path):
+    url = "https://llm.example/v1?x='''&y=\"\"\"&z=__import__('os').system('id')&w={}\\"
+    path = data_file(tmp_path, "qa", QA)
+    try:
+        spec = parse_spec({"models": [endpoint(base_url=url)], "datasets": [{"kind": "custom", "name": "d", "path": str(path)}]})
+    except SpecError as exc:  # refusing query strings would also be a fix for the xfail in test_spec.py
+        assert exc.problems[0].startswith("models.0.openai.base_url:")
+        return
+    built = build_config(spec, tmp_path / "job")
+    assert_inert(built.text, contains=[url])
+    (model,) = assignments(built.text)["models"]
+    assert model["openai_api_base"] == spec.models[0].base_url and model["openai_api_base"].startswith(url)
 
 
 def test_all_hostile_names_in_one_spec_get_unique_safe_abbrs(tmp_path):
@@ -386,7 +418,7 @@ def test_ppl_needs_mcq_and_contains_needs_qa(tmp_path):
     )
     with pytest.raises(SpecError) as info:
         plan_datasets(spec)
-    problems = info.value.problems
+    problems = sorted(info.value.problems)  # the order is checked in test_problems_are_listed_in_dataset_order
     assert len(problems) == 4
     assert problems[0] == "datasets[0] (qa-ppl): ppl (likelihood) scoring needs a multiple-choice file"
     assert problems[1] == (
@@ -408,8 +440,9 @@ def test_limit_sets_test_range_on_custom_and_loop_for_builtins(tmp_path):
     built = build_config(spec, tmp_path / "job")
     tree = assert_inert(built.text)
     values = assignments(built.text)
+    canonical = str((tmp_path / "job" / "data" / "qa.jsonl").resolve())
     assert values["gen_datasets"] == [
-        {"path": str(path.resolve()), "abbr": "qa", "infer_method": "gen", "test_range": "[0:5]"},
+        {"path": canonical, "abbr": "qa", "infer_method": "gen", "data_type": "qa", "test_range": "[0:5]"},
         ("*", "builtin_1_gsm8k_datasets"),
     ]
     assert values["ppl_datasets"] == []
@@ -432,7 +465,9 @@ def test_no_limit_means_no_test_range_and_no_loop(tmp_path):
     tree = assert_inert(built.text)
     assert not any(isinstance(n, ast.For) for n in tree.body)
     (dataset,) = assignments(built.text)["gen_datasets"]
-    assert dataset == {"path": str(path.resolve()), "abbr": "qa", "infer_method": "gen", "data_type": "qa"}
+    canonical = str((tmp_path / "job" / "data" / "qa.jsonl").resolve())
+    assert dataset == {"path": canonical, "abbr": "qa", "infer_method": "gen", "data_type": "qa"}
+    assert Path(canonical).read_text(encoding="utf-8") == path.read_text(encoding="utf-8")
     assert "with read_base()" not in built.text  # no built-ins, nothing to import
     assert "model_dataset_combinations" not in built.text and "ppl_models" not in built.text
 
@@ -516,13 +551,39 @@ def test_endpoint_model_settings(tmp_path):
     assert model["meta_template"]["round"][1] == {"role": "BOT", "api_role": "BOT", "generate": True}
 
 
+def test_quick_pipeline_follows_workers(tmp_path):
+    path = data_file(tmp_path, "qa", QA)
+    data = {"models": [hf()], "datasets": [{"kind": "custom", "name": "qa", "path": str(path)}], "params": {"workers": 3}}
+    built = build_config(parse_spec(data), tmp_path / "quick")
+    assert_inert(built.text)
+    values = assignments(built.text)
+    assert values["infer"] == {
+        "partitioner": {"type": "<QuickNumWorkerPartitioner>", "num_worker": 3},
+        "runner": {"type": "<LocalRunner>", "max_num_workers": 3, "task": {"type": "<OpenICLInferTask>"}},
+    }
+    assert values["eval"] == {
+        "partitioner": {"type": "<QuickNaivePartitioner>"},
+        "runner": {"type": "<LocalRunner>", "max_num_workers": 3, "task": {"type": "<OpenICLEvalTask>"}},
+    }
+    plain = build_config(parse_spec(data), tmp_path / "plain", quick_pipeline=False)
+    assert_inert(plain.text)
+    assert "infer" not in assignments(plain.text) and "eval" not in assignments(plain.text)
+    for name in ("QuickNumWorkerPartitioner", "QuickNaivePartitioner", "LocalRunner", "OpenICLInferTask"):
+        assert name in built.text and name not in plain.text
+    assert assignments(plain.text)["models"] == values["models"]
+
+
 def test_config_sha256_tracks_text(tmp_path):
     path = data_file(tmp_path, "qa", QA)
     spec = parse_spec({"models": [hf()], "datasets": [{"kind": "custom", "name": "qa", "path": str(path)}]})
     a = build_config(spec, tmp_path / "a")
+    again = build_config(spec, tmp_path / "a")
+    assert a.text == again.text and a.sha256 == again.sha256 and len(a.sha256) == 64
+    # Custom data is read from the job's own canonical copy, so job folders differ only in that path.
     b = build_config(spec, tmp_path / "b")
-    assert a.text == b.text and a.sha256 == b.sha256 and len(a.sha256) == 64
-    c = build_config(spec.model_copy(update={"params": spec.params.model_copy(update={"limit": 1})}), tmp_path / "c")
+    assert b.text != a.text
+    assert a.text.replace(str((tmp_path / "a").resolve()), str((tmp_path / "b").resolve())) == b.text
+    c = build_config(spec.model_copy(update={"params": spec.params.model_copy(update={"limit": 1})}), tmp_path / "a")
     assert c.sha256 != a.sha256
     assert isinstance(a, BuiltConfig)
 
@@ -554,7 +615,9 @@ def test_mmengine_loads_hostile_config_without_executing_anything(tmp_path, monk
 
     assert not canary.exists() and not (tmp_path / "pwned").exists()
     (dataset,) = cfg.datasets
-    assert dataset["path"] == str(data.resolve())
+    assert dataset["path"] == str((tmp_path / "job" / "data" / f"{built.datasets[0].abbr}.jsonl").resolve())
+    assert data.name not in built.text and "pwned')" not in dataset["path"]  # the hostile file name stays out
+    assert dataset["data_type"] == "qa"
     assert dataset["abbr"] == built.datasets[0].abbr
     assert dataset["test_range"] == "[0:3]"
     hf_cfg, api_cfg = cfg.models
@@ -569,26 +632,66 @@ def test_mmengine_loads_hostile_config_without_executing_anything(tmp_path, monk
 # ---- bugs ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a UTF-8 BOM file passes validation, but OpenCompass' parse_example_dataset reads the first line "
-    "with encoding='utf-8' (opencompass/datasets/custom.py:486/490): jsonl fails with 'Unexpected UTF-8 BOM', "
-    "csv gets a '\\ufeffquestion' column",
+def _opencompass_first_row(path: str) -> dict:
+    """What OpenCompass' parse_example_dataset (opencompass/datasets/custom.py:479-495) makes of a custom
+    file when it expands the config: the first row, read with encoding='utf-8', raw csv header."""
+    if path.endswith(".jsonl"):
+        with open(path, encoding="utf-8") as handle:
+            return json.loads(handle.readline())
+    with open(path, encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        return dict(zip(header, next(reader), strict=False))  # as OpenCompass does
+
+
+def test_opencompass_reads_plain_files_like_the_validator(tmp_path):
+    for name, raw in (("a.jsonl", b'{"question": "q", "answer": "a"}\r\n'), ("a.csv", b"question,answer\r\nq,a\r\n")):
+        path = tmp_path / name
+        path.write_bytes(raw)
+        spec = parse_spec({"models": [hf()], "datasets": [{"kind": "custom", "name": "d", "path": str(path)}]})
+        built = build_config(spec, tmp_path / ("job-" + name))
+        (dataset,) = assignments(built.text)["gen_datasets"]
+        assert sorted(_opencompass_first_row(dataset["path"])) == ["answer", "question"]
+
+
+@pytest.mark.parametrize(
+    "name, raw, rows",
+    [
+        ("bom.jsonl", b'\xef\xbb\xbf{"question": "q", "answer": "a"}\n', [{"question": "q", "answer": "a"}]),
+        ("bom.csv", b"\xef\xbb\xbfquestion,answer\nq,a\n", [{"question": "q", "answer": "a"}]),
+        ("padded.csv", b"question, answer\nq,a\n", [{"question": "q", "answer": "a"}]),
+        (
+            "reordered.jsonl",
+            b'{"question": "q1", "answer": "a1"}\n{"answer": "a2", "question": "q2"}\n',
+            [{"question": "q1", "answer": "a1"}, {"question": "q2", "answer": "a2"}],
+        ),
+    ],
 )
-@pytest.mark.parametrize("suffix, raw", [(".jsonl", b'{"question": "q", "answer": "a"}\n'), (".csv", b"question,answer\nq,a\n")])
-def test_bom_files_are_readable_by_opencompass_config_parsing(tmp_path, suffix, raw):
-    path = tmp_path / f"bom{suffix}"
-    path.write_bytes(b"\xef\xbb\xbf" + raw)
-    spec = parse_spec({"models": [hf()], "datasets": [{"kind": "custom", "name": "bom", "path": str(path)}]})
-    built = build_config(spec, tmp_path / "job")
-    (dataset,) = assignments(built.text)["gen_datasets"]
-    # What OpenCompass does with the path in the config before any inference (custom.py:485-493):
-    with open(dataset["path"], encoding="utf-8") as handle:
-        if suffix == ".jsonl":
-            first = json.loads(handle.readline())
-        else:
-            first = dict(zip(*[line.rstrip("\n").split(",") for line in (handle.readline(), handle.readline())], strict=True))
-    assert sorted(first) == ["answer", "question"]
+def test_validated_files_are_read_the_same_by_opencompass(tmp_path, name, raw, rows):
+    """Files the validator accepts but OpenCompass' parse_example_dataset (custom.py:486,490: encoding='utf-8',
+    raw csv header) would misread: the config points OpenCompass at a clean canonical copy instead."""
+    from mmengine.config import Config
+    from opencompass.datasets.custom import CustomDataset, make_custom_dataset_config
+
+    path = tmp_path / name
+    path.write_bytes(raw)
+    spec = parse_spec({"models": [hf()], "datasets": [{"kind": "custom", "name": "d", "path": str(path)}]})
+    built = build_config(spec, tmp_path / "job")  # validation passed
+    (planned,) = built.datasets
+    assert planned.sha256 == hashlib.sha256(raw).hexdigest()  # provenance is the user's file
+    (dataset,) = Config.fromfile(str(built.path), format_python_code=False).datasets
+    assert dataset["path"] == str((tmp_path / "job" / "data" / "d.jsonl").resolve()) != str(path)
+    copy = Path(dataset["path"]).read_bytes()
+    assert not copy.startswith(b"\xef\xbb\xbf") and b"\r" not in copy
+    assert sorted(_opencompass_first_row(dataset["path"])) == ["answer", "question"]
+
+    expanded = make_custom_dataset_config(dict(dataset))  # exactly what OpenCompass' run does with it
+    assert expanded["abbr"] == "d" and expanded["path"] == dataset["path"]
+    assert expanded["reader_cfg"]["input_columns"] == ["question"]
+    assert expanded["reader_cfg"]["output_column"] == "answer"
+    loaded = CustomDataset.load(path=dataset["path"])
+    assert loaded.column_names == ["question", "answer"]
+    assert loaded.to_list() == rows
 
 
 def _builtin_abbrs(name: str) -> set[str]:
@@ -605,15 +708,11 @@ def _builtin_abbrs(name: str) -> set[str]:
     return abbrs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config_builder.plan_datasets derives custom abbrs without reserving built-in ones: a custom "
-    "dataset named 'gsm8k' next to gsm8k_gen gets OpenCompass abbr 'gsm8k' too, so both write "
-    "predictions|results/<model>/gsm8k.json",
-)
 def test_custom_abbr_never_collides_with_a_builtin_abbr(tmp_path):
+    # Both would otherwise write predictions|results/<model>/gsm8k.json.
     builtin_abbrs = _builtin_abbrs("gsm8k_gen")
     assert builtin_abbrs == {"gsm8k"}
+    assert set(resolve_builtin("gsm8k_gen").abbrs) == builtin_abbrs
     path = data_file(tmp_path, "qa", QA)
     spec = parse_spec(
         {
@@ -624,6 +723,58 @@ def test_custom_abbr_never_collides_with_a_builtin_abbr(tmp_path):
     built = build_config(spec, tmp_path / "job")
     custom = [d.abbr for d in built.datasets if d.abbr]
     assert custom and not set(custom) & builtin_abbrs
+    assert [d.builtin.name if d.builtin else d.spec.name for d in built.datasets] == ["gsm8k_gen", "gsm8k"]
+    (copy,) = assignments(built.text)["gen_datasets"][1:]
+    assert copy["abbr"] == custom[0] and copy["path"].endswith(f"/job/data/{custom[0]}.jsonl")
+
+
+def test_custom_abbr_avoids_builtin_abbrs_listed_after_it(tmp_path):
+    path = data_file(tmp_path, "qa", QA)
+    spec = parse_spec(
+        {
+            "models": [hf()],
+            "datasets": [{"kind": "custom", "name": "gsm8k", "path": str(path)}, {"kind": "builtin", "config": "gsm8k_gen"}],
+        }
+    )
+    planned = plan_datasets(spec)
+    assert [d.builtin.name if d.builtin else d.spec.name for d in planned] == ["gsm8k", "gsm8k_gen"]  # spec order
+    assert planned[0].abbr != "gsm8k"
+
+
+def test_spec_error_removes_the_canonical_copies(tmp_path):
+    good = data_file(tmp_path, "qa", QA)
+    spec = parse_spec(
+        {
+            "models": [hf()],
+            "datasets": [
+                {"kind": "custom", "name": "good", "path": str(good)},
+                {"kind": "custom", "name": "bad", "path": str(tmp_path / "missing.jsonl")},
+            ],
+        }
+    )
+    with pytest.raises(SpecError):
+        build_config(spec, tmp_path / "job")
+    assert not (tmp_path / "job" / "data").exists()
+    assert not (tmp_path / "job" / "config.py").exists()
+    # without a canonical folder, planning only validates and evaluates the user's own file
+    (planned,) = plan_datasets(parse_spec({"models": [hf()], "datasets": [{"kind": "custom", "name": "g", "path": str(good)}]}))
+    assert planned.evaluated_path == good and planned.data_type == "qa"
+
+
+def test_problems_are_listed_in_dataset_order(tmp_path):
+    qa = data_file(tmp_path, "qa", QA)
+    spec = parse_spec(
+        {
+            "models": [hf()],
+            "datasets": [
+                {"kind": "custom", "name": "qa-ppl", "path": str(qa), "infer_method": "ppl"},
+                {"kind": "builtin", "config": "no_such_dataset_gen"},
+            ],
+        }
+    )
+    with pytest.raises(SpecError) as info:
+        plan_datasets(spec)
+    assert [p.split(" ", 1)[0] for p in info.value.problems] == ["datasets[0]", "datasets[1]"]
 
 
 @pytest.mark.parametrize(
