@@ -15,9 +15,10 @@ def main() -> None:
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
     args = parser.parse_args()
     uvicorn.run("aieval_server.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                proxy_headers=True)
+                proxy_headers=True, access_log=not args.no_access_log)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,15 @@ if not url:
     url = get_settings().database_url
 
 
+def render_item(type_, obj, autogen_context):
+    """Migrations must not import application types: UTCDateTime is stored as a plain DateTime(timezone=True)."""
+    from aieval_server.models.tables import UTCDateTime
+
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
 def run_migrations_offline() -> None:
     context.configure(url=url, target_metadata=Base.metadata, literal_binds=True, render_as_batch=True)
     with context.begin_transaction():
@@ -25,7 +34,8 @@ def run_migrations_online() -> None:
     engine = make_engine(url)
     with engine.connect() as connection:
         # batch mode lets later ALTERs work on SQLite too
-        context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+        context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True,
+                          render_item=render_item)
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

@@ -84,14 +84,18 @@ class Dataset(Base):
 
 class Evaluation(Base):
     __tablename__ = "evaluations"
-    __table_args__ = (Index("ix_evaluations_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_evaluations_status_created", "status", "created_at"),
+        # Newest-first pages and name search scan this index without reading the (wide) rows.
+        Index("ix_evaluations_created_id_name", "created_at", "id", "name"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     # queued | running | succeeded | failed | cancelled | timeout
     status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     queue: Mapped[str] = mapped_column(String(50), default="local")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -105,6 +109,9 @@ class Evaluation(Base):
     # pollers and WebSockets use to notice updates.
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     revision: Mapped[int] = mapped_column(Integer, default=0)
+    # Copied out of `progress` so that lists never read the (possibly large) JSON.
+    stage: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    fraction: Mapped[float | None] = mapped_column(Float, nullable=True)
     log_tail: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     log_excerpt: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -11,7 +11,8 @@ from ..db import sessionmaker_for
 from ..storage import Storage, get_storage
 
 
-def settings_dep(request: Request) -> Settings:
+async def settings_dep(request: Request) -> Settings:
+    # async: trivial dependencies run on the event loop instead of costing a thread hop each
     return request.app.state.settings
 
 

@@ -4,8 +4,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Query, Response
 from fastapi.responses import FileResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
 
 from ..celery_app import enqueue
+from ..db import session_scope
 from ..schemas.api import EvaluationCreate, EvaluationDetail, EvaluationSummary, Page, SampleRead, ScoreRead
 from ..services import artifacts
 from ..services import evaluations as service
@@ -24,18 +26,27 @@ def create_evaluation(*, body: EvaluationCreate, session: SessionDep,
 
 
 @router.get("", response_model=Page[EvaluationSummary])
-def list_evaluations(*, status: Annotated[list[str] | None, Query()] = None, model_id: int | None = None,
-                     dataset_id: int | None = None, q: Annotated[str | None, Query(max_length=200)] = None,
-                     page: Annotated[int, Query(ge=1)] = 1, page_size: Annotated[int, Query(ge=1, le=200)] = 20,
-                     session: SessionDep):
-    items, total = service.list_evaluations(session, status=status, model_id=model_id, dataset_id=dataset_id, q=q,
-                                            page=page, page_size=page_size)
-    return Page(items=[service.summary(e) for e in items], total=total, page=page, page_size=page_size)
+async def list_evaluations(*, status: Annotated[list[str] | None, Query()] = None, model_id: int | None = None,
+                           dataset_id: int | None = None, q: Annotated[str | None, Query(max_length=200)] = None,
+                           page: Annotated[int, Query(ge=1)] = 1, page_size: Annotated[int, Query(ge=1, le=200)] = 20,
+                           settings: SettingsDep):
+    # The hottest endpoints: all database work in one thread hop, serialized once (no re-validation).
+    def work() -> bytes:
+        with session_scope(settings.database_url) as session:
+            items, total = service.list_evaluations(session, status=status, model_id=model_id, dataset_id=dataset_id,
+                                                    q=q, page=page, page_size=page_size)
+            return Page[EvaluationSummary](items=items, total=total, page=page, page_size=page_size).model_dump_json().encode()
+
+    return Response(await run_in_threadpool(work), media_type="application/json")
 
 
 @router.get("/{evaluation_id}", response_model=EvaluationDetail)
-def show_evaluation(*, evaluation_id: int, session: SessionDep):
-    return service.detail(service.get(session, evaluation_id, scores=True))
+async def show_evaluation(*, evaluation_id: int, settings: SettingsDep):
+    def work() -> bytes:
+        with session_scope(settings.database_url) as session:
+            return service.detail(service.get(session, evaluation_id, scores=True)).model_dump_json().encode()
+
+    return Response(await run_in_threadpool(work), media_type="application/json")
 
 
 @router.post("/{evaluation_id}/cancel", response_model=EvaluationDetail)

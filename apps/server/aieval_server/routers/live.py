@@ -105,8 +105,8 @@ def _load_list(database_url: str) -> list[dict]:
         active = select(Evaluation.id).where(Evaluation.status.in_(("queued", "running")))
         recent = select(Evaluation.id).order_by(Evaluation.created_at.desc()).limit(LIST_WINDOW)
         ids = set(session.scalars(active)) | set(session.scalars(recent))
-        rows = session.scalars(service._with_links(select(Evaluation).where(Evaluation.id.in_(ids))))
-        return [service.summary(e).model_dump(mode="json") for e in rows]
+        rows = session.execute(select(*service.SUMMARY_COLUMNS).where(Evaluation.id.in_(ids))).all()
+        return [s.model_dump(mode="json") for s in service.summaries(session, rows)]
 
 
 @router.websocket("/evaluations/ws")

@@ -156,42 +156,75 @@ def get(session: Session, evaluation_id: int, *, scores: bool = False) -> Evalua
     return evaluation
 
 
+SUMMARY_COLUMNS = (
+    Evaluation.id, Evaluation.name, Evaluation.status, Evaluation.queue, Evaluation.created_at, Evaluation.started_at,
+    Evaluation.finished_at, Evaluation.fraction, Evaluation.stage, Evaluation.revision, Evaluation.error,
+)
+
+
 def list_evaluations(session: Session, *, status: list[str] | None, model_id: int | None, dataset_id: int | None,
-                     q: str | None, page: int, page_size: int) -> tuple[list[Evaluation], int]:
-    query = select(Evaluation)
+                     q: str | None, page: int, page_size: int) -> tuple[list[EvaluationSummary], int]:
+    """One page of summaries, newest first. Reads plain columns (no ORM objects, no JSON): lists are hot."""
+    conditions = []
     if status:
         bad = [s for s in status if s not in STATUSES]
         if bad:
             raise Invalid(f"unknown status {', '.join(bad)}; use one of {', '.join(STATUSES)}")
-        query = query.where(Evaluation.status.in_(status))
+        conditions.append(Evaluation.status.in_(status))
     if model_id is not None:
-        query = query.where(Evaluation.id.in_(select(EvaluationModel.evaluation_id).where(EvaluationModel.model_id == model_id)))
+        conditions.append(Evaluation.id.in_(select(EvaluationModel.evaluation_id).where(EvaluationModel.model_id == model_id)))
     if dataset_id is not None:
-        query = query.where(
+        conditions.append(
             Evaluation.id.in_(select(EvaluationDataset.evaluation_id).where(EvaluationDataset.dataset_id == dataset_id))
         )
     if q:
         pattern = f"%{q}%"
-        matching_models = select(EvaluationModel.evaluation_id).join(Model).where(Model.name.ilike(pattern))
-        conditions = [Evaluation.name.ilike(pattern), Evaluation.id.in_(matching_models)]
+        matching_models = select(Model.id).where(Model.name.ilike(pattern))
+        by_model = select(EvaluationModel.evaluation_id).where(EvaluationModel.model_id.in_(matching_models))
+        options = [Evaluation.name.ilike(pattern), Evaluation.id.in_(by_model)]
         if q.isdigit():
-            conditions.append(Evaluation.id == int(q))
-        query = query.where(or_(*conditions))
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page_query = _with_links(query.order_by(Evaluation.created_at.desc(), Evaluation.id.desc()))
-    items = list(session.scalars(page_query.offset((page - 1) * page_size).limit(page_size)))
-    return items, total
+            options.append(Evaluation.id == int(q))
+        conditions.append(or_(*options))
+    total = session.scalar(select(func.count(Evaluation.id)).where(*conditions)) or 0
+    rows = session.execute(
+        select(*SUMMARY_COLUMNS).where(*conditions)
+        .order_by(Evaluation.created_at.desc(), Evaluation.id.desc())
+        .offset((page - 1) * page_size).limit(page_size)
+    ).all()
+    return summaries(session, rows), total
+
+
+def summaries(session: Session, rows) -> list[EvaluationSummary]:
+    ids = [row.id for row in rows]
+    models: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+    datasets: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+    if ids:
+        for link in session.execute(
+            select(EvaluationModel.evaluation_id, Model.id, Model.name, Model.kind).join(Model)
+            .where(EvaluationModel.evaluation_id.in_(ids)).order_by(EvaluationModel.position)
+        ):
+            models[link[0]].append({"id": link[1], "name": link[2], "kind": link[3]})
+        for link in session.execute(
+            select(EvaluationDataset.evaluation_id, Dataset.id, Dataset.name, Dataset.kind).join(Dataset)
+            .where(EvaluationDataset.evaluation_id.in_(ids)).order_by(EvaluationDataset.position)
+        ):
+            datasets[link[0]].append({"id": link[1], "name": link[2], "kind": link[3]})
+    return [
+        EvaluationSummary(id=row.id, name=row.name, status=row.status, queue=row.queue, created_at=row.created_at,
+                          started_at=row.started_at, finished_at=row.finished_at, fraction=row.fraction,
+                          stage=row.stage, revision=row.revision, error=row.error,
+                          models=models[row.id], datasets=datasets[row.id])
+        for row in rows
+    ]
 
 
 def summary(evaluation: Evaluation) -> EvaluationSummary:
-    progress = evaluation.progress or {}
     return EvaluationSummary(
         id=evaluation.id, name=evaluation.name, status=evaluation.status, queue=evaluation.queue,
         models=[{"id": link.model_id, "name": link.model.name, "kind": link.model.kind} for link in evaluation.models],
         datasets=[{"id": link.dataset_id, "name": link.dataset.name, "kind": link.dataset.kind} for link in evaluation.datasets],
         created_at=evaluation.created_at, started_at=evaluation.started_at, finished_at=evaluation.finished_at,
-        fraction=1.0 if evaluation.status == "succeeded" else progress.get("fraction"),
-        stage=progress.get("stage"), revision=evaluation.revision, error=evaluation.error,
+        fraction=evaluation.fraction, stage=evaluation.stage, revision=evaluation.revision, error=evaluation.error,
     )
 
 

@@ -189,7 +189,8 @@ class _Run:
             self.last_progress = data
         if event.stage in ("succeeded", "failed", "cancelled", "timeout"):
             return  # the final state is written with the results, in one transaction
-        self.write(progress=data, revision=Evaluation.revision + 1, heartbeat_at=utcnow())
+        self.write(progress=data, stage=data.get("stage"), fraction=data.get("fraction"),
+                   revision=Evaluation.revision + 1, heartbeat_at=utcnow())
         self.publisher.publish(self.id, {"type": "progress", "status": "running", "progress": data})
 
     def heartbeat(self) -> None:
@@ -277,7 +278,8 @@ def run_evaluation(settings: Settings, storage: Storage, evaluation_id: int, lau
     final_progress.update(stage=result.status, elapsed_s=result.duration_s)
     _finish(run, status=result.status, error=result.error, scores=scores, extra={
         "log_excerpt": result.log_excerpt, "manifest": result.manifest, "pairs": pairs, "run_dir_name": run_dir_name,
-        "artifacts_stored": stored, "progress": final_progress, "run_pgid": None,
+        "artifacts_stored": stored, "progress": final_progress, "run_pgid": None, "stage": result.status,
+        "fraction": 1.0 if result.status == "succeeded" else final_progress.get("fraction"),
     })
     return result.status
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 00:11:05.511136
+Create Date: 2026-11-24 00:42:54.292394
 """
 from __future__ import annotations
 
@@ -56,6 +56,8 @@ def upgrade() -> None:
     sa.Column('run_pgid', sa.Integer(), nullable=True),
     sa.Column('progress', sa.JSON(), nullable=True),
     sa.Column('revision', sa.Integer(), nullable=False),
+    sa.Column('stage', sa.String(length=20), nullable=True),
+    sa.Column('fraction', sa.Float(), nullable=True),
     sa.Column('log_tail', sa.Text(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('log_excerpt', sa.Text(), nullable=True),
@@ -66,7 +68,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_evaluations'))
     )
     with op.batch_alter_table('evaluations', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_evaluations_created_at'), ['created_at'], unique=False)
+        batch_op.create_index('ix_evaluations_created_id_name', ['created_at', 'id', 'name'], unique=False)
         batch_op.create_index(batch_op.f('ix_evaluations_status'), ['status'], unique=False)
         batch_op.create_index('ix_evaluations_status_created', ['status', 'created_at'], unique=False)
 
@@ -150,7 +152,7 @@ def downgrade() -> None:
     with op.batch_alter_table('evaluations', schema=None) as batch_op:
         batch_op.drop_index('ix_evaluations_status_created')
         batch_op.drop_index(batch_op.f('ix_evaluations_status'))
-        batch_op.drop_index(batch_op.f('ix_evaluations_created_at'))
+        batch_op.drop_index('ix_evaluations_created_id_name')
 
     op.drop_table('evaluations')
     op.drop_table('datasets')
