@@ -12,9 +12,20 @@ import uuid
 import zipfile
 
 import boto3
+import psycopg
 import pytest
 from cryptography.fernet import Fernet
-from server_it_helpers import PYTHON, REPO, Stack, mcq_rows, processes_in, qa_rows, wait_until
+from server_it_helpers import (
+    PYTHON,
+    REPO,
+    FakeChatEndpoint,
+    Stack,
+    files_containing,
+    mcq_rows,
+    processes_in,
+    qa_rows,
+    wait_until,
+)
 from websockets.sync.client import connect
 
 BUCKET = f"aieval-it-{uuid.uuid4().hex[:8]}"
@@ -158,6 +169,40 @@ def test_register_upload_evaluate_watch_results_export_compare(stack, tiny_model
     assert {m["id"] for m in board["models"]} == {model_a["id"], model_b["id"]}
     listed = stack.client.get("/evaluations", params={"model_id": model_b["id"]}).json()
     assert [e["id"] for e in listed["items"]] == [other_id]
+
+
+def test_endpoint_model_key_reaches_only_the_endpoint(stack, tiny_models):
+    secret = f"sk-it-{uuid.uuid4().hex}"
+    endpoint = FakeChatEndpoint(answer="A")
+    try:
+        created = stack.client.post("/models", json={
+            "name": "fake endpoint", "kind": "openai", "base_url": endpoint.url, "model": "always-a", "api_key": secret,
+            "options": {"tokenizer_path": str(tiny_models[0]), "query_per_second": 100}})
+        assert created.status_code == 201, created.text
+        model = created.json()
+        assert model["api_key_hint"] == secret[:3] + "…" + secret[-4:]
+        probe = stack.client.post(f"/models/{model['id']}/test").json()
+        assert probe["ok"] is True and probe["reply"] == "A" and probe["latency_ms"] > 0
+        dataset = upload(stack, "even-12.jsonl", mcq_rows(12))
+        evaluation = stack.client.post("/evaluations", json={
+            "name": "endpoint", "model_ids": [model["id"]], "dataset_ids": [dataset["id"]], "params": {"max_out_len": 8}})
+        assert evaluation.json()["queue"] == "api"
+        detail = stack.finished(evaluation.json()["id"])
+        assert detail["status"] == "succeeded", detail["error"]
+        # Always answering A is right on the six even-numbered questions.
+        assert [(s["metric"], s["value"]) for s in detail["scores"]] == [("accuracy", 50.0)]
+        assert len(endpoint.authorizations) >= 13 and set(endpoint.authorizations) == {f"Bearer {secret}"}
+    finally:
+        endpoint.close()
+    assert secret not in json.dumps(detail)
+    assert files_containing(stack.data_dir, secret) == []  # job dirs, caches, secret-free configs
+    assert files_containing(stack.logs, secret) == []  # API and worker logs
+    archive = zipfile.ZipFile(io.BytesIO(stack.client.get(f"/evaluations/{detail['id']}/export", params={"format": "zip"}).content))
+    assert [n for n in archive.namelist() if secret.encode() in archive.read(n)] == []
+    with psycopg.connect(stack.env["AIEVAL_DB_URL"].replace("+psycopg", "")) as db:
+        for table in ("models", "evaluations", "scores", "datasets"):
+            rows = db.execute(f"SELECT row_to_json(t)::text FROM {table} t").fetchall()
+            assert not [r for r in rows if secret in r[0]], table  # encrypted at rest
 
 
 def test_cancel_mid_run_stops_every_process(stack, tiny_models):
