@@ -61,6 +61,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _storage_error(_request: Request, exc: StorageError):
         return JSONResponse({"detail": str(exc), "problems": []}, status_code=404)
 
+    @app.middleware("http")
+    async def _refuse_oversized_uploads(request: Request, call_next):
+        # Refuse before the multipart body is received and spooled to disk; the upload service checks the
+        # real size again (chunked requests carry no Content-Length).
+        if request.method == "POST" and request.url.path == f"{API_PREFIX}/datasets":
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > settings.max_upload_bytes + 64 * 1024:
+                limit = settings.max_upload_bytes // (1024 * 1024)
+                return JSONResponse({"detail": f"the file is larger than the limit of {limit} MiB", "problems": []},
+                                    status_code=413)
+        return await call_next(request)
+
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"])

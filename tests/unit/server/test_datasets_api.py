@@ -67,6 +67,14 @@ def test_size_limit_gives_413(client, settings, stored_files):
     assert stored_files() == [] and client.get("/api/v1/datasets").json() == []
 
 
+def test_declared_oversized_upload_is_refused_before_reading(client, settings, stored_files):
+    settings.max_upload_bytes = 1024
+    body = b"x" * (200 * 1024)
+    response = client.post("/api/v1/datasets", content=body,
+                           headers={"content-type": "multipart/form-data; boundary=b", "content-length": str(len(body))})
+    assert response.status_code == 413 and stored_files() == []
+
+
 def test_hostile_file_names_are_never_used_as_paths(client, stored_files):
     response = upload(client, "../../../../tmp/owned.csv", b"question,answer\nq,a\n")
     assert response.status_code == 201

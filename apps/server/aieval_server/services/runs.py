@@ -175,6 +175,12 @@ class _Run:
         return bool(changed)
 
     def on_event(self, event: ProgressEvent) -> None:
+        try:
+            self._record(event)
+        except Exception as exc:  # e.g. the database restarting: the run goes on, the next event catches up
+            log.warning("evaluation %s: progress not recorded (%s)", self.id, exc)
+
+    def _record(self, event: ProgressEvent) -> None:
         data = event.to_dict()
         if event.kind == "log":
             with self.lock:
@@ -195,26 +201,36 @@ class _Run:
 
     def heartbeat(self) -> None:
         interval = min(1.0, self.settings.heartbeat_interval_s)
-        last_beat = 0.0
         while not self.stop.wait(interval):
-            values: dict[str, Any] = {}
-            now = time.monotonic()
-            with self.lock:
-                if self.log_dirty:
-                    values["log_tail"] = "\n".join(self.log_lines)
-                    self.log_dirty = False
-            if values or now - last_beat >= self.settings.heartbeat_interval_s:
-                values["heartbeat_at"] = utcnow()
-                last_beat = now
-                if not self.write(**values):
-                    log.warning("evaluation %s was taken over by another worker; stopping this attempt", self.id)
-                    if self.engine:
-                        self.engine.cancel("lost")
+            try:
+                if not self._beat():
                     return
-            with session_scope(self.settings.database_url) as session:
-                wanted = session.scalar(select(Evaluation.cancel_requested).where(Evaluation.id == self.id))
-            if wanted and self.engine is not None:
-                self.engine.cancel()
+            except Exception as exc:  # the database may be restarting; keep the run and try again
+                log.warning("evaluation %s: heartbeat failed (%s); retrying", self.id, exc)
+
+    _last_beat = 0.0
+
+    def _beat(self) -> bool:
+        """One heartbeat; False when the job was taken over by another worker."""
+        values: dict[str, Any] = {}
+        now = time.monotonic()
+        with self.lock:
+            if self.log_dirty:
+                values["log_tail"] = "\n".join(self.log_lines)
+                self.log_dirty = False
+        if values or now - self._last_beat >= self.settings.heartbeat_interval_s:
+            values["heartbeat_at"] = utcnow()
+            self._last_beat = now
+            if not self.write(**values):
+                log.warning("evaluation %s was taken over by another worker; stopping this attempt", self.id)
+                if self.engine:
+                    self.engine.cancel("lost")
+                return False
+        with session_scope(self.settings.database_url) as session:
+            wanted = session.scalar(select(Evaluation.cancel_requested).where(Evaluation.id == self.id))
+        if wanted and self.engine is not None:
+            self.engine.cancel()
+        return True
 
 
 def run_evaluation(settings: Settings, storage: Storage, evaluation_id: int, launcher: Launcher,
@@ -268,7 +284,7 @@ def run_evaluation(settings: Settings, storage: Storage, evaluation_id: int, lau
     stored = _store_artifacts(settings, storage, evaluation_id, job_dir)
     pairs = _pairs(run.last_progress, result)
     scores = [
-        Score(evaluation_id=evaluation_id, model_id=model_ids.get(s.model),
+        dict(evaluation_id=evaluation_id, model_id=model_ids.get(s.model),
               dataset_id=dataset_ids.get(s.dataset, builtin_ids[0] if len(builtin_ids) == 1 else None),
               model_name=s.model, dataset_name=s.dataset, model_abbr=s.model_abbr, dataset_abbr=s.dataset_abbr,
               metric=s.metric, value=s.value)
@@ -295,7 +311,19 @@ def _pairs(last_progress: dict[str, Any] | None, result) -> list[dict[str, Any]]
     return pairs
 
 
-def _finish(run: _Run, *, status: str, error: str | None, scores: list[Score], extra: dict[str, Any]) -> None:
+def _finish(run: _Run, *, status: str, error: str | None, scores: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+    """Write the outcome in one transaction, retrying for a while if the database is briefly away."""
+    for attempt in range(10):
+        try:
+            return _write_outcome(run, status=status, error=error, scores=scores, extra=extra)
+        except Exception as exc:
+            if attempt == 9:
+                raise  # the job stays "running" without heartbeat: the sweeper requeues and it resumes
+            log.warning("evaluation %s: cannot record the outcome yet (%s); retrying", run.id, exc)
+            time.sleep(min(2.0 * (attempt + 1), 10.0))
+
+
+def _write_outcome(run: _Run, *, status: str, error: str | None, scores: list[dict[str, Any]], extra: dict[str, Any]) -> None:
     if run.lost.is_set():
         return
     with run.lock:
@@ -310,7 +338,7 @@ def _finish(run: _Run, *, status: str, error: str | None, scores: list[Score], e
         if not owned:
             return
         session.execute(delete(Score).where(Score.evaluation_id == run.id))
-        session.add_all(scores)
+        session.add_all([Score(**score) for score in scores])
     run.publisher.publish(run.id, {"type": "status", "status": status})
 
 
