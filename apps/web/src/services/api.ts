@@ -1,0 +1,73 @@
+// The one place that turns the generated client's {data, error, response} results into values or
+// readable errors. Views never see raw responses, stack traces or URLs.
+import { client } from '@/api/client.gen'
+
+// Same origin in every deployment (API server serving dist/, nginx proxying /api, Vite dev proxy).
+client.setConfig({ baseUrl: '' })
+
+export class ApiError extends Error {
+  status: number
+  problems: string[]
+  constructor(message: string, status: number, problems: string[] = []) {
+    super(message)
+    this.name = 'ApiError'
+    this.status = status
+    this.problems = problems
+  }
+}
+
+type Result<T> = { data?: T; error?: unknown; response?: Response }
+
+/** A human sentence for anything the server (or the network) returned as an error. */
+export function describeError(error: unknown, status = 0): { message: string; problems: string[] } {
+  if (error instanceof ApiError) return { message: error.message, problems: error.problems }
+  if (error && typeof error === 'object') {
+    const body = error as { detail?: unknown; problems?: unknown }
+    const problems = Array.isArray(body.problems) ? body.problems.map(String) : []
+    if (typeof body.detail === 'string') return { message: body.detail, problems }
+    // FastAPI's default validation shape: detail is a list of {loc, msg}.
+    if (Array.isArray(body.detail)) {
+      const lines = body.detail.map((d: { loc?: unknown[]; msg?: string }) =>
+        [(d.loc ?? []).filter((p) => p !== 'body').join('.'), d.msg].filter(Boolean).join(': '),
+      )
+      return { message: lines.join('; '), problems: lines }
+    }
+  }
+  if (error instanceof TypeError) return { message: `Cannot reach the server (${error.message})`, problems: [] }
+  if (error instanceof Error) return { message: error.message, problems: [] }
+  if (typeof error === 'string' && error.trim()) return { message: error.trim().slice(0, 500), problems: [] }
+  return { message: status ? `The server answered HTTP ${status}` : 'Unknown error', problems: [] }
+}
+
+/** Await a generated SDK call; return its data or throw an ApiError with the server's own message. */
+export async function call<T>(request: Promise<Result<T>>): Promise<T> {
+  let result: Result<T>
+  try {
+    result = await request
+  } catch (error) {
+    const { message, problems } = describeError(error)
+    throw new ApiError(message, 0, problems)
+  }
+  const status = result.response?.status ?? 0
+  if (result.error !== undefined || (result.response && !result.response.ok)) {
+    const { message, problems } = describeError(result.error, status)
+    throw new ApiError(message, status, problems)
+  }
+  return result.data as T
+}
+
+/** Save a Blob the API returned as a file download, named as the server suggested. */
+export function saveBlob(blob: Blob, response: Response | undefined, fallbackName: string): string {
+  const disposition = response?.headers.get('content-disposition') ?? ''
+  const match = /filename="?([^";]+)"?/i.exec(disposition)
+  const name = match?.[1] ?? fallbackName
+  const url = URL.createObjectURL(blob)
+  const link = document.createElement('a')
+  link.href = url
+  link.download = name
+  document.body.appendChild(link)
+  link.click()
+  link.remove()
+  setTimeout(() => URL.revokeObjectURL(url), 10_000)
+  return name
+}

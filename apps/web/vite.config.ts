@@ -1,0 +1,37 @@
+/// <reference types="vitest/config" />
+import { defineConfig } from 'vite'
+import vue from '@vitejs/plugin-vue'
+import { fileURLToPath, URL } from 'node:url'
+
+// During `npm run dev` the API is a separate `aieval serve`; AIEVAL_API points at it.
+const apiTarget = process.env.AIEVAL_API ?? 'http://127.0.0.1:8000'
+
+export default defineConfig({
+  plugins: [vue()],
+  resolve: { alias: { '@': fileURLToPath(new URL('./src', import.meta.url)) } },
+  server: {
+    proxy: { '/api': { target: apiTarget, ws: true, changeOrigin: true } },
+  },
+  build: {
+    // Relative asset URLs: the same dist works under the API server and behind nginx at any prefix.
+    chunkSizeWarningLimit: 700,
+    rolldownOptions: {
+      output: {
+        // Vue and ECharts change rarely: their own chunks stay cached across UI releases. Naive UI is left to
+        // the default splitting so each route chunk carries only the components it uses.
+        codeSplitting: {
+          groups: [
+            { name: 'echarts', test: /node_modules[\\/](echarts|zrender)/, priority: 20 },
+            { name: 'vue', test: /node_modules[\\/](@vue|vue|vue-router|pinia|vue-i18n|@intlify)[\\/]/, priority: 5 },
+          ],
+        },
+      },
+    },
+  },
+  base: './',
+  test: {
+    environment: 'jsdom',
+    include: ['src/**/*.test.ts'],
+    css: false,
+  },
+})

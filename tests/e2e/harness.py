@@ -1,0 +1,115 @@
+"""Shared by the e2e tests, the screenshot script and bench/bench_web.py: start a real `aieval serve`
+(API + worker, SQLite, fresh data dir) on a free port, and launch Debian's Chromium through Playwright."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+WEB_DIST = REPO / "apps" / "web" / "dist"
+CHROMIUM = os.environ.get("AIEVAL_CHROMIUM", "/usr/bin/chromium")
+# NOTES.md: flags that work headless as root on these machines.
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+PREPARED_DEMO_MODEL = REPO / "var" / "models" / "SmolLM2-135M-Instruct"
+
+
+def free_port(low: int = 18000, high: int = 18999) -> int:
+    for port in range(low + os.getpid() % 500, high):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}-{high}")
+
+
+def link_prepared_demo_model(data_dir: Path) -> None:
+    """Converting the demo GGUF takes ~30-60 s per data dir; reuse a converted copy when the repo has one."""
+    from aieval_engine.demo import demo_model_dir
+
+    target = demo_model_dir(data_dir)
+    if PREPARED_DEMO_MODEL.is_dir() and (PREPARED_DEMO_MODEL / "config.json").is_file() and not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(PREPARED_DEMO_MODEL, target_is_directory=True)
+
+
+class Server:
+    def __init__(self, data_dir: Path, port: int, log_path: Path, env: dict | None = None, worker: bool = True):
+        self.data_dir, self.port, self.log_path = data_dir, port, log_path
+        self.url = f"http://127.0.0.1:{port}"
+        args = [sys.executable, "-m", "aieval_server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+                "--data-dir", str(data_dir)]
+        if not worker:
+            args.append("--no-worker")
+        self._log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            args, cwd=data_dir, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "AIEVAL_DATA_DIR": str(data_dir), "AIEVAL_WEB_DIST": str(WEB_DIST), **(env or {})},
+        )
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"aieval serve exited {self.process.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(self.url + "/api/v1/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            time.sleep(0.3)
+        raise RuntimeError(f"aieval serve not ready after {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 60) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        return ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            # The whole session: uvicorn, the worker and any OpenCompass child it forked.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
+@contextlib.contextmanager
+def running_server(worker: bool = True, keep: bool = False):
+    if not (WEB_DIST / "index.html").is_file():
+        raise RuntimeError(f"{WEB_DIST} has no index.html: run `npm ci && npm run build` in apps/web first")
+    data_dir = Path(tempfile.mkdtemp(prefix="aieval-e2e-"))
+    link_prepared_demo_model(data_dir)
+    server = Server(data_dir, free_port(), data_dir / "serve.log", worker=worker)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+        if not keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def launch_chromium(playwright):
+    """Debian's Chromium; Playwright gives every launch its own fresh temporary profile directory."""
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"{CHROMIUM} not found: apt-get install -y chromium")
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

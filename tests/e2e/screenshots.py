@@ -1,0 +1,117 @@
+"""Screenshots of every page, both languages, desktop (1440x900) and narrow (390x844), for a human to look at.
+
+    .venv/bin/python tests/e2e/screenshots.py [--url http://127.0.0.1:18401] [--out /tmp/aieval-shots]
+
+Without --url it starts its own `aieval serve` (fresh data dir), runs one short demo evaluation so the
+results pages have content, and stops the server afterwards. PNGs are written to --out, never committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.request
+from contextlib import nullcontext
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import launch_chromium, running_server  # noqa: E402
+
+VIEWPORTS = {"desktop": (1440, 900), "narrow": (390, 844)}
+
+
+def api(base: str, path: str, body: dict | None = None):
+    request = urllib.request.Request(base + path, data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"content-type": "application/json"}, method="POST" if body is not None else "GET")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"null")
+
+
+def finished_evaluation(base: str) -> int:
+    """The newest succeeded evaluation, running a short demo one when there is none."""
+    done = api(base, "/api/v1/evaluations?status=succeeded&page_size=1")["items"]
+    if done:
+        return done[0]["id"]
+    models = [m["id"] for m in api(base, "/api/v1/models") if m["is_demo"]]
+    datasets = [d["id"] for d in api(base, "/api/v1/datasets") if d["is_demo"]]
+    created = api(base, "/api/v1/evaluations", {"name": "screenshot demo", "model_ids": models, "dataset_ids": datasets,
+                                                "params": {"limit": 4, "max_out_len": 16}})
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        status = api(base, f"/api/v1/evaluations/{created['id']}")["status"]
+        if status in ("succeeded", "failed", "cancelled"):
+            return created["id"]
+        time.sleep(1)
+    raise RuntimeError("demo evaluation did not finish in 5 minutes")
+
+
+def pages(evaluation_id: int) -> list[tuple[str, str, str | None]]:
+    """(name, hash route, optional tab label-free selector to click before the shot)."""
+    return [
+        ("dashboard", "#/", None),
+        ("wizard-models", "#/evaluations/new", None),
+        ("wizard-datasets", "#/evaluations/new", "[data-test=wizard-next]"),
+        ("evaluations", "#/evaluations", None),
+        ("detail", f"#/evaluations/{evaluation_id}", None),
+        ("detail-samples", f"#/evaluations/{evaluation_id}", "samples"),
+        ("models", "#/models", None),
+        ("datasets", "#/datasets", None),
+        ("compare", "#/compare", None),
+        ("leaderboard", "#/leaderboard", None),
+        ("not-found", "#/no-such-page", None),
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url")
+    parser.add_argument("--out", default="/tmp/aieval-shots")
+    parser.add_argument("--only", help="comma-separated page names")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from playwright.sync_api import sync_playwright
+
+    with (nullcontext(None) if args.url else running_server()) as server:
+        base = args.url or server.url
+        evaluation_id = finished_evaluation(base)
+        with sync_playwright() as p:
+            browser = launch_chromium(p)
+            try:
+                for language in ("zh", "en"):
+                    for size_name, (width, height) in VIEWPORTS.items():
+                        context = browser.new_context(viewport={"width": width, "height": height},
+                                                      locale="zh-CN" if language == "zh" else "en-US")
+                        page = context.new_page()
+                        for name, route, action in pages(evaluation_id):
+                            if args.only and name not in args.only.split(","):
+                                continue
+                            page.goto(f"{base}/{route}")
+                            page.wait_for_load_state("networkidle")
+                            if action == "samples":
+                                page.click("[data-test=results] .n-tabs-tab[data-name=samples]")
+                                page.wait_for_selector("[data-test=sample-browser] tbody tr")
+                            elif action:
+                                page.click(action)
+                            page.wait_for_timeout(700)  # transitions and chart animation
+                            path = out / f"{name}-{language}-{size_name}.png"
+                            # The app shell scrolls inside its content pane, so "full page" means: grow the
+                            # viewport to the content's height for the shot, then restore it.
+                            content_height = page.evaluate(
+                                "Math.max(...[...document.querySelectorAll('.n-layout-scroll-container')]"
+                                ".map(e => e.scrollHeight + e.getBoundingClientRect().top))")
+                            page.set_viewport_size({"width": width, "height": max(height, int(content_height) + 8)})
+                            page.wait_for_timeout(300)
+                            page.screenshot(path=str(path))
+                            page.set_viewport_size({"width": width, "height": height})
+                            print(path)
+                        context.close()
+            finally:
+                browser.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
