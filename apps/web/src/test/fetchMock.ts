@@ -1,0 +1,45 @@
+// A fetch stand-in for the generated client: routes by method + path, records every request.
+import { client } from '@/api/client.gen'
+
+export interface Recorded { method: string; url: URL; body: unknown }
+type Handler = (request: Recorded) => { status?: number; json?: unknown; text?: string }
+
+export function mockApi(routes: Record<string, Handler>) {
+  const calls: Recorded[] = []
+  const fetchMock = async (input: RequestInfo | URL, init?: RequestInit) => {
+    const request = input instanceof Request ? input : new Request(String(input), init)
+    const url = new URL(request.url, 'http://localhost')
+    const text = request.method === 'GET' ? '' : await request.clone().text()
+    let body: unknown = text
+    try { body = text ? JSON.parse(text) : undefined } catch { /* form data stays text */ }
+    const recorded = { method: request.method, url, body }
+    calls.push(recorded)
+    const key = `${request.method} ${url.pathname}`
+    const handler = routes[key]
+    if (!handler) return new Response(JSON.stringify({ detail: `no mock for ${key}` }), { status: 599 })
+    const result = handler(recorded)
+    if (result.status === 204) return new Response(null, { status: 204 })
+    const payload = result.text ?? JSON.stringify(result.json ?? null)
+    return new Response(payload, {
+      status: result.status ?? 200,
+      headers: { 'content-type': result.text !== undefined ? 'text/plain' : 'application/json' },
+    })
+  }
+  client.setConfig({ baseUrl: 'http://localhost', fetch: fetchMock as typeof fetch })
+  return calls
+}
+
+export function summary(id: number, overrides: Record<string, unknown> = {}) {
+  return {
+    id, name: `evaluation ${id}`, status: 'queued', queue: 'local', models: [{ id: 1, name: 'demo' }],
+    datasets: [{ id: 1, name: 'demo-mcq' }], created_at: '2026-11-24T00:00:00Z', started_at: null, finished_at: null,
+    fraction: null, stage: null, revision: 0, error: null, ...overrides,
+  }
+}
+
+export function detail(id: number, overrides: Record<string, unknown> = {}) {
+  return {
+    ...summary(id), params: {}, attempts: 0, worker: null, heartbeat_at: null, cancel_requested: false, progress: null,
+    duration_s: null, log_excerpt: null, manifest: null, pairs: null, scores: [], ...overrides,
+  }
+}
