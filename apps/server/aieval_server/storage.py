@@ -28,7 +28,6 @@ class Storage(Protocol):
     def delete_prefix(self, prefix: str) -> None: ...
     def delete(self, key: str) -> None: ...
     def local_copy(self, key: str, cache_dir: Path) -> Path: ...
-    def local_tree(self, prefix: str, cache_dir: Path) -> Path: ...
 
 
 def _check_key(key: str) -> str:
@@ -85,9 +84,6 @@ class LocalStorage:
 
     def local_copy(self, key: str, cache_dir: Path) -> Path:
         return self.path(key)  # already on this machine
-
-    def local_tree(self, prefix: str, cache_dir: Path) -> Path:
-        return self.path(prefix.rstrip("/"))
 
 
 class S3Storage:
@@ -181,11 +177,6 @@ class S3Storage:
                 if os.path.exists(staging):
                     os.unlink(staging)
         return target
-
-    def local_tree(self, prefix: str, cache_dir: Path) -> Path:
-        for key in self.list(prefix):
-            self.local_copy(key, cache_dir)
-        return cache_dir / prefix.rstrip("/")
 
 
 

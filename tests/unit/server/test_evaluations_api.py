@@ -32,6 +32,14 @@ def test_create_queues_one_message_and_lists_newest_first(client, tiny_model, qu
     assert bad_status.status_code == 422 and "unknown status" in bad_status.json()["detail"]
 
 
+def test_endpoint_only_jobs_go_to_the_api_queue(client, queued_messages):
+    endpoint = client.post("/api/v1/models", json={"name": "ep", "kind": "openai", "base_url": "http://h/v1", "model": "m"}).json()
+    dataset = client.post("/api/v1/datasets", files={"file": ("qa.csv", b"question,answer\nq,a\n")}).json()["dataset"]
+    created = client.post("/api/v1/evaluations", json={"model_ids": [endpoint["id"]], "dataset_ids": [dataset["id"]]})
+    assert created.status_code == 201 and created.json()["queue"] == "api"
+    assert [m.rsplit(".", 2)[1] for m in queued_messages()] == ["api"]  # a worker started with --queues local skips it
+
+
 def test_bad_submissions_are_refused_and_leave_nothing(client, tiny_model, settings, queued_messages):
     model, dataset = _setup(client, tiny_model)
     endpoint = client.post("/api/v1/models", json={"name": "ep", "kind": "openai", "base_url": "http://h/v1", "model": "m"}).json()

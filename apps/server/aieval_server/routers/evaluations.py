@@ -22,7 +22,7 @@ def create_evaluation(*, body: EvaluationCreate, session: SessionDep,
     evaluation = service.create(session, settings, storage, body)
     session.commit()  # the row exists before the message: a worker always finds what it is told to run
     enqueue(settings, evaluation.id, evaluation.queue)
-    return service.detail(service.get(session, evaluation.id, scores=True))
+    return service.show(session, evaluation.id)
 
 
 @router.get("", response_model=Page[EvaluationSummary])
@@ -44,7 +44,7 @@ async def list_evaluations(*, status: Annotated[list[str] | None, Query()] = Non
 async def show_evaluation(*, evaluation_id: int, settings: SettingsDep):
     def work() -> bytes:
         with session_scope(settings.database_url) as session:
-            return service.detail(service.get(session, evaluation_id, scores=True)).model_dump_json().encode()
+            return service.show(session, evaluation_id).model_dump_json().encode()
 
     return Response(await run_in_threadpool(work), media_type="application/json")
 
@@ -53,7 +53,7 @@ async def show_evaluation(*, evaluation_id: int, settings: SettingsDep):
 def cancel_evaluation(*, evaluation_id: int, session: SessionDep):
     service.cancel(session, evaluation_id)
     session.commit()
-    return service.detail(service.get(session, evaluation_id, scores=True))
+    return service.show(session, evaluation_id)
 
 
 @router.post("/{evaluation_id}/retry", response_model=EvaluationDetail)
@@ -62,7 +62,7 @@ def retry_evaluation(*, evaluation_id: int, session: SessionDep,
     evaluation = service.retry(session, settings, storage, evaluation_id)
     session.commit()
     enqueue(settings, evaluation.id, evaluation.queue)
-    return service.detail(service.get(session, evaluation_id, scores=True))
+    return service.show(session, evaluation_id)
 
 
 @router.delete("/{evaluation_id}", status_code=204)

@@ -67,7 +67,7 @@ async def _watch_disconnect(websocket: WebSocket) -> None:
 
 def _load_detail(database_url: str, evaluation_id: int):
     with session_scope(database_url) as session:
-        return service.detail(service.get(session, evaluation_id, scores=True))
+        return service.show(session, evaluation_id)
 
 
 @router.websocket("/evaluations/{evaluation_id}/ws")
