@@ -214,13 +214,13 @@ def test_cancel_a_running_job_from_the_list(server, page: Page):
     row = page.locator(f"[data-evaluation-id='{created['id']}']")
     expect(row).to_have_attribute("data-status", "running", timeout=120_000)  # pushed by the list WebSocket
     row.locator("[data-test=cancel]").click()
-    page.click(".n-popconfirm__action button.n-button--primary-type")
+    page.locator(".n-dialog").get_by_role("button", name="Yes").click()
     expect(row).to_have_attribute("data-status", "cancelled", timeout=60_000)
     assert api(server, f"/evaluations/{created['id']}")["status"] == "cancelled"
 
     # Retry and delete are offered for a finished job; delete removes the row.
     row.locator("[data-test=delete]").click()
-    page.click(".n-popconfirm__action button.n-button--primary-type")
+    page.locator(".n-dialog").get_by_role("button", name="Yes").click()
     expect(row).to_have_count(0)
     with pytest.raises(urllib.error.HTTPError) as gone:
         api(server, f"/evaluations/{created['id']}")

@@ -6,7 +6,7 @@ export default {
   },
   common: {
     refresh: 'Refresh', create: 'Create', edit: 'Edit', delete: 'Delete', save: 'Save', cancel: 'Cancel',
-    close: 'Close', back: 'Back', next: 'Next', search: 'Search', actions: 'Actions', name: 'Name', kind: 'Kind',
+    close: 'Close', confirm: 'Please confirm', back: 'Back', next: 'Next', search: 'Search', actions: 'Actions', name: 'Name', kind: 'Kind',
     status: 'Status', created: 'Created', loading: 'Loading…', none: 'None', yes: 'Yes', no: 'No',
     confirmDelete: 'Delete "{name}"? This cannot be undone.', deleted: 'Deleted', saved: 'Saved', retry: 'Retry',
     test: 'Test connection', all: 'All', rows: 'Rows', size: 'Size', demo: 'demo', view: 'View',

@@ -7,7 +7,7 @@ const zh: typeof en = {
     compare: '模型对比', leaderboard: '排行榜',
   },
   common: {
-    refresh: '刷新', create: '创建', edit: '编辑', delete: '删除', save: '保存', cancel: '取消', close: '关闭',
+    refresh: '刷新', create: '创建', edit: '编辑', delete: '删除', save: '保存', cancel: '取消', close: '关闭', confirm: '请确认',
     back: '上一步', next: '下一步', search: '搜索', actions: '操作', name: '名称', kind: '类型', status: '状态',
     created: '创建时间', loading: '加载中…', none: '无', yes: '是', no: '否',
     confirmDelete: '确定删除“{name}”？此操作无法撤销。', deleted: '已删除', saved: '已保存', retry: '重试',
