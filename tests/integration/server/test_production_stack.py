@@ -205,7 +205,7 @@ def test_endpoint_model_key_reaches_only_the_endpoint(stack, tiny_models):
             assert not [r for r in rows if secret in r[0]], table  # encrypted at rest
 
 
-def test_cancel_mid_run_stops_every_process(stack, tiny_models):
+def test_cancel_mid_run_stops_every_process_and_retry_resumes(stack, tiny_models):
     model = register(stack, "tiny-slow", tiny_models[0], batch_size=2, max_out_len=48)
     dataset = upload(stack, "many.jsonl", qa_rows(400))
     evaluation_id = stack.client.post("/evaluations", json={
@@ -214,11 +214,24 @@ def test_cancel_mid_run_stops_every_process(stack, tiny_models):
     stack.wait_for(evaluation_id, lambda d: (d["progress"] or {}).get("samples_done", 0) > 0, 120, "first samples")
     job_dir = stack.data_dir / "jobs" / str(evaluation_id)
     assert processes_in(job_dir), "the run should be going"
+    # While it runs, the log tail comes from what the worker keeps in the database.
+    wait_until(lambda: stack.client.get(f"/evaluations/{evaluation_id}/logs", params={"tail": 5}).text.strip(), 20,
+               what="live log lines")
     response = stack.client.post(f"/evaluations/{evaluation_id}/cancel")
     assert response.status_code == 200 and response.json()["cancel_requested"] is True
     detail = stack.wait_for(evaluation_id, lambda d: d["status"] == "cancelled", 30, "the cancellation")
     assert detail["error"] == "cancelled by request"
+    done_when_cancelled = detail["progress"]["samples_done"]
     wait_until(lambda: not processes_in(job_dir), 10, what="no process left in the job dir")
+
+    retried = stack.client.post(f"/evaluations/{evaluation_id}/retry")
+    assert retried.status_code == 200 and retried.json()["status"] == "queued"
+    detail = stack.finished(evaluation_id, timeout=300)
+    assert detail["status"] == "succeeded" and detail["attempts"] == 2, detail["error"]
+    assert detail["progress"]["samples_done"] == 400 > done_when_cancelled
+    archive = zipfile.ZipFile(io.BytesIO(stack.client.get(f"/evaluations/{evaluation_id}/export", params={"format": "zip"}).content))
+    assert len({n.split("/")[2] for n in archive.namelist() if n.startswith("artifacts/outputs/")}) == 1  # resumed
+
     assert stack.client.delete(f"/evaluations/{evaluation_id}").status_code == 204
     assert s3_keys(stack, f"evaluations/{evaluation_id}/") == [] and not job_dir.exists()
     assert stack.client.get(f"/evaluations/{evaluation_id}").status_code == 404
