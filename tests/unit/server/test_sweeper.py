@@ -1,0 +1,48 @@
+"""The sweeper on a real (SQLite) database: jobs whose worker stopped beating are requeued, queued jobs the
+broker may have lost are resent, and a cancel nobody can carry out any more is recorded."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import select
+
+
+def _evaluation(session, **values):
+    from aieval_server.models import Evaluation
+
+    evaluation = Evaluation(name="e", params={}, queue=values.pop("queue", "local"), **values)
+    session.add(evaluation)
+    session.flush()
+    return evaluation.id
+
+
+def test_sweep_requeues_dead_workers_jobs_and_resends_forgotten_ones(client, settings):
+    from aieval_server.db import session_scope
+    from aieval_server.models import Evaluation
+    from aieval_server.services.runs import claim, sweep
+
+    now = datetime.now(timezone.utc)
+    long_ago = now - timedelta(seconds=settings.stale_after_s + 60)
+    with session_scope(settings.database_url) as session:
+        dead = _evaluation(session, status="running", heartbeat_at=long_ago, worker="host:1:a")
+        alive = _evaluation(session, status="running", heartbeat_at=now, worker="host:2:b")
+        forgotten = _evaluation(session, status="queued", enqueued_at=now - timedelta(seconds=settings.resend_queued_after_s + 1),
+                                queue="api")
+        fresh = _evaluation(session, status="queued", enqueued_at=now)
+        abandoned_cancel = _evaluation(session, status="running", heartbeat_at=long_ago, cancel_requested=True)
+    sent = []
+    requeued = sweep(settings, lambda evaluation_id, queue: sent.append((evaluation_id, queue)))
+    assert sorted(requeued) == sorted([dead, forgotten])
+    assert sorted(sent) == sorted([(dead, "local"), (forgotten, "api")])
+    with session_scope(settings.database_url) as session:
+        status = dict(session.execute(select(Evaluation.id, Evaluation.status)).all())
+    assert status == {dead: "queued", alive: "running", forgotten: "queued", fresh: "queued",
+                      abandoned_cancel: "cancelled"}
+    assert sweep(settings, lambda *a: sent.append(a)) == []  # nothing twice
+
+    # A duplicate message is harmless: only one claim of the requeued job succeeds.
+    first, previous = claim(settings, dead, "host:3:c")
+    second, _ = claim(settings, dead, "host:4:d")
+    assert (first, second) == (True, False) and previous["worker"] == "host:1:a"
+    assert claim(settings, alive, "host:5:e")[0] is False  # a beating job is not taken over
