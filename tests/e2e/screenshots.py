@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import nullcontext
@@ -47,21 +48,72 @@ def finished_evaluation(base: str) -> int:
     raise RuntimeError("demo evaluation did not finish in 5 minutes")
 
 
-def pages(evaluation_id: int) -> list[tuple[str, str, str | None]]:
-    """(name, hash route, optional tab label-free selector to click before the shot)."""
-    return [
+BAD_UPLOAD = "question,A,B,C,D,answer\nWhat is 2+2?,3,4,5,6,B\nq2,a,b,c,d,E\n,a,b,c,d,A\n"
+
+
+def upload_bad_file(page, tmp: Path) -> None:
+    bad = tmp / "bad-upload.csv"
+    bad.write_text(BAD_UPLOAD, encoding="utf-8")
+    page.set_input_files("[data-test=dataset-file]", str(bad))
+    page.click("[data-test=dataset-upload]")
+    page.wait_for_selector("[role=alert]")
+
+
+def wizard_to(step: int):
+    def go(page, _tmp):
+        for _ in range(step - 1):
+            page.click("[data-test=wizard-next]")
+            page.wait_for_timeout(200)
+    return go
+
+
+def open_model_form(page, _tmp):
+    page.click("[data-test=add-model]")
+    page.wait_for_selector("[data-test=model-name]")
+
+
+def open_samples(page, _tmp):
+    page.click("[data-test=results] .n-tabs-tab[data-name=samples]")
+    page.wait_for_selector("[data-test=sample-browser] tbody tr")
+
+
+def pages(evaluation_id: int, running_id: int | None) -> list[tuple[str, str, object]]:
+    """(name, hash route, optional action run before the shot)."""
+    shots = [
         ("dashboard", "#/", None),
         ("wizard-models", "#/evaluations/new", None),
-        ("wizard-datasets", "#/evaluations/new", "[data-test=wizard-next]"),
+        ("wizard-datasets", "#/evaluations/new", wizard_to(2)),
+        ("wizard-params", "#/evaluations/new", wizard_to(3)),
+        ("wizard-review", "#/evaluations/new", wizard_to(4)),
         ("evaluations", "#/evaluations", None),
         ("detail", f"#/evaluations/{evaluation_id}", None),
-        ("detail-samples", f"#/evaluations/{evaluation_id}", "samples"),
+        ("detail-samples", f"#/evaluations/{evaluation_id}", open_samples),
         ("models", "#/models", None),
+        ("models-form", "#/models", open_model_form),
         ("datasets", "#/datasets", None),
+        ("datasets-upload-errors", "#/datasets", upload_bad_file),
         ("compare", "#/compare", None),
         ("leaderboard", "#/leaderboard", None),
         ("not-found", "#/no-such-page", None),
     ]
+    if running_id is not None:
+        shots.insert(7, ("detail-running", f"#/evaluations/{running_id}", None))
+    return shots
+
+
+def start_running_evaluation(base: str) -> int:
+    """A long job (no sample limit) so the running detail page can be photographed; cancelled afterwards."""
+    models = [m["id"] for m in api(base, "/api/v1/models") if m["is_demo"]]
+    datasets = [d["id"] for d in api(base, "/api/v1/datasets") if d["is_demo"]]
+    created = api(base, "/api/v1/evaluations", {"name": "screenshot running", "model_ids": models,
+                                                "dataset_ids": datasets, "params": {"max_out_len": 256}})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        detail = api(base, f"/api/v1/evaluations/{created['id']}")
+        if detail["status"] == "running" and (detail.get("progress") or {}).get("samples_done"):
+            break
+        time.sleep(1)
+    return created["id"]
 
 
 def main() -> int:
@@ -69,6 +121,7 @@ def main() -> int:
     parser.add_argument("--url")
     parser.add_argument("--out", default="/tmp/aieval-shots")
     parser.add_argument("--only", help="comma-separated page names")
+    parser.add_argument("--no-running", action="store_true", help="skip the running-job shot (no job started)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,6 +130,8 @@ def main() -> int:
     with (nullcontext(None) if args.url else running_server()) as server:
         base = args.url or server.url
         evaluation_id = finished_evaluation(base)
+        running_id = None if args.no_running else start_running_evaluation(base)
+        tmp = Path(tempfile.mkdtemp(prefix="aieval-shots-"))
         with sync_playwright() as p:
             browser = launch_chromium(p)
             try:
@@ -85,16 +140,14 @@ def main() -> int:
                         context = browser.new_context(viewport={"width": width, "height": height},
                                                       locale="zh-CN" if language == "zh" else "en-US")
                         page = context.new_page()
-                        for name, route, action in pages(evaluation_id):
+                        for name, route, action in pages(evaluation_id, running_id):
                             if args.only and name not in args.only.split(","):
                                 continue
+                            page.goto("about:blank")  # a fresh app per shot: no state carried over
                             page.goto(f"{base}/{route}")
                             page.wait_for_load_state("networkidle")
-                            if action == "samples":
-                                page.click("[data-test=results] .n-tabs-tab[data-name=samples]")
-                                page.wait_for_selector("[data-test=sample-browser] tbody tr")
-                            elif action:
-                                page.click(action)
+                            if action:
+                                action(page, tmp)
                             page.wait_for_timeout(700)  # transitions and chart animation
                             path = out / f"{name}-{language}-{size_name}.png"
                             # The app shell scrolls inside its content pane, so "full page" means: grow the
@@ -110,6 +163,8 @@ def main() -> int:
                         context.close()
             finally:
                 browser.close()
+                if running_id is not None:
+                    api(base, f"/api/v1/evaluations/{running_id}/cancel", {})
     return 0
 
 
