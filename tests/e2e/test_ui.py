@@ -205,7 +205,7 @@ def test_language_switch_and_browser_default(browser, server, page: Page):
         context.close()
 
 
-def test_cancel_a_running_job_from_the_list(server, page: Page):
+def test_cancel_a_running_job_from_the_list(browser, server, page: Page):
     model, datasets = demo_ids(server)
     # No sample limit and long answers: minutes of work, so it is surely still running when cancelled.
     created = api(server, "/evaluations", {"name": "e2e cancel me", "model_ids": [model], "dataset_ids": datasets,
@@ -213,9 +213,24 @@ def test_cancel_a_running_job_from_the_list(server, page: Page):
     page.goto("/#/evaluations")
     row = page.locator(f"[data-evaluation-id='{created['id']}']")
     expect(row).to_have_attribute("data-status", "running", timeout=120_000)  # pushed by the list WebSocket
-    row.locator("[data-test=cancel]").click()
-    page.locator(".n-dialog").get_by_role("button", name="Yes").click()
-    expect(row).to_have_attribute("data-status", "cancelled", timeout=60_000)
+    expect(page.locator("[data-live-mode]").first).to_have_attribute("data-live-mode", "websocket")
+
+    # A second viewer whose WebSockets are refused (as behind a proxy without upgrade support) follows the
+    # same job by polling.
+    polling_context = browser.new_context(locale="en-US", base_url=server.url)
+    polling_context.route_web_socket(re.compile(r".*/ws$"), lambda ws: ws.close())
+    try:
+        watcher = polling_context.new_page()
+        watcher.goto(f"/#/evaluations/{created['id']}")
+        expect(watcher.locator("[data-live-mode]").first).to_have_attribute("data-live-mode", "polling")
+        expect(watcher.locator("[data-test=evaluation-detail]")).to_have_attribute("data-status", "running")
+
+        row.locator("[data-test=cancel]").click()
+        page.locator(".n-dialog").get_by_role("button", name="Yes").click()
+        expect(row).to_have_attribute("data-status", "cancelled", timeout=60_000)
+        expect(watcher.locator("[data-test=evaluation-detail]")).to_have_attribute("data-status", "cancelled", timeout=30_000)
+    finally:
+        polling_context.close()
     assert api(server, f"/evaluations/{created['id']}")["status"] == "cancelled"
 
     # Retry and delete are offered for a finished job; delete removes the row.

@@ -1,0 +1,69 @@
+"""docker/nginx.conf, the production front door, in front of the real server: static files (gzip, caching),
+/api proxying and the WebSocket upgrade. Needs Debian's nginx (`apt-get install -y nginx-light`)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from harness import REPO, WEB_DIST, free_port
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+pytestmark = [pytest.mark.timeout(120),
+              pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx not installed (apt-get install -y nginx-light)")]
+
+
+@pytest.fixture
+def nginx_url(server, tmp_path):
+    port = free_port(18500, 18999)
+    template = (REPO / "docker" / "nginx.conf").read_text()
+    site = (template.replace("${AIEVAL_API_UPSTREAM}", server.url.removeprefix("http://"))
+            .replace("${AIEVAL_MAX_UPLOAD}", "60m")
+            .replace("listen 80;", f"listen 127.0.0.1:{port};")
+            .replace("root /usr/share/nginx/html;", f"root {WEB_DIST};"))
+    assert "${" not in site, "every template variable is rendered"
+    (tmp_path / "site.conf").write_text(site)
+    temp_paths = " ".join(f"{kind}_temp_path {tmp_path / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    (tmp_path / "nginx.conf").write_text(f"""
+daemon off; worker_processes 1; pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;
+events {{ worker_connections 64; }}
+http {{ include /etc/nginx/mime.types; access_log off; {temp_paths} include {tmp_path}/site.conf; }}
+""")
+    process = subprocess.Popen([NGINX, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise AssertionError((tmp_path / "error.log").read_text() if (tmp_path / "error.log").exists() else "nginx did not start")
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_nginx_serves_the_ui_proxies_the_api_and_upgrades_websockets(nginx_url, page):
+    asset = next(p.name for p in (WEB_DIST / "assets").glob("*.js"))
+    request = urllib.request.Request(f"{nginx_url}/assets/{asset}", headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request) as response:
+        assert response.headers["Content-Encoding"] == "gzip"
+        assert "immutable" in response.headers["Cache-Control"]
+    with urllib.request.urlopen(nginx_url + "/evaluations/anything") as response:  # history-style URL → the app
+        assert b'<div id="app">' in response.read()
+    with urllib.request.urlopen(nginx_url + "/api/v1/health") as response:
+        assert response.status == 200
+
+    page.goto(nginx_url + "/#/evaluations")
+    expect(page.locator("h1")).to_have_text("Evaluations")
+    expect(page.locator("[data-live-mode]").first).to_have_attribute("data-live-mode", "websocket")
