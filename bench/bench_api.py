@@ -227,8 +227,9 @@ def main() -> int:
     api = subprocess.Popen([sys.executable, "apps/server/start_fastapi_server.py", "--host", "127.0.0.1", "--port", str(port),
                             "--workers", str(args.api_processes), "--no-access-log"],
                            cwd=REPO, env=env, stdout=logs, stderr=subprocess.STDOUT)
-    worker = subprocess.Popen([sys.executable, "apps/server/start_celery_worker.py", "--concurrency", "1",
-                               "--loglevel", "WARNING"], cwd=REPO, env=env, stdout=logs, stderr=subprocess.STDOUT)
+    worker_log = data_dir / "worker.log"
+    worker = subprocess.Popen([sys.executable, "apps/server/start_celery_worker.py", "--concurrency", "1"],
+                              cwd=REPO, env=env, stdout=open(worker_log, "wb"), stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -245,7 +246,11 @@ def main() -> int:
                 client.get("/evaluations")
                 client.get(f"/evaluations/{ids[0]}")
 
-        time.sleep(15)  # let the worker finish importing OpenCompass: measure the API, not the warm-up
+        # The worker imports OpenCompass once at start (a core for ~10 s): measure the API, not the warm-up.
+        deadline = time.monotonic() + 180
+        while "OpenCompass warm in" not in worker_log.read_text(errors="replace") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)
         latencies = asyncio.run(steady_load(base, args.rate, args.seconds, ids, model_ids))
         achieved, errors = latencies.pop("_meta")
         print(f"\nsteady load: {achieved:.0f} requests/s for {args.seconds:.0f} s, {int(errors)} errors, "
