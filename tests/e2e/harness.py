@@ -27,7 +27,11 @@ PREPARED_DEMO_MODEL = REPO / "var" / "models" / "SmolLM2-135M-Instruct"
 
 
 def free_port(low: int = 18000, high: int = 18999) -> int:
-    for port in range(low + os.getpid() % 500, high):
+    # Start at a pid-dependent offset (parallel runs rarely collide), wrap around the whole range.
+    span = high - low + 1
+    start = os.getpid() % span
+    for offset in range(span):
+        port = low + (start + offset) % span
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))

@@ -1,0 +1,94 @@
+"""Models registry in the browser: register an OpenAI-compatible endpoint with an API key, see it masked,
+test the connection (success and a readable failure), edit, delete."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from harness import free_port
+
+pytestmark = pytest.mark.timeout(120)
+SECRET = "sk-e2e-secret-98765"
+
+
+@pytest.fixture
+def chat_endpoint():
+    """A minimal OpenAI-compatible /chat/completions that records the Authorization headers it receives."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            seen.append(self.headers.get("Authorization", ""))
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = json.dumps({"choices": [{"message": {"role": "assistant", "content": "OK"}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", free_port(18600, 18999)), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}/v1", seen
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_register_mask_test_edit_and_delete_an_api_model(page: Page, chat_endpoint):
+    base_url, seen = chat_endpoint
+    page.goto("/#/models")
+    page.click("[data-test=add-model]")
+    page.fill("[data-test=model-name] input", "e2e endpoint")
+    page.fill("[data-test=model-base-url] input", base_url)
+    page.fill("[data-test=model-model] input", "stub-model")
+    page.fill("[data-test=model-api-key] input", SECRET)
+    page.click("[data-test=model-save]")
+
+    row = page.locator("[data-model-id]", has_text="e2e endpoint")
+    expect(row).to_have_count(1)
+    hint = row.locator("[data-test=key-hint]").inner_text()
+    assert hint.endswith("8765") and SECRET not in hint
+    assert SECRET not in page.content(), "the key never comes back to the browser"
+
+    row.locator("[data-test=test-model]").click()
+    expect(page.locator(".n-message", has_text="Connection OK")).to_be_visible()
+    assert seen == [f"Bearer {SECRET}"], "the server sent the stored key to the endpoint"
+
+    # Edit: rename and point at a port where nothing listens; the key is kept.
+    row.locator("[data-test=edit-model]").click()
+    page.fill("[data-test=model-name] input", "e2e endpoint renamed")
+    page.fill("[data-test=model-base-url] input", f"http://127.0.0.1:{free_port(18700, 18999)}/v1")
+    page.click("[data-test=model-save]")
+    row = page.locator("[data-model-id]", has_text="e2e endpoint renamed")
+    expect(row).to_have_count(1)
+    expect(row.locator("[data-test=key-hint]")).to_have_text(hint)
+    row.locator("[data-test=test-model]").click()
+    failure = page.locator(".n-message", has_text="Connection failed")
+    expect(failure).to_be_visible(timeout=40_000)
+    assert SECRET not in failure.inner_text()
+
+    row.locator("[data-test=delete-model]").click()
+    page.click(".n-popconfirm__action button.n-button--primary-type")
+    expect(page.locator("[data-model-id]", has_text="e2e endpoint")).to_have_count(0)
+
+
+def test_invalid_model_input_is_refused_with_the_servers_reason(page: Page):
+    page.goto("/#/models")
+    page.click("[data-test=add-model]")
+    page.fill("[data-test=model-name] input", "bad url model")
+    page.fill("[data-test=model-base-url] input", "not a url")
+    page.fill("[data-test=model-model] input", "x")
+    page.click("[data-test=model-save]")
+    alert = page.locator(".n-drawer [role=alert]")
+    expect(alert).to_be_visible()
+    assert "url" in alert.inner_text().lower()
+    expect(page.locator("[data-model-id]", has_text="bad url model")).to_have_count(0)
