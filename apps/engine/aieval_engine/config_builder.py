@@ -107,6 +107,7 @@ def safe_abbr(name: str, taken: set[str]) -> str:
 class PlannedDataset:
     spec: BuiltinDatasetSpec | CustomDatasetSpec
     infer_method: str
+    index: int  # position in the spec's datasets
     builtin: BuiltinDataset | None = None
     abbr: str | None = None  # custom datasets only; built-in abbrs are OpenCompass' own
     rows: int | None = None  # custom datasets only (known before the run)
@@ -149,7 +150,7 @@ def plan_datasets(spec: EvalSpec, canonical_dir: Path | None = None) -> list[Pla
             problems.append((i, f"datasets[{i}] ({dataset.display_name}): {exc}"))
             continue
         taken.update(builtin.abbrs)
-        resolved[i] = PlannedDataset(dataset, "ppl" if "_ppl" in builtin.name else "gen", builtin=builtin)
+        resolved[i] = PlannedDataset(dataset, "ppl" if "_ppl" in builtin.name else "gen", i, builtin=builtin)
     for i, dataset in customs:
         where = f"datasets[{i}] ({dataset.display_name})"
         abbr = safe_abbr(dataset.name, taken)
@@ -170,6 +171,7 @@ def plan_datasets(spec: EvalSpec, canonical_dir: Path | None = None) -> list[Pla
         resolved[i] = PlannedDataset(
             dataset,
             dataset.infer_method,
+            i,
             abbr=abbr,
             rows=info.rows,
             sha256=info.sha256,
@@ -292,11 +294,11 @@ def build_config(
                       "QuickNaivePartitioner"}
     gen_parts: list[str] = []
     ppl_parts: list[str] = []
-    for n, item in enumerate(planned):
+    for item in planned:
         target = ppl_parts if item.infer_method == "ppl" else gen_parts
         if item.builtin is not None:
             for var in item.builtin.dataset_vars:
-                alias = f"builtin_{n}_{var}"
+                alias = f"builtin_{item.index}_{var}"  # workdir.resolved_datasets reads the index back
                 builtin_imports.append(f"    from {item.builtin.module} import {var} as {alias}")
                 target.append(f"*{alias}")
         else:

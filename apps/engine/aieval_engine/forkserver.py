@@ -10,9 +10,11 @@ a Celery worker or a script has side effects.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
+import signal
 import sys
 
 
@@ -29,6 +31,7 @@ def serve() -> None:
         out.write(json.dumps(message) + "\n")
         out.flush()
 
+    running: set[int] = set()
     send({"ready": True})
     while True:
         readable, _, _ = select.select([stdin], [], [], 0.2)
@@ -39,11 +42,16 @@ def serve() -> None:
                 break
             if pid == 0:
                 break
+            running.discard(pid)
             send({"pid": pid, "code": os.waitstatus_to_exitcode(status)})
         if not readable:
             continue
         chunk = os.read(stdin.fileno(), 1 << 16)
         if not chunk:
+            # The parent (a worker) is gone, killed perhaps: its runs must not outlive it.
+            for pid in running:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
             return
         buffer += chunk
         while b"\n" in buffer:
@@ -57,6 +65,7 @@ def serve() -> None:
                     code = run_opencompass(request["job_dir"], request["argv"], request["env"], request["seed"])
                 finally:
                     os._exit(code)
+            running.add(pid)
             send({"id": request["id"], "pid": pid})
 
 

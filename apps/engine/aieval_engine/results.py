@@ -24,6 +24,7 @@ class Score:
     dataset_abbr: str
     metric: str
     value: float
+    dataset_index: int | None = None  # which of the spec's datasets this came from (None if unknown)
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,15 @@ def iter_samples(run_dir: Path, model_abbr: str, dataset_abbr: str) -> Iterator[
         )
 
 
-def collect_scores(run_dir: Path, models: dict[str, str], datasets: dict[str, str]) -> tuple[list[Score], list[PairOutcome]]:
-    """Scores of every model x dataset pair, and which pairs produced no valid result."""
+def collect_scores(
+    run_dir: Path,
+    models: dict[str, str],
+    datasets: dict[str, str],
+    dataset_indexes: dict[str, int | None] | None = None,
+) -> tuple[list[Score], list[PairOutcome]]:
+    """Scores of every model x dataset pair (datasets: abbr -> display name), and which pairs produced
+    no valid result."""
+    dataset_indexes = dataset_indexes or {}
     scores: list[Score] = []
     pairs: list[PairOutcome] = []
     for model_abbr, model_name in models.items():
@@ -146,7 +154,8 @@ def collect_scores(run_dir: Path, models: dict[str, str], datasets: dict[str, st
                 continue
             pairs.append(PairOutcome(model_abbr, dataset_abbr, ok=True))
             scores += [
-                Score(model_name, model_abbr, dataset_name, dataset_abbr, metric, value)
+                Score(model_name, model_abbr, dataset_name, dataset_abbr, metric, value,
+                      dataset_indexes.get(dataset_abbr))
                 for metric, value in values.items()
             ]
     return scores, pairs

@@ -38,6 +38,7 @@ class PairProgress:
     model_abbr: str
     dataset: str
     dataset_abbr: str
+    dataset_index: int | None = None  # which of the spec's datasets (a built-in config can hold several)
     state: str = "pending"  # pending | inferring | inferred | evaluated | failed
     done: int | None = None
     total: int | None = None
@@ -123,6 +124,7 @@ class Evaluation:
         meta = {
             "models": built.models,
             "custom_datasets": {d.abbr: d.spec.name for d in built.datasets if d.abbr},
+            "custom_dataset_indexes": {d.abbr: d.index for d in built.datasets if d.abbr},
             "custom_rows": {d.abbr: d.rows for d in built.datasets if d.abbr},
             "spec": self.spec.public_dict(),
             "config_sha256": built.sha256,
@@ -205,7 +207,9 @@ class Evaluation:
             json.dumps(result.manifest, indent=2, ensure_ascii=False), encoding="utf-8"
         )
         if run_dir is not None:
-            result.scores, result.pairs = collect_scores(run_dir, built.models, monitor.dataset_names())
+            result.scores, result.pairs = collect_scores(
+                run_dir, built.models, monitor.dataset_names(), monitor.dataset_indexes()
+            )
         result.duration_s = time.monotonic() - started
         if stopped_as is not None:
             result.status = stopped_as
@@ -246,6 +250,13 @@ class _Monitor:
         self.resolved: list[workdir.ResolvedDataset] | None = None
         self.last: ProgressEvent | None = None
         self.first_progress: tuple[float, int] | None = None
+
+    def dataset_indexes(self) -> dict[str, int | None]:
+        indexes: dict[str, int | None] = {d.abbr: d.index for d in self.built.datasets if d.abbr}
+        for dataset in self.resolved or []:
+            if dataset.builtin_index is not None:
+                indexes[dataset.abbr] = dataset.builtin_index
+        return indexes
 
     def dataset_names(self) -> dict[str, str]:
         names = {d.abbr: d.spec.name for d in self.built.datasets if d.abbr}
@@ -289,6 +300,7 @@ class _Monitor:
             if self.resolved is None:
                 return None
         names = self.dataset_names()
+        indexes = self.dataset_indexes()
         rows = {d.abbr: d.rows for d in self.built.datasets if d.abbr}
         pairs = []
         for model_abbr, model_name in self.built.models.items():
@@ -296,7 +308,8 @@ class _Monitor:
                 limit = workdir.range_limit(dataset.test_range)
                 known = rows.get(dataset.abbr)
                 total = min(x for x in (known, limit) if x is not None) if (known or limit) else None
-                pair = PairProgress(model_name, model_abbr, names.get(dataset.abbr, dataset.abbr), dataset.abbr, total=total)
+                pair = PairProgress(model_name, model_abbr, names.get(dataset.abbr, dataset.abbr), dataset.abbr,
+                                    dataset_index=indexes.get(dataset.abbr), total=total)
                 done = workdir.predictions_done(run_dir, model_abbr, dataset.abbr)
                 result = workdir.read_json(workdir.results_file(run_dir, model_abbr, dataset.abbr))
                 if isinstance(result, dict):

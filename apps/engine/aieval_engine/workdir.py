@@ -38,6 +38,10 @@ def latest_run_dir(job_dir: Path) -> Path | None:
 class ResolvedDataset:
     abbr: str
     test_range: str | None
+    builtin_index: int | None = None  # the spec's dataset index, for datasets of a built-in config
+
+
+_BUILTIN_ALIAS = re.compile(r"^builtin_(\d+)_")  # how config_builder names imported built-in lists
 
 
 def resolved_datasets(run_dir: Path) -> list[ResolvedDataset] | None:
@@ -49,25 +53,36 @@ def resolved_datasets(run_dir: Path) -> list[ResolvedDataset] | None:
         tree = ast.parse(configs[0].read_text(encoding="utf-8"))
     except (OSError, SyntaxError):
         return None
+    lists: dict[str, ast.AST] = {}
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "datasets" for t in node.targets
-        ):
-            found = []
-            for element in getattr(node.value, "elts", []):
-                fields = _call_or_dict_fields(element)
-                abbr = fields.get("abbr")
-                reader = _call_or_dict_fields(fields.get("reader_cfg"))
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    lists[target.id] = node.value
+    if "datasets" not in lists:
+        return None
+    builtin_of: dict[str, int] = {}
+    for name, value in lists.items():
+        match = _BUILTIN_ALIAS.match(name)
+        if match:
+            for element in getattr(value, "elts", []):
+                abbr = _call_or_dict_fields(element).get("abbr")
                 if isinstance(abbr, ast.Constant):
-                    test_range = reader.get("test_range")
-                    found.append(
-                        ResolvedDataset(
-                            abbr.value,
-                            test_range.value if isinstance(test_range, ast.Constant) else None,
-                        )
-                    )
-            return found
-    return None
+                    builtin_of[abbr.value] = int(match.group(1))
+    found = []
+    for element in getattr(lists["datasets"], "elts", []):
+        fields = _call_or_dict_fields(element)
+        abbr = fields.get("abbr")
+        test_range = _call_or_dict_fields(fields.get("reader_cfg")).get("test_range")
+        if isinstance(abbr, ast.Constant):
+            found.append(
+                ResolvedDataset(
+                    abbr.value,
+                    test_range.value if isinstance(test_range, ast.Constant) else None,
+                    builtin_of.get(abbr.value),
+                )
+            )
+    return found
 
 
 def _call_or_dict_fields(node) -> dict:

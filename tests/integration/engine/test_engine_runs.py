@@ -79,7 +79,8 @@ def test_custom_mcq_and_qa_on_tiny_model_match_the_opencompass_cli(tmp_path, tin
     result = evaluation.run(events.append)
 
     assert result.status == "succeeded", result.error
-    assert {(s.dataset, s.metric) for s in result.scores} == {("demo-mcq", "accuracy"), ("demo-qa", "accuracy")}
+    assert {(s.dataset, s.metric, s.dataset_index) for s in result.scores} == {
+        ("demo-mcq", "accuracy", 0), ("demo-qa", "accuracy", 1)}
     progress = [e for e in events if e.kind == "progress"]
     assert progress[-1].samples_done == progress[-1].samples_total == 12
     assert [e.stage for e in events][-1] == "succeeded"
@@ -121,7 +122,7 @@ def test_builtin_gsm8k_slice_matches_the_opencompass_cli(tmp_path, tiny_model_di
     evaluation = Evaluation(spec, tmp_path / "job", data_cache=compass_cache_with_gsm8k, launcher=warm_launcher)
     result = evaluation.run()
     assert result.ok, result.error
-    assert [(s.dataset_abbr, s.metric) for s in result.scores] == [("gsm8k", "accuracy")]
+    assert [(s.dataset_abbr, s.metric, s.dataset_index) for s in result.scores] == [("gsm8k", "accuracy", 0)]
     samples = list(iter_samples(result.run_dir, result.pairs[0].model_abbr, "gsm8k"))
     assert len(samples) == 4
     first_question = json.loads((compass_cache_with_gsm8k / "data" / "gsm8k" / "test.jsonl").open().readline())["question"]

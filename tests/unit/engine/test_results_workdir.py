@@ -193,7 +193,7 @@ def test_eval_result_views(tmp_path):
     data = json.loads(json.dumps(result.to_dict()))
     assert data["status"] == "succeeded" and data["run_dir"] == str(tmp_path / "run")
     assert data["scores"][1] == {"model": "M", "model_abbr": "m", "dataset": "E", "dataset_abbr": "e",
-                                 "metric": "accuracy", "value": 75.0}  # fmt: skip
+                                 "metric": "accuracy", "value": 75.0, "dataset_index": None}  # fmt: skip
     assert data["pairs"] == [{"model_abbr": "m", "dataset_abbr": "d", "ok": True, "error": None, "log_excerpt": None}]
 
 
@@ -276,7 +276,7 @@ def test_build_manifest_has_identities_and_no_secrets(tmp_path, hf_model_dir, qa
             "datasets": [{"kind": "custom", "name": "qa", "path": str(qa_file)}],
         }
     )
-    planned = [PlannedDataset(spec.datasets[0], "gen", abbr="qa", rows=2, sha256="abc")]
+    planned = [PlannedDataset(spec.datasets[0], "gen", 0, abbr="qa", rows=2, sha256="abc")]
     built = BuiltConfig(tmp_path / "config.py", "x = 1\n", {"tiny": "tiny", "api": "api"}, planned, {"K": "sk-NOPE-123"})
     manifest = build_manifest(spec, built, tmp_path / "cache")
     text = json.dumps(manifest)
@@ -354,3 +354,18 @@ def test_another_dataset_named_like_a_shard_is_not_read_as_one(run_dir, tmp_path
     assert workdir.predictions_done(run_dir, "m1", abbrs[0]) is None  # 'exam' has not started
     assert not workdir.inference_finished(run_dir, "m1", abbrs[0])
     assert workdir.read_predictions(run_dir, "m1", abbrs[0]) == []
+
+
+def test_resolved_datasets_tell_which_builtin_config_each_abbr_came_from(tmp_path):
+    run = tmp_path / "outputs" / "20260101_000000"
+    (run / "configs").mkdir(parents=True)
+    (run / "configs" / "20260101_000000_1.py").write_text(
+        "builtin_2_mmlu_datasets=[dict(abbr='mmlu_a'), dict(abbr='mmlu_b')]\n"
+        "builtin_0_gsm8k_datasets=[dict(abbr='gsm8k', reader_cfg=dict(test_range='[0:4]'))]\n"
+        "datasets=[dict(abbr='gsm8k', reader_cfg=dict(test_range='[0:4]')), dict(abbr='mine'),"
+        " dict(abbr='mmlu_a'), dict(abbr='mmlu_b')]\n",
+        encoding="utf-8",
+    )
+    resolved = workdir.resolved_datasets(run)
+    assert [(d.abbr, d.builtin_index, d.test_range) for d in resolved] == [
+        ("gsm8k", 0, "[0:4]"), ("mine", None, None), ("mmlu_a", 2, None), ("mmlu_b", 2, None)]
