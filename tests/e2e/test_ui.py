@@ -33,8 +33,13 @@ def demo_ids(server) -> tuple[int, list[int]]:
     return model, datasets
 
 
+CAPITALS = [("What is the capital of France? Answer with one word.", "Paris"),
+            ("What is the capital of Japan? Answer with one word.", "Tokyo"),
+            ("What is the capital of Italy? Answer with one word.", "Rome")]
+
+
 @pytest.fixture(scope="module")
-def wizard_run(browser, server, tiny_model_dir):
+def wizard_run(browser, server, tiny_model_dir, tmp_path_factory):
     """Create an evaluation through the wizard (registering the tiny model inline on the way) and follow it on
     its detail page until it is done. Returns what was observed."""
     context = browser.new_context(viewport={"width": 1440, "height": 900}, locale="en-US", base_url=server.url)
@@ -63,9 +68,25 @@ def wizard_run(browser, server, tiny_model_dir):
     expect(page.locator(f"[data-test=model-choice-{tiny['id']}]")).not_to_be_checked()
     page.click("[data-test=wizard-next]")
 
-    # Step 2: the demo datasets are pre-selected and shown as available.
+    # Step 2: the demo datasets are pre-selected and shown as available; a third one is uploaded right here
+    # (previewed first), which is what makes the radar chart appear in the results.
     expect(page.locator("[data-test=step-datasets]")).to_be_visible()
     expect(page.locator("[data-test=step-datasets]")).to_contain_text("available")
+    page.click("[data-test=step-datasets] .n-tabs-tab[data-name=upload]")
+    upload = tmp_path_factory.mktemp("upload") / "e2e-capitals.jsonl"
+    upload.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in CAPITALS), encoding="utf-8")
+    page.set_input_files("[data-test=dataset-file]", str(upload))
+    expect(page.locator("[data-test=dataset-preview] tbody tr")).to_have_count(len(CAPITALS))
+    expect(page.locator("[data-test=row-error]")).to_have_count(0)
+    # Free-form answers: score by "answer contained in the prediction" (exact match would need "Paris" alone).
+    page.click("[data-test=dataset-scorer]")
+    page.click(".n-base-select-option:has-text('Answer contained in prediction')")
+    page.click("[data-test=dataset-upload]")
+    uploaded = _wait_for(lambda: [d for d in api(server, "/datasets") if d["name"] == "e2e-capitals"])[0]
+    assert (uploaded["data_type"], uploaded["scorer"], uploaded["rows"]) == ("qa", "contains", len(CAPITALS))
+    page.click("[data-test=step-datasets] .n-tabs-tab[data-name=registered]")
+    expect(page.locator(f"[data-test=dataset-choice-{uploaded['id']}]")).to_be_checked()
+    expect(page.locator("[data-test=step-datasets] .n-card-header")).to_contain_text("3 selected")
     page.click("[data-test=wizard-next]")
 
     # Step 3: parameters small enough for a run of seconds.
@@ -117,6 +138,7 @@ def test_wizard_creates_an_evaluation_whose_progress_bar_reaches_done(wizard_run
     assert detail["name"] == "e2e wizard run"
     assert detail["params"]["limit"] == 4 and detail["params"]["max_out_len"] == 16
     assert [m["name"] for m in detail["models"]] == ["SmolLM2-135M-Instruct (demo)"]
+    assert [d["name"] for d in detail["datasets"]] == ["demo-mcq", "demo-qa", "e2e-capitals"]
     assert detail["status"] == "succeeded", detail.get("error")
     assert wizard_run["statuses"][-1] == "succeeded"
     assert "running" in wizard_run["statuses"] or "queued" in wizard_run["statuses"]
@@ -137,12 +159,14 @@ def test_results_show_scores_charts_and_wrong_sample_filter(wizard_run, server):
     for score in scores:
         expect(page.locator("[data-test=score-table]")).to_contain_text(f"{score['value']:.2f}")
     expect(page.locator("[data-test=bar-chart] canvas")).to_have_count(1)
-    expect(page.locator("[data-test=pairs-table] tbody tr")).to_have_count(2)
+    expect(page.locator("[data-test=radar-chart] canvas")).to_have_count(1)  # three datasets: a radar
+    expect(page.locator("[data-test=pairs-table] tbody tr")).to_have_count(3)
 
     page.click("[data-test=results] .n-tabs-tab[data-name=samples]")
     browser_rows = page.locator("[data-test=sample-browser] tbody tr[data-correct]")
-    expect(browser_rows).to_have_count(8)
     all_samples = api(server, f"/evaluations/{wizard_run['id']}/samples?page_size=100")["items"]
+    assert len(all_samples) == 4 + 4 + len(CAPITALS)  # limit 4 on each demo set, the whole 3-row upload
+    expect(browser_rows).to_have_count(len(all_samples))
     wrong = [s for s in all_samples if s["correct"] is False]
     assert 0 < len(wrong) < len(all_samples), "the demo model gets some answers right and some wrong"
 
@@ -151,11 +175,14 @@ def test_results_show_scores_charts_and_wrong_sample_filter(wizard_run, server):
     for value in browser_rows.evaluate_all("rows => rows.map(r => r.dataset.correct)"):
         assert value == "false"
     page.click("[data-test=wrong-only]")
-    expect(browser_rows).to_have_count(8)
+    expect(browser_rows).to_have_count(len(all_samples))
 
     page.fill("[data-test=sample-search] input", "France")
-    expect(browser_rows).to_have_count(1)
-    expect(browser_rows.first).to_contain_text("France")
+    france = api(server, f"/evaluations/{wizard_run['id']}/samples?q=France")["total"]
+    assert france == 2  # the demo MCQ question and the uploaded one
+    expect(browser_rows).to_have_count(france)
+    for text in browser_rows.all_inner_texts():
+        assert "France" in text
 
     page.click("[data-test=results] .n-tabs-tab[data-name=manifest]")
     manifest = json.loads(page.locator("[data-test=manifest]").inner_text())

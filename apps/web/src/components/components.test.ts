@@ -22,7 +22,7 @@ describe('EvaluationProgress', () => {
   it('shows the running fraction and stage, and 100% once succeeded', () => {
     const running = mountApp(EvaluationProgress, { status: 'running', fraction: 0.42, stage: 'infer' })
     expect(running.find('[data-percent]').attributes('data-percent')).toBe('42')
-    expect(running.text()).toContain('42% · infer')
+    expect(running.text()).toContain('42% · inference')
     const done = mountApp(EvaluationProgress, { status: 'succeeded', fraction: 0.9 })
     expect(done.find('[data-percent]').attributes('data-percent')).toBe('100')
   })

@@ -17,6 +17,11 @@ export default {
     queued: 'Queued', running: 'Running', succeeded: 'Succeeded', failed: 'Failed', cancelled: 'Cancelled',
     cancelling: 'Cancelling',
   },
+  stage: {
+    preparing: 'preparing', infer: 'inference', eval: 'scoring', summarize: 'summarizing', pending: 'pending',
+    inferring: 'inferring', inferred: 'inferred', evaluated: 'scored', failed: 'failed', succeeded: 'done',
+    cancelled: 'cancelled', queued: 'queued',
+  },
   dashboard: {
     running: 'Running now', recent: 'Recent evaluations', total: 'Evaluations', succeeded: 'Succeeded',
     failed: 'Failed', active: 'Active', models: 'Models', datasets: 'Datasets', quickStart: 'Quick start',

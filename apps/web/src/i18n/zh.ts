@@ -16,6 +16,10 @@ const zh: typeof en = {
     liveWebsocket: '实时', livePolling: '轮询', liveClosed: '已结束', liveConnecting: '连接中',
   },
   status: { queued: '排队中', running: '运行中', succeeded: '已完成', failed: '失败', cancelled: '已取消', cancelling: '取消中' },
+  stage: {
+    preparing: '准备中', infer: '推理中', eval: '评分中', summarize: '汇总中', pending: '等待中', inferring: '推理中',
+    inferred: '推理完成', evaluated: '评分完成', failed: '失败', succeeded: '完成', cancelled: '已取消', queued: '排队中',
+  },
   dashboard: {
     running: '正在运行', recent: '最近的评测', total: '评测总数', succeeded: '已完成', failed: '失败', active: '进行中',
     models: '模型', datasets: '数据集', quickStart: '快速开始', quickStartText: '几步即可用演示模型评测演示数据集。',
