@@ -256,8 +256,7 @@ def run_evaluation(settings: Settings, storage: Storage, evaluation_id: int, lau
             spec = evaluation_service.build_spec(settings, storage, evaluation.name, models, datasets,
                                                  evaluation.params, with_keys=True, local_files=True)
             model_ids = {m.name: m.id for m in models}
-            dataset_ids = {d.name: d.id for d in datasets}
-            builtin_ids = [d.id for d in datasets if d.kind == "builtin"]
+            dataset_ids = [d.id for d in datasets]  # spec datasets are built one per row, in this order
         job_dir.mkdir(parents=True, exist_ok=True)
         engine = EngineEvaluation(
             spec, job_dir, data_cache=settings.compass_data_cache,
@@ -285,7 +284,7 @@ def run_evaluation(settings: Settings, storage: Storage, evaluation_id: int, lau
     pairs = _pairs(run.last_progress, result)
     scores = [
         dict(evaluation_id=evaluation_id, model_id=model_ids.get(s.model),
-              dataset_id=dataset_ids.get(s.dataset, builtin_ids[0] if len(builtin_ids) == 1 else None),
+              dataset_id=dataset_ids[s.dataset_index] if s.dataset_index is not None else None,
               model_name=s.model, dataset_name=s.dataset, model_abbr=s.model_abbr, dataset_abbr=s.dataset_abbr,
               metric=s.metric, value=s.value)
         for s in result.scores
