@@ -74,7 +74,8 @@ def open_model_form(page, _tmp):
 
 def open_samples(page, _tmp):
     page.click("[data-test=results] .n-tabs-tab[data-name=samples]")
-    page.wait_for_selector("[data-test=sample-browser] tbody tr")
+    # Rows, or the readable error the browser shows when the server cannot list them.
+    page.wait_for_selector("[data-test=sample-browser] tbody tr, [data-test=sample-browser] [role=alert]")
 
 
 def pages(evaluation_id: int, running_id: int | None) -> list[tuple[str, str, object]]:

@@ -28,7 +28,7 @@ describe('api error handling', () => {
   it('shows a plain-text 500 as text, never an empty message', async () => {
     const error = await call(showEvaluation({ path: { evaluation_id: 500 } })).catch((e) => e)
     expect(error.status).toBe(500)
-    expect(error.message).toBe('Internal Server Error')
+    expect(error.message).toBe('Server error (HTTP 500): Internal Server Error')
   })
 
   it('describes network failures and unknown values', () => {

@@ -35,7 +35,11 @@ export function describeError(error: unknown, status = 0): { message: string; pr
   }
   if (error instanceof TypeError) return { message: `Cannot reach the server (${error.message})`, problems: [] }
   if (error instanceof Error) return { message: error.message, problems: [] }
-  if (typeof error === 'string' && error.trim()) return { message: error.trim().slice(0, 500), problems: [] }
+  if (typeof error === 'string' && error.trim()) {
+    // A bare proxy/server page ("Internal Server Error", "Bad Gateway"): say which side failed.
+    const text = error.trim().slice(0, 500)
+    return { message: status >= 500 ? `Server error (HTTP ${status}): ${text}` : text, problems: [] }
+  }
   return { message: status ? `The server answered HTTP ${status}` : 'Unknown error', problems: [] }
 }
 
