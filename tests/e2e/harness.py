@@ -55,8 +55,10 @@ class Server:
     def __init__(self, data_dir: Path, port: int, log_path: Path, env: dict | None = None, worker: bool = True):
         self.data_dir, self.port, self.log_path = data_dir, port, log_path
         self.url = f"http://127.0.0.1:{port}"
-        args = [sys.executable, "-m", "aieval_server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-                "--data-dir", str(data_dir)]
+        # The installed `aieval serve` command, exactly as a user starts it (its module when not installed).
+        cli = Path(sys.executable).with_name("aieval")
+        command = [str(cli)] if cli.exists() else [sys.executable, "-m", "aieval_server.cli"]
+        args = [*command, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
         if not worker:
             args.append("--no-worker")
         self._log = open(log_path, "wb")
