@@ -78,7 +78,7 @@ def open_samples(page, _tmp):
     page.wait_for_selector("[data-test=sample-browser] tbody tr, [data-test=sample-browser] [role=alert]")
 
 
-def pages(evaluation_id: int, running_id: int | None) -> list[tuple[str, str, object]]:
+def pages(evaluation_id: int, running_id: int | None, failed_id: int) -> list[tuple[str, str, object]]:
     """(name, hash route, optional action run before the shot)."""
     shots = [
         ("dashboard", "#/", None),
@@ -89,6 +89,7 @@ def pages(evaluation_id: int, running_id: int | None) -> list[tuple[str, str, ob
         ("evaluations", "#/evaluations", None),
         ("detail", f"#/evaluations/{evaluation_id}", None),
         ("detail-samples", f"#/evaluations/{evaluation_id}", open_samples),
+        ("detail-failed", f"#/evaluations/{failed_id}", None),
         ("models", "#/models", None),
         ("models-form", "#/models", open_model_form),
         ("datasets", "#/datasets", None),
@@ -100,6 +101,26 @@ def pages(evaluation_id: int, running_id: int | None) -> list[tuple[str, str, ob
     if running_id is not None:
         shots.insert(7, ("detail-running", f"#/evaluations/{running_id}", None))
     return shots
+
+
+def failed_evaluation(base: str) -> int:
+    """A job that fails within seconds: an OpenAI-compatible model whose endpoint does not answer."""
+    from harness import free_port
+
+    name = "unreachable endpoint (screenshot)"
+    model = next((m for m in api(base, "/api/v1/models") if m["name"] == name), None)
+    if model is None:
+        model = api(base, "/api/v1/models", {"name": name, "kind": "openai", "model": "nothing",
+                                             "base_url": f"http://127.0.0.1:{free_port(18900, 18999)}/v1"})
+    dataset = next(d["id"] for d in api(base, "/api/v1/datasets") if d["is_demo"])
+    created = api(base, "/api/v1/evaluations", {"name": "screenshot failure", "model_ids": [model["id"]],
+                                                "dataset_ids": [dataset], "params": {"limit": 1, "max_out_len": 8}})
+    deadline = time.monotonic() + 180
+    while api(base, f"/api/v1/evaluations/{created['id']}")["status"] not in ("failed", "succeeded", "cancelled"):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the failing job did not finish in 3 minutes")
+        time.sleep(1)
+    return created["id"]
 
 
 def start_running_evaluation(base: str) -> int:
@@ -131,6 +152,7 @@ def main() -> int:
     with (nullcontext(None) if args.url else running_server()) as server:
         base = args.url or server.url
         evaluation_id = finished_evaluation(base)
+        failed_id = failed_evaluation(base)
         running_id = None if args.no_running else start_running_evaluation(base)
         tmp = Path(tempfile.mkdtemp(prefix="aieval-shots-"))
         with sync_playwright() as p:
@@ -141,7 +163,7 @@ def main() -> int:
                         context = browser.new_context(viewport={"width": width, "height": height},
                                                       locale="zh-CN" if language == "zh" else "en-US")
                         page = context.new_page()
-                        for name, route, action in pages(evaluation_id, running_id):
+                        for name, route, action in pages(evaluation_id, running_id, failed_id):
                             if args.only and name not in args.only.split(","):
                                 continue
                             page.goto("about:blank")  # a fresh app per shot: no state carried over

@@ -16,7 +16,7 @@ describe('evaluation detail store', () => {
     expect(store.isFinal).toBe(true)
     expect(store.liveMode).toBe('closed')
     expect(store.logLines).toEqual(['line one', 'line two'])
-    expect(store.pairs).toEqual([{ model: 'm', dataset: 'd', state: 'evaluated', done: 4, total: 4 }])
+    expect(store.pairs).toEqual([{ model: 'm', dataset: 'd', state: 'evaluated', done: 4, total: 4, error: null }])
   })
 
   it('prefers live pair progress and never goes back to an older revision', () => {

@@ -17,6 +17,8 @@ export interface PairProgress {
   state: string
   done: number
   total: number | null
+  /** Why this model × dataset failed (the engine's message), when it did. */
+  error: string | null
 }
 
 export const useEvaluationStore = defineStore('evaluation', () => {
@@ -35,10 +37,12 @@ export const useEvaluationStore = defineStore('evaluation', () => {
     if (!d) return []
     const live = (d.progress?.pairs as PairProgress[] | undefined) ?? []
     const stored = (d.pairs as PairProgress[] | null | undefined) ?? []
-    const source = live.length ? live : stored
+    // Once final, the stored pairs are the truth (they carry per-pair errors the live events do not).
+    const source = (isFinal.value && stored.length) || !live.length ? stored : live
     return source.map((p) => ({
       model: String(p.model), dataset: String(p.dataset), state: String(p.state ?? ''),
       done: Number(p.done ?? 0), total: p.total == null ? null : Number(p.total),
+      error: p.error ? String(p.error) : null,
     }))
   })
   const etaSeconds = computed<number | null>(() => (detail.value?.progress?.eta_s as number | null | undefined) ?? null)
