@@ -9,10 +9,12 @@ results pages have content, and stops the server afterwards. PNGs are written to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from contextlib import nullcontext
 from pathlib import Path
@@ -187,7 +189,8 @@ def main() -> int:
             finally:
                 browser.close()
                 if running_id is not None:
-                    api(base, f"/api/v1/evaluations/{running_id}/cancel", {})
+                    with contextlib.suppress(urllib.error.HTTPError):  # 409: it finished during the shots
+                        api(base, f"/api/v1/evaluations/{running_id}/cancel", {})
     return 0
 
 
