@@ -10,6 +10,7 @@ from sqlalchemy import create_engine, inspect
 
 
 def test_migrate_script_upgrades_and_downgrades_postgresql(postgres_url):
+    import aieval_server.models  # noqa: F401  (registers every table on Base.metadata)
     from aieval_server.db import Base
 
     env = {**os.environ, "AIEVAL_DB_URL": postgres_url}
