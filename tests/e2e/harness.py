@@ -49,6 +49,12 @@ def link_prepared_demo_model(data_dir: Path) -> None:
     if PREPARED_DEMO_MODEL.is_dir() and (PREPARED_DEMO_MODEL / "config.json").is_file() and not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(PREPARED_DEMO_MODEL, target_is_directory=True)
+    else:
+        # A fresh clone (CI) has no converted copy: convert before the server starts, so that the tests
+        # never meet the "demo model is still being prepared" refusal.
+        from aieval_engine.demo import prepare_demo_model
+
+        prepare_demo_model(data_dir)
 
 
 class Server:
