@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the real services the integration and e2e tests talk to are running on 127.0.0.1:
-# PostgreSQL (5432, trust auth for local connections, database `test`), Redis (6379) and Chromium.
+# PostgreSQL (5432, trust auth for local connections, database `test`), Redis (6379), Chromium (e2e) and
+# nginx (the production front-door test).
 # Uses what the machine has, starts it when stopped, and installs it with apt-get when missing (root).
 set -euo pipefail
 
@@ -52,3 +53,9 @@ if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium
 fi
 log "Chromium ready: $(/usr/bin/chromium --version 2>/dev/null || echo missing)"
+
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+  log "installing nginx for the front-door test"
+  apt_install nginx-light || apt_install nginx
+fi
+log "nginx ready"
