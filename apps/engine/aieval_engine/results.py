@@ -90,7 +90,17 @@ def metric_values(result: dict) -> dict[str, float]:
 
 def _detail_list(details: Any) -> list[dict]:
     if isinstance(details, dict):
-        return [details[k] for k in sorted(details, key=lambda k: int(k) if str(k).isdigit() else 0)]
+        rows = [details[k] for k in sorted((k for k in details if str(k).isdigit()), key=int)]
+        if details.get("type") == "GEN":
+            # OpenCompass' generic details (e.g. AccEvaluator's exact match) record the compared values but
+            # not the verdict; AccEvaluator counts a sample right when the two are equal as strings.
+            rows = [
+                {**row, "correct": str(row["predictions"]) == str(row["references"])}
+                if isinstance(row, dict) and "correct" not in row and {"predictions", "references"} <= row.keys()
+                else row
+                for row in rows
+            ]
+        return [row if isinstance(row, dict) else {} for row in rows]
     if isinstance(details, list):
         return [d if isinstance(d, dict) else {} for d in details]
     return []

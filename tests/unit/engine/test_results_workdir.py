@@ -369,3 +369,19 @@ def test_resolved_datasets_tell_which_builtin_config_each_abbr_came_from(tmp_pat
     resolved = workdir.resolved_datasets(run)
     assert [(d.abbr, d.builtin_index, d.test_range) for d in resolved] == [
         ("gsm8k", 0, "[0:4]"), ("mine", None, None), ("mmlu_a", 2, None), ("mmlu_b", 2, None)]
+
+
+def test_generic_gen_details_of_exact_match_give_each_sample_its_verdict(run_dir):
+    # The shape AccEvaluator (exact match, OpenCompass' default for custom QA) writes: a "type" key beside the
+    # numbered rows, and the compared values without a verdict.
+    put_json(workdir.predictions_file(run_dir, "m1", "qa"), {
+        "0": {"origin_prompt": "Q0", "prediction": "Paris", "gold": "Paris"},
+        "1": {"origin_prompt": "Q1", "prediction": "It is Paris.", "gold": "Paris"},
+    })
+    put_json(workdir.results_file(run_dir, "m1", "qa"), {"accuracy": 50.0, "details": {
+        "type": "GEN",
+        "0": {"predictions": "Paris", "references": "Paris"},
+        "1": {"predictions": "It is Paris.", "references": "Paris"},
+    }})
+    rows = list(iter_samples(run_dir, "m1", "qa"))
+    assert [(r.index, r.prompt, r.correct) for r in rows] == [(0, "Q0", True), (1, "Q1", False)]
