@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -92,3 +93,25 @@ def test_invalid_model_input_is_refused_with_the_servers_reason(page: Page):
     expect(alert).to_be_visible()
     assert "url" in alert.inner_text().lower()
     expect(page.locator("[data-model-id]", has_text="bad url model")).to_have_count(0)
+
+
+def test_rename_and_rescore_an_uploaded_dataset(page: Page, server, tmp_path):
+    data = tmp_path / "capitals-e2e.csv"
+    data.write_text("question,answer\nCapital of Italy?,Rome\nCapital of Spain?,Madrid\n", encoding="utf-8")
+    page.goto("/#/datasets")
+    page.set_input_files("[data-test=dataset-file]", str(data))
+    page.click("[data-test=dataset-upload]")
+    row = page.locator("[data-test=datasets-table] tbody tr", has_text="capitals-e2e")
+    expect(row).to_have_count(1)
+    row.locator("[data-test=dataset-edit]").click()
+    dialog = page.locator("[data-test=dataset-edit-dialog]")
+    dialog.locator("[data-test=dataset-edit-name] input").fill("Capitals (e2e)")
+    dialog.locator("[data-test=dataset-edit-contains]").click()
+    dialog.locator("[data-test=dataset-edit-save]").click()
+    expect(dialog).to_have_count(0)
+    edited = page.locator("[data-test=datasets-table] tbody tr", has_text="Capitals (e2e)")
+    expect(edited).to_contain_text("contains")
+
+    with urllib.request.urlopen(server.url + "/api/v1/datasets", timeout=10) as response:
+        stored = [d for d in json.loads(response.read()) if d["name"] == "Capitals (e2e)"]
+    assert [(d["scorer"], d["rows"]) for d in stored] == [("contains", 2)]

@@ -99,3 +99,38 @@ def test_builtin_with_data_present_is_available(client, settings):
     (target / "test.jsonl").write_text('{"question": "1+1?", "answer": "#### 2"}\n')
     registered = client.post("/api/v1/datasets/builtin/gsm8k_gen")
     assert registered.status_code == 201 and registered.json()["available"] is True
+
+
+def test_an_uploaded_dataset_can_be_renamed_and_rescored_within_its_type(client):
+    qa = upload(client, "qa.csv", b"question,answer\nCapital of France?,Paris\n").json()["dataset"]
+    mcq = upload(client, "quiz.jsonl", MCQ).json()["dataset"]
+    changed = client.patch(f"/api/v1/datasets/{qa['id']}", json={"name": "Capitals", "scorer": "contains"})
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["name"], changed.json()["scorer"], changed.json()["sha256"]) == ("Capitals", "contains", qa["sha256"])
+    assert client.get(f"/api/v1/datasets/{qa['id']}").json()["scorer"] == "contains"
+    # A re-upload of the same file finds the dataset with its new settings.
+    again = upload(client, "qa.csv", b"question,answer\nCapital of France?,Paris\n")
+    assert again.json()["existing"] is True and again.json()["dataset"]["scorer"] == "contains"
+
+    refused = {
+        "contains on mcq": (mcq["id"], {"scorer": "contains"}, 422, "question-answer"),
+        "ppl on qa": (qa["id"], {"infer_method": "ppl"}, 422, "multiple-choice"),
+        "name taken": (mcq["id"], {"name": "capitals"}, 409, "already exists"),
+        "empty name": (mcq["id"], {"name": "  "}, 422, ""),
+        "unknown field": (mcq["id"], {"rows": 1}, 422, ""),
+        "unknown dataset": (999, {"name": "x"}, 404, "does not exist"),
+    }
+    for case, (dataset_id, body, status, message) in refused.items():
+        response = client.patch(f"/api/v1/datasets/{dataset_id}", json=body)
+        assert response.status_code == status, (case, response.text)
+        assert message in response.text, case
+    assert client.get(f"/api/v1/datasets/{mcq['id']}").json() == mcq  # refused edits change nothing
+
+
+def test_builtin_datasets_cannot_be_edited(client, settings):
+    target = settings.compass_data_cache / "data" / "gsm8k"
+    target.mkdir(parents=True)
+    (target / "test.jsonl").write_text('{"question": "1+1?", "answer": "#### 2"}\n')
+    registered = client.post("/api/v1/datasets/builtin/gsm8k_gen").json()
+    response = client.patch(f"/api/v1/datasets/{registered['id']}", json={"name": "mine"})
+    assert response.status_code == 422 and "built-in" in response.json()["detail"]

@@ -4,7 +4,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
-from ..schemas.api import BuiltinDatasetRead, DatasetPreview, DatasetRead, DatasetUploadResult, Page
+from ..schemas.api import (
+    BuiltinDatasetRead,
+    DatasetPreview,
+    DatasetRead,
+    DatasetUpdate,
+    DatasetUploadResult,
+    Page,
+)
 from ..services import datasets as service
 from .deps import SessionDep, SettingsDep, StorageDep
 
@@ -46,6 +53,12 @@ def upload_dataset(*, response: Response, file: Annotated[UploadFile, File()], n
 @router.get("/{dataset_id}", response_model=DatasetRead)
 def show_dataset(*, dataset_id: int, session: SessionDep, settings: SettingsDep):
     return service.to_read(service.get(session, dataset_id), settings)
+
+
+@router.patch("/{dataset_id}", response_model=DatasetRead)
+def update_dataset(*, dataset_id: int, body: DatasetUpdate, session: SessionDep, settings: SettingsDep):
+    dataset = service.update(session, dataset_id, body.name, body.scorer, body.infer_method)
+    return service.to_read(dataset, settings)
 
 
 @router.get("/{dataset_id}/preview", response_model=DatasetPreview)

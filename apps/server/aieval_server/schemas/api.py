@@ -89,6 +89,14 @@ class DatasetRead(BaseModel):
     created_at: datetime
 
 
+class DatasetUpdate(Strict):
+    """What can change about an uploaded dataset; its content cannot (upload the new file instead)."""
+
+    name: Name | None = None
+    scorer: Literal["exact", "contains"] | None = None
+    infer_method: Literal["gen", "ppl"] | None = None
+
+
 class DatasetUploadResult(BaseModel):
     dataset: DatasetRead
     existing: bool = Field(description="true when the same file (same sha256) was uploaded before")

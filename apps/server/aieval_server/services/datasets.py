@@ -189,6 +189,29 @@ def get(session: Session, dataset_id: int) -> Dataset:
     return dataset
 
 
+def update(session: Session, dataset_id: int, name: str | None, scorer: str | None, infer_method: str | None) -> Dataset:
+    """Rename an uploaded dataset or change how it is scored. Evaluations run later (and retries) use the
+    new settings; finished results keep the scores they had."""
+    dataset = get(session, dataset_id)
+    if dataset.kind == "builtin":
+        raise Invalid(f"{dataset.name!r} is an OpenCompass built-in dataset: its settings come from OpenCompass")
+    scorer = scorer or dataset.scorer
+    infer_method = infer_method or dataset.infer_method
+    if scorer == "contains" and dataset.data_type != "qa":
+        raise Invalid("the 'contains' scorer is for question-answer datasets, not multiple choice")
+    if infer_method == "ppl" and dataset.data_type != "mcq":
+        raise Invalid("ppl (likelihood) scoring needs a multiple-choice dataset")
+    if name is not None and name.lower() != dataset.name.lower():
+        taken = session.scalar(select(Dataset.id).where(func.lower(Dataset.name) == name.lower()))
+        if taken is not None:
+            raise Conflict(f"a dataset named {name!r} already exists; choose another name")
+    if name is not None:
+        dataset.name = name
+    dataset.scorer, dataset.infer_method = scorer, infer_method
+    session.commit()
+    return dataset
+
+
 def list_datasets(session: Session, kind: str | None, q: str | None) -> list[Dataset]:
     query = select(Dataset).order_by(Dataset.name)
     if kind:

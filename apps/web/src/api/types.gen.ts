@@ -201,6 +201,26 @@ export type DatasetRead = {
 };
 
 /**
+ * DatasetUpdate
+ *
+ * What can change about an uploaded dataset; its content cannot (upload the new file instead).
+ */
+export type DatasetUpdate = {
+    /**
+     * Infer Method
+     */
+    infer_method?: 'gen' | 'ppl' | null;
+    /**
+     * Name
+     */
+    name?: string | null;
+    /**
+     * Scorer
+     */
+    scorer?: 'exact' | 'contains' | null;
+};
+
+/**
  * DatasetUploadResult
  */
 export type DatasetUploadResult = {
@@ -1090,6 +1110,36 @@ export type ShowDatasetApiV1DatasetsDatasetIdGetResponses = {
 };
 
 export type ShowDatasetApiV1DatasetsDatasetIdGetResponse = ShowDatasetApiV1DatasetsDatasetIdGetResponses[keyof ShowDatasetApiV1DatasetsDatasetIdGetResponses];
+
+export type UpdateDatasetApiV1DatasetsDatasetIdPatchData = {
+    body: DatasetUpdate;
+    path: {
+        /**
+         * Dataset Id
+         */
+        dataset_id: number;
+    };
+    query?: never;
+    url: '/api/v1/datasets/{dataset_id}';
+};
+
+export type UpdateDatasetApiV1DatasetsDatasetIdPatchErrors = {
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type UpdateDatasetApiV1DatasetsDatasetIdPatchError = UpdateDatasetApiV1DatasetsDatasetIdPatchErrors[keyof UpdateDatasetApiV1DatasetsDatasetIdPatchErrors];
+
+export type UpdateDatasetApiV1DatasetsDatasetIdPatchResponses = {
+    /**
+     * Successful Response
+     */
+    200: DatasetRead;
+};
+
+export type UpdateDatasetApiV1DatasetsDatasetIdPatchResponse = UpdateDatasetApiV1DatasetsDatasetIdPatchResponses[keyof UpdateDatasetApiV1DatasetsDatasetIdPatchResponses];
 
 export type PreviewDatasetApiV1DatasetsDatasetIdPreviewGetData = {
     body?: never;
