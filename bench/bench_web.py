@@ -16,11 +16,11 @@ import argparse
 import gzip
 import json
 import re
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ new MutationObserver((_, observer) => {
     requestAnimationFrame(() => { window.__firstRowPainted = performance.now(); });
   }
 }).observe(document, { childList: true, subtree: true });
-""" % FIRST_ROW
+""" % FIRST_ROW  # noqa: UP031 (JavaScript braces make str.format awkward)
 
 
 def first_render_ms(page) -> tuple[float, float, float]:

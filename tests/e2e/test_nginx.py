@@ -10,9 +10,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect
-
 from harness import REPO, WEB_DIST, free_port
+from playwright.sync_api import expect
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 pytestmark = [pytest.mark.timeout(120),
@@ -45,7 +44,7 @@ http {{ include /etc/nginx/mime.types; access_log off; {temp_paths} include {tmp
                 break
             except OSError:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise AssertionError((tmp_path / "error.log").read_text() if (tmp_path / "error.log").exists() else "nginx did not start")
+                    raise AssertionError((tmp_path / "error.log").read_text() if (tmp_path / "error.log").exists() else "nginx did not start") from None
                 time.sleep(0.1)
         yield url
     finally:

@@ -9,9 +9,8 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from playwright.sync_api import Page, expect
-
 from harness import free_port
+from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.timeout(120)
 SECRET = "sk-e2e-secret-98765"
