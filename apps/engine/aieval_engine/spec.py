@@ -39,7 +39,8 @@ class SpecError(ValueError):
         super().__init__("; ".join(problems))
 
 
-def _display_name(value: str) -> str:
+def clean_display_name(value: str) -> str:
+    """A name shown to people: trimmed, non-empty, on one line."""
     value = value.strip()
     if not value:
         raise ValueError("must not be empty")
@@ -48,7 +49,7 @@ def _display_name(value: str) -> str:
     return value
 
 
-DisplayName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_display_name)]
+DisplayName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(clean_display_name)]
 
 
 class _Strict(BaseModel):

@@ -1,23 +1,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from aieval_engine.spec import CONTROL_CHARS
-
-
-def _clean_name(value: str) -> str:
-    value = value.strip()
-    if not value:
-        raise ValueError("must not be empty")
-    if CONTROL_CHARS.search(value):
-        raise ValueError("must not contain control characters such as newlines")
-    return value
-
-
-Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_clean_name)]
+from aieval_engine.spec import DisplayName as Name
 
 
 class Strict(BaseModel):

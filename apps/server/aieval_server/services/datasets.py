@@ -21,10 +21,11 @@ from sqlalchemy.orm import Session
 
 from aieval_engine.catalogue import UnknownDatasetError, list_builtin_names, missing_data, resolve_builtin
 from aieval_engine.datafiles import DataFileError, validate_data_file
+from aieval_engine.spec import clean_display_name
 
 from ..config import Settings
 from ..models import Dataset, EvaluationDataset
-from ..schemas.api import BuiltinDatasetRead, DatasetPreview, DatasetRead, _clean_name
+from ..schemas.api import BuiltinDatasetRead, DatasetPreview, DatasetRead
 from ..storage import Storage
 from .errors import Conflict, Invalid, NotFound, TooLarge
 
@@ -140,7 +141,7 @@ def upload(session: Session, settings: Settings, storage: Storage, stream: Binar
         raise Invalid("infer_method must be 'gen' or 'ppl'")
     display = name if name is not None else filename.rsplit(".", 1)[0]
     try:
-        display = _clean_name(display)
+        display = clean_display_name(display)
     except ValueError as exc:
         raise Invalid(f"name {exc}") from None
     if len(display) > 200:
