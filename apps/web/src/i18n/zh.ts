@@ -61,7 +61,7 @@ const zh: typeof en = {
   datasets: {
     title: '数据集', upload: '上传数据集', custom: '自定义与已注册', builtin: '内置数据集目录',
     dropHint: '点击或拖入 .jsonl / .csv 文件（选择题：question, A, B, C, D, answer；问答：question, answer）',
-    dataType: '类型', detect: '根据列自动识别', scorer: '评分方式', scorerExact: '完全匹配', scorerContains: '预测包含答案',
+    dataType: '题型', detect: '根据列自动识别', scorer: '评分方式', scorerExact: '完全匹配', scorerContains: '预测包含答案',
     inferMethod: '推理方式', preview: '预览', rowErrors: '行错误', line: '行号', uploadOk: '已上传“{name}”',
     uploadExisting: '相同文件已上传为“{name}”', previewOf: '前 {shown} 行，共 {total} 行', fileProblems: '文件无法使用',
     columns: '列', register: '注册', missing: '缺少', folder: '目录', sendUpload: '上传', detected: '识别为：{type}',
