@@ -7,7 +7,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from ..config import Settings
-from ..db import sessionmaker_for
+from ..db import session_scope
 from ..storage import Storage, get_storage
 
 
@@ -17,15 +17,8 @@ async def settings_dep(request: Request) -> Settings:
 
 
 def session_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> Iterator[Session]:
-    session = sessionmaker_for(settings.database_url)()
-    try:
+    with session_scope(settings.database_url) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 def storage_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> Storage:
