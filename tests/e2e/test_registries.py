@@ -54,7 +54,8 @@ def test_register_mask_test_edit_and_delete_an_api_model(page: Page, chat_endpoi
     page.click("[data-test=model-save]")
 
     row = page.locator("[data-model-id]", has_text="e2e endpoint")
-    expect(row).to_have_count(1)
+    # Saving is a create plus a list reload; on a loaded 2-core CI box that has taken over 5 s.
+    expect(row).to_have_count(1, timeout=20_000)
     hint = row.locator("[data-test=key-hint]").inner_text()
     assert hint.endswith("8765") and SECRET not in hint
     assert SECRET not in page.content(), "the key never comes back to the browser"
