@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -26,13 +27,18 @@ from pathlib import Path
 
 import httpx
 
-from aieval_engine.local_server import free_port as any_free_port
-
 REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
-    return any_free_port(18000, 18999)
+    for port in range(18000 + os.getpid() % 500, 19000):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 18000-18999")
 
 
 def seed_database(url: str, count: int, tiny_model: Path) -> None:

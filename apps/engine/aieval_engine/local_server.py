@@ -6,7 +6,6 @@ lives in its own venv (see scripts/install_llama_server.sh), named by `python`.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import time
@@ -19,24 +18,10 @@ from .demo import gguf_path
 MODEL_ALIAS = "smollm2"
 
 
-def free_port(low: int | None = None, high: int | None = None) -> int:
-    """A free TCP port on 127.0.0.1: any, or the first free one in [low, high] (tests keep to 18000-18999),
-    starting at a point that depends on the process so parallel runs rarely collide."""
-    if low is None or high is None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            return sock.getsockname()[1]
-    span = high - low + 1
-    start = os.getpid() % span
-    for offset in range(span):
-        port = low + (start + offset) % span
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {low}-{high}")
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class LlamaServer:

@@ -237,19 +237,15 @@ def score_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
 
 
 def detail(evaluation: Evaluation) -> EvaluationDetail:
-    return _detail(evaluation, summary(evaluation).model_dump(), score_rows(evaluation))
-
-
-def _detail(evaluation: Evaluation, base: dict, scores: list[dict]) -> EvaluationDetail:
     duration = None
     if evaluation.started_at and evaluation.finished_at:
         duration = (_aware(evaluation.finished_at) - _aware(evaluation.started_at)).total_seconds()
     return EvaluationDetail(
-        **base,
+        **summary(evaluation).model_dump(),
         params=evaluation.params, attempts=evaluation.attempts, worker=evaluation.worker,
         heartbeat_at=evaluation.heartbeat_at, cancel_requested=evaluation.cancel_requested,
         progress=evaluation.progress, duration_s=duration, log_excerpt=evaluation.log_excerpt,
-        manifest=evaluation.manifest, pairs=evaluation.pairs, scores=scores,
+        manifest=evaluation.manifest, pairs=evaluation.pairs, scores=score_rows(evaluation),
     )
 
 
@@ -268,7 +264,16 @@ def show(session: Session, evaluation_id: int) -> EvaluationDetail:
             .order_by(Score.model_name, Score.dataset_name, Score.metric)
         )
     ]
-    return _detail(evaluation, dict(base), scores)
+    duration = None
+    if evaluation.started_at and evaluation.finished_at:
+        duration = (_aware(evaluation.finished_at) - _aware(evaluation.started_at)).total_seconds()
+    return EvaluationDetail(
+        **dict(base),
+        params=evaluation.params, attempts=evaluation.attempts, worker=evaluation.worker,
+        heartbeat_at=evaluation.heartbeat_at, cancel_requested=evaluation.cancel_requested,
+        progress=evaluation.progress, duration_s=duration, log_excerpt=evaluation.log_excerpt,
+        manifest=evaluation.manifest, pairs=evaluation.pairs, scores=scores,
+    )
 
 
 def _aware(value: datetime) -> datetime:
