@@ -13,6 +13,11 @@ from harness import launch_chromium, running_server  # noqa: E402
 
 DESKTOP = {"width": 1440, "height": 900}
 
+# A loaded 2-core CI box has needed more than Playwright's default 5 s for a save plus a list reload.
+from playwright.sync_api import expect  # noqa: E402
+
+expect.set_options(timeout=20_000)
+
 
 @pytest.fixture(scope="session")
 def server():
