@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import launch_chromium, running_server  # noqa: E402
+from harness import launch_chromium, prepare_shared_demo_model, running_server  # noqa: E402
 
 DESKTOP = {"width": 1440, "height": 900}
 
@@ -17,6 +17,11 @@ DESKTOP = {"width": 1440, "height": 900}
 from playwright.sync_api import expect  # noqa: E402
 
 expect.set_options(timeout=20_000)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    if any("e2e" in Path(str(item.fspath)).parts for item in items):
+        prepare_shared_demo_model()
 
 
 @pytest.fixture(scope="session")

@@ -41,20 +41,27 @@ def free_port(low: int = 18000, high: int = 18999) -> int:
     raise RuntimeError(f"no free port in {low}-{high}")
 
 
+def prepare_shared_demo_model() -> Path:
+    """Convert the demo GGUF once into the repo's var/ (what `make run` uses too); later runs reuse it.
+
+    Called from a collection hook, not a fixture, so the one-time ~30-120 s conversion on a fresh clone is not
+    charged to the first test's timeout."""
+    from aieval_engine.demo import prepare_demo_model
+
+    return prepare_demo_model(PREPARED_DEMO_MODEL.parent.parent)
+
+
 def link_prepared_demo_model(data_dir: Path) -> None:
-    """Converting the demo GGUF takes ~30-60 s per data dir; reuse a converted copy when the repo has one."""
+    """Give a server's data dir the converted demo model, so the tests never meet the "demo model is still being
+    prepared" refusal."""
     from aieval_engine.demo import demo_model_dir
 
     target = demo_model_dir(data_dir)
-    if PREPARED_DEMO_MODEL.is_dir() and (PREPARED_DEMO_MODEL / "config.json").is_file() and not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(PREPARED_DEMO_MODEL, target_is_directory=True)
-    else:
-        # A fresh clone (CI) has no converted copy: convert before the server starts, so that the tests
-        # never meet the "demo model is still being prepared" refusal.
-        from aieval_engine.demo import prepare_demo_model
-
-        prepare_demo_model(data_dir)
+    if target.exists():
+        return
+    source = prepare_shared_demo_model()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(source, target_is_directory=True)
 
 
 class Server:

@@ -26,5 +26,7 @@ def storage_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> Storage
 
 
 SettingsDep = Annotated[Settings, Depends(settings_dep)]
-SessionDep = Annotated[Session, Depends(session_dep)]
+# scope="function": commit before the response is sent. FastAPI's default for `yield` dependencies runs the exit
+# code after the response, so a client that saves and immediately reloads could read the old row.
+SessionDep = Annotated[Session, Depends(session_dep, scope="function")]
 StorageDep = Annotated[Storage, Depends(storage_dep)]
