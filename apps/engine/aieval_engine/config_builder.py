@@ -24,6 +24,8 @@ from .spec import (
     DEFAULT_MAX_OUT_LEN,
     BuiltinDatasetSpec,
     CustomDatasetSpec,
+    DifyModelSpec,
+    EndpointModelSpec,
     EvalSpec,
     HuggingFaceModelSpec,
     OpenAIModelSpec,
@@ -35,6 +37,7 @@ REFERENCES = {
     "HuggingFacewithChatTemplate": "from opencompass.models import HuggingFacewithChatTemplate",
     "HuggingFaceBaseModel": "from opencompass.models import HuggingFaceBaseModel",
     "SecretKeyOpenAISDK": "from aieval_engine.oc_ext import SecretKeyOpenAISDK",
+    "DifyChatModel": "from aieval_engine.oc_ext import DifyChatModel",
     "ContainsAnswerEvaluator": "from aieval_engine.oc_ext import ContainsAnswerEvaluator",
     "QuickNumWorkerPartitioner": "from aieval_engine.oc_ext import QuickNumWorkerPartitioner",
     "QuickNaivePartitioner": "from aieval_engine.oc_ext import QuickNaivePartitioner",
@@ -187,13 +190,35 @@ def plan_datasets(spec: EvalSpec, canonical_dir: Path | None = None) -> list[Pla
                     f"models ({model.name}): ppl datasets need the log-likelihood of prompts, which "
                     "OpenAI-compatible endpoints do not return reliably; use gen datasets for endpoints"
                 )
+            elif isinstance(model, DifyModelSpec):
+                messages.append(
+                    f"models ({model.name}): ppl datasets need the log-likelihood of prompts; a Dify app "
+                    "only returns its answer, so use gen datasets for Dify apps"
+                )
     if messages:
         raise SpecError(messages)
     return planned
 
 
 def _model_config(model, abbr: str, params, key_env: str | None, for_ppl: bool = False) -> dict:
-    max_out_len = model.max_out_len or params.max_out_len or DEFAULT_MAX_OUT_LEN
+    max_out_len = getattr(model, "max_out_len", None) or params.max_out_len or DEFAULT_MAX_OUT_LEN
+    if isinstance(model, DifyModelSpec):
+        return {
+            "type": Ref("DifyChatModel"),
+            "abbr": abbr,
+            "path": model.base_url,
+            "base_url": model.base_url,
+            "key_env": key_env,
+            "inputs": dict(model.inputs),
+            "meta_template": API_META_TEMPLATE,
+            "query_per_second": model.query_per_second,
+            "batch_size": model.concurrency,
+            "max_workers": model.concurrency,
+            "retry": model.retries,
+            "timeout": model.timeout,
+            "max_out_len": max_out_len,  # the app decides its answers' length; OpenCompass wants a value
+            "run_cfg": {"num_gpus": 0},
+        }
     if isinstance(model, OpenAIModelSpec):
         return {
             "type": Ref("SecretKeyOpenAISDK"),
@@ -272,7 +297,7 @@ def build_config(
         abbr = safe_abbr(model.name, taken)
         models[abbr] = model.name
         key_env = None
-        if isinstance(model, OpenAIModelSpec):
+        if isinstance(model, EndpointModelSpec):
             key = model.resolved_api_key(environ)
             if model.api_key_env and key is None:
                 raise SpecError([f"models[{i}] ({model.name}): the environment variable {model.api_key_env} is not set"])
@@ -289,6 +314,8 @@ def build_config(
     ]
     builtin_imports = []
     used_refs = {"SecretKeyOpenAISDK", "HuggingFacewithChatTemplate", "HuggingFaceBaseModel"}
+    if any(isinstance(model, DifyModelSpec) for model in spec.models):
+        used_refs.add("DifyChatModel")
     if quick_pipeline:
         used_refs |= {"LocalRunner", "OpenICLInferTask", "OpenICLEvalTask", "QuickNumWorkerPartitioner",
                       "QuickNaivePartitioner"}

@@ -4,6 +4,9 @@ These subclass OpenCompass' public classes (nothing of OpenCompass is patched):
 - `SecretKeyOpenAISDK` reads its API key from a named environment variable, so several endpoints with
   different keys can run in one evaluation and no key is ever written into a config file, and it never
   reaches for the network to find a tokenizer.
+- `DifyChatModel` evaluates a Dify chat app: each prompt is the `query` of one blocking chat-messages
+  request (built and parsed by `dify.py`, shared with the server's connection test), its key read from a
+  named environment variable like `SecretKeyOpenAISDK`.
 - `ContainsAnswerEvaluator` is the documented forgiving scorer for free-form answers.
 - `QuickNumWorkerPartitioner` / `QuickNaivePartitioner` partition exactly like OpenCompass' own, but
   mark the task configs they return as not to be yapf-formatted when dumped.
@@ -14,13 +17,19 @@ from __future__ import annotations
 import os
 import re
 import string
+import time
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 from mmengine.config import Config
 from opencompass.models import OpenAISDK
+from opencompass.models.base_api import BaseAPIModel
 from opencompass.openicl.icl_evaluator import BaseEvaluator
 from opencompass.partitioners import NaivePartitioner, NumWorkerPartitioner
 from opencompass.registry import ICL_EVALUATORS, MODELS, PARTITIONERS
+
+from .dify import DifyError, send_chat_message
 
 
 class _ApproximateTokenizer:
@@ -57,6 +66,85 @@ class SecretKeyOpenAISDK(OpenAISDK):
         if self.tokenizer_type == "approximate":
             return self.tokenizer.count(prompt)
         return super().get_token_len(prompt)
+
+
+_ROLE_LABELS = {"HUMAN": "User", "BOT": "Assistant", "SYSTEM": "System"}
+
+
+def prompt_to_query(prompt) -> str:
+    """The text sent as a Dify `query`: a chat app takes one message per request, so a prompt of one user
+    turn is sent as is, and a longer one (few-shot rounds, a system part) as a 'Role: text' transcript."""
+    if isinstance(prompt, str):
+        return prompt
+    turns = [(str(item.get("role", "HUMAN")), str(item.get("prompt", ""))) for item in prompt if isinstance(item, dict)]
+    if len(turns) == 1 and turns[0][0] == "HUMAN":
+        return turns[0][1]
+    return "\n\n".join(f"{_ROLE_LABELS.get(role, role.title())}: {text}" for role, text in turns)
+
+
+@MODELS.register_module()
+class DifyChatModel(BaseAPIModel):
+    """A Dify chat app as an OpenCompass API model: one blocking chat-messages call per sample, the app's
+    `answer` as the prediction. Retries rate limits (429), server errors (5xx) and network failures with
+    backoff; any other error (bad key, bad request) stops the task at once with Dify's own message."""
+
+    retry_backoff_s = 1.0  # doubled on each retry, capped at max_backoff_s; Retry-After wins when sent
+    max_backoff_s = 30.0
+
+    def __init__(
+        self,
+        base_url: str,
+        key_env: str | None = None,
+        path: str | None = None,
+        inputs: dict[str, str] | None = None,
+        timeout: float = 120,
+        max_workers: int = 8,
+        query_per_second: int = 8,
+        retry: int = 2,
+        max_seq_len: int = 4096,
+        meta_template: dict | None = None,
+        **kwargs,
+    ):
+        super().__init__(path=path or base_url, query_per_second=query_per_second, retry=retry,
+                         max_seq_len=max_seq_len, meta_template=meta_template, **kwargs)
+        self.base_url = base_url
+        self.inputs = dict(inputs or {})
+        self.timeout = timeout
+        self.max_workers = max_workers
+        self._key = (os.environ.get(key_env) if key_env else None) or None
+        self.tokenizer = _ApproximateTokenizer()
+        self._client = httpx.Client(limits=httpx.Limits(max_connections=max_workers))
+
+    def generate(self, inputs, max_out_len: int = 512, **kwargs) -> list[str]:
+        # max_out_len and sampling settings belong to the Dify app's own configuration.
+        if len(inputs) == 1:
+            return [self._ask(inputs[0])]
+        with ThreadPoolExecutor(max_workers=self.max_workers) as executor:
+            return list(executor.map(self._ask, inputs))
+
+    def _ask(self, prompt) -> str:
+        query = prompt_to_query(prompt)
+        attempts = self.retry + 1
+        for attempt in range(1, attempts + 1):
+            self.acquire()
+            try:
+                return send_chat_message(self.base_url, query, self._key, inputs=self.inputs,
+                                         timeout=self.timeout, client=self._client).answer
+            except DifyError as exc:
+                error = exc
+            finally:
+                self.release()
+            if not error.retryable or attempt == attempts:
+                break
+            delay = error.retry_after if error.retry_after is not None else self.retry_backoff_s * 2 ** (attempt - 1)
+            delay = min(delay, self.max_backoff_s)
+            self.logger.warning(f"Dify call failed ({error}); retry {attempt}/{self.retry} in {delay:g} s")
+            time.sleep(delay)
+        tried = f" after {attempt} attempts" if attempt > 1 else ""
+        raise RuntimeError(f"Calling Dify failed{tried}: {error}")
+
+    def get_token_len(self, prompt: str) -> int:
+        return self.tokenizer.count(prompt)
 
 
 _PUNCTUATION = set(string.punctuation) | set("，。！？；：、“”‘’（）《》【】")

@@ -222,6 +222,8 @@ def build_manifest(spec, built, data_cache: Path) -> dict[str, Any]:
         identity: dict[str, Any] = {"abbr": abbr, "name": model.name, "kind": model.kind}
         if model.kind == "openai":
             identity.update(base_url=model.base_url, model=model.model)
+        elif model.kind == "dify":
+            identity.update(base_url=model.base_url)
         else:
             identity.update(path=model.path, weights=_hash_paths([Path(model.path)]) if os.path.isdir(model.path) else None)
         models.append(identity)

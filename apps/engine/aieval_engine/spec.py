@@ -56,13 +56,30 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-class OpenAIModelSpec(_Strict):
-    """An OpenAI-compatible chat endpoint (vLLM, SGLang, LMDeploy, llama.cpp, OpenAI...)."""
+def check_base_url(value: str) -> str:
+    """The rules for an HTTP API's base address (OpenAI-compatible endpoints, Dify apps): http(s) with a
+    host, no spaces or control characters, no ?query or #fragment; returned with exactly one trailing '/'."""
+    import httpx
 
-    kind: Literal["openai"] = "openai"
+    try:
+        url = httpx.URL(value)
+    except Exception as exc:  # httpx raises several types for malformed URLs
+        raise ValueError(f"is not a valid URL ({exc})") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000/v1")
+    if CONTROL_CHARS.search(value) or " " in value:
+        raise ValueError("must not contain spaces or control characters")
+    if url.query or url.fragment or "?" in value or "#" in value:
+        raise ValueError("must be the API's base address without ?query or #fragment, e.g. http://host:8000/v1")
+    return value.rstrip("/") + "/"
+
+
+class EndpointModelSpec(_Strict):
+    """What every remote model reached over HTTP shares: its address, its key and how hard to call it."""
+
+    kind: str
     name: DisplayName
     base_url: Annotated[str, Field(max_length=2000)]
-    model: Annotated[str, Field(min_length=1, max_length=500, description="model name sent in requests")]
     api_key_env: str | None = Field(
         default=None, description="name of the environment variable that holds the API key"
     )
@@ -73,36 +90,11 @@ class OpenAIModelSpec(_Strict):
     query_per_second: Annotated[int, Field(ge=1, le=1000)] = 8
     timeout: Annotated[int, Field(ge=1, le=3600)] = 120
     retries: Annotated[int, Field(ge=0, le=10)] = 2
-    temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
-    max_out_len: Annotated[int, Field(ge=1, le=32768)] | None = None
-    max_seq_len: Annotated[int, Field(ge=16, le=1_048_576)] = 4096
-    tokenizer_path: str | None = Field(
-        default=None, description="local Hugging Face tokenizer used to count prompt tokens"
-    )
 
     @field_validator("base_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        import httpx
-
-        try:
-            url = httpx.URL(value)
-        except Exception as exc:  # httpx raises several types for malformed URLs
-            raise ValueError(f"is not a valid URL ({exc})") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000/v1")
-        if CONTROL_CHARS.search(value) or " " in value:
-            raise ValueError("must not contain spaces or control characters")
-        if url.query or url.fragment or "?" in value or "#" in value:
-            raise ValueError("must be the API's base address without ?query or #fragment, e.g. http://host:8000/v1")
-        return value.rstrip("/") + "/"
-
-    @field_validator("model")
-    @classmethod
-    def _check_model(cls, value: str) -> str:
-        if CONTROL_CHARS.search(value):
-            raise ValueError("must not contain control characters")
-        return value
+        return check_base_url(value)
 
     @field_validator("api_key_env")
     @classmethod
@@ -117,6 +109,50 @@ class OpenAIModelSpec(_Strict):
         if self.api_key_env:
             return environ.get(self.api_key_env)
         return None
+
+
+class OpenAIModelSpec(EndpointModelSpec):
+    """An OpenAI-compatible chat endpoint (vLLM, SGLang, LMDeploy, llama.cpp, OpenAI...)."""
+
+    kind: Literal["openai"] = "openai"
+    model: Annotated[str, Field(min_length=1, max_length=500, description="model name sent in requests")]
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
+    max_out_len: Annotated[int, Field(ge=1, le=32768)] | None = None
+    max_seq_len: Annotated[int, Field(ge=16, le=1_048_576)] = 4096
+    tokenizer_path: str | None = Field(
+        default=None, description="local Hugging Face tokenizer used to count prompt tokens"
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, value: str) -> str:
+        if CONTROL_CHARS.search(value):
+            raise ValueError("must not contain control characters")
+        return value
+
+
+DIFY_INPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+class DifyModelSpec(EndpointModelSpec):
+    """A Dify chat app, called through its chat-messages API (blocking mode): each prompt is the `query`
+    of a new conversation and the app's `answer` is the prediction. The app's own settings (model,
+    temperature, length) apply; `inputs` fills the app's input variables, the same for every sample."""
+
+    kind: Literal["dify"] = "dify"
+    inputs: Annotated[dict[str, Annotated[str, Field(max_length=10_000)]], Field(max_length=64)] = Field(
+        default_factory=dict, description="values for the app's input variables, sent with every query"
+    )
+
+    @field_validator("inputs")
+    @classmethod
+    def _check_inputs(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [name for name in value if not DIFY_INPUT_NAME.match(name)]
+        if bad:
+            raise ValueError(
+                f"{bad[0]!r} is not a Dify variable name (letters, digits and '_', not starting with a digit)"
+            )
+        return value
 
 
 class HuggingFaceModelSpec(_Strict):
@@ -141,7 +177,7 @@ class HuggingFaceModelSpec(_Strict):
         return value
 
 
-ModelSpec = Annotated[OpenAIModelSpec | HuggingFaceModelSpec, Field(discriminator="kind")]
+ModelSpec = Annotated[OpenAIModelSpec | HuggingFaceModelSpec | DifyModelSpec, Field(discriminator="kind")]
 
 
 class BuiltinDatasetSpec(_Strict):

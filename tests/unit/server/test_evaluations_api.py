@@ -40,6 +40,16 @@ def test_endpoint_only_jobs_go_to_the_api_queue(client, queued_messages):
     assert [m.rsplit(".", 2)[1] for m in queued_messages()] == ["api"]  # a worker started with --queues local skips it
 
 
+def test_dify_apps_are_evaluated_on_the_api_queue(client, queued_messages):
+    dify = client.post("/api/v1/models", json={"name": "my app", "kind": "dify", "base_url": "http://h/v1",
+                                               "api_key": "app-secret-1234"}).json()
+    dataset = client.post("/api/v1/datasets", files={"file": ("qa.csv", b"question,answer\nq,a\n")}).json()["dataset"]
+    created = client.post("/api/v1/evaluations", json={"model_ids": [dify["id"]], "dataset_ids": [dataset["id"]]})
+    assert created.status_code == 201, created.text
+    assert created.json()["queue"] == "api" and created.json()["models"][0]["kind"] == "dify"
+    assert [m.rsplit(".", 2)[1] for m in queued_messages()] == ["api"]
+
+
 def test_bad_submissions_are_refused_and_leave_nothing(client, tiny_model, settings, queued_messages):
     model, dataset = _setup(client, tiny_model)
     endpoint = client.post("/api/v1/models", json={"name": "ep", "kind": "openai", "base_url": "http://h/v1", "model": "m"}).json()
@@ -56,7 +66,7 @@ def test_bad_submissions_are_refused_and_leave_nothing(client, tiny_model, setti
         ({**ok, "model_ids": [model["id"], model["id"]]}, "listed twice"),
         ({**ok, "builtin_datasets": ["gsm8k_gen"]}, "not on this server"),
         ({**ok, "builtin_datasets": ["../../etc/passwd"]}, "unknown built-in dataset"),
-        ({**ok, "model_ids": [dify["id"]]}, "can be tested but not evaluated yet"),
+        ({**ok, "model_ids": [dify["id"]], "dataset_ids": [ppl["id"]]}, "perplexity"),
         ({**ok, "model_ids": [missing["id"]]}, "no Hugging Face checkpoint at /nonexistent/model"),
         ({**ok, "model_ids": [endpoint["id"]], "dataset_ids": [ppl["id"]]}, "perplexity"),
         ({**ok, "params": {"limit": 0}}, "params.limit"),

@@ -73,3 +73,26 @@ def test_edit_keeps_the_key_unless_replaced_or_cleared(client):
     cleared = client.patch(f"/api/v1/models/{model['id']}", json={"clear_api_key": True}).json()
     assert cleared["has_api_key"] is False and cleared["api_key_hint"] is None
     assert client.delete(f"/api/v1/models/{model['id']}").status_code == 204
+
+
+def test_dify_connection_test_sends_the_engines_request(client):
+    from fake_dify import FakeDify
+
+    from aieval_engine.dify import TEST_USER
+
+    with FakeDify({"Reply with OK.": "OK"}, api_key=SECRET) as dify:
+        model = client.post("/api/v1/models", json={
+            "name": "app", "kind": "dify", "base_url": dify.base_url, "api_key": SECRET,
+            "options": {"inputs": {"lang": "en"}, "timeout": 30}}).json()
+        assert model["settings"] == {"base_url": dify.base_url + "/", "inputs": {"lang": "en"}, "timeout": 30}
+        result = client.post(f"/api/v1/models/{model['id']}/test").json()
+        assert result["ok"] is True and result["reply"] == "OK" and result["latency_ms"] > 0
+        assert dify.requests[-1]["authorization"] == f"Bearer {SECRET}"
+        assert dify.requests[-1]["body"] == {"inputs": {"lang": "en"}, "query": "Reply with OK.",
+                                             "response_mode": "blocking", "user": TEST_USER}
+        dify.fail_next.append((400, {"code": "invalid_param", "message": f"{SECRET} rejected", "status": 400}))
+        failed = client.post(f"/api/v1/models/{model['id']}/test").json()
+    assert failed["ok"] is False and "HTTP 400" in failed["error"] and "invalid_param: **** rejected" in failed["error"]
+    assert SECRET not in json.dumps(failed)
+    bad = client.post("/api/v1/models", json={"name": "b", "kind": "dify", "base_url": "http://h/v1", "options": {"model": "x"}})
+    assert bad.status_code == 422 and "model: Extra inputs are not permitted" in bad.text

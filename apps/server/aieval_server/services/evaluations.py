@@ -96,7 +96,7 @@ def _check_runnable(settings: Settings, models: list[Model], datasets: list[Data
     problems = []
     for model in models:
         if model.kind not in model_service.EVALUABLE_KINDS:
-            problems.append(f"model {model.name!r}: {model.kind} models can be tested but not evaluated yet")
+            problems.append(f"model {model.name!r}: {model.kind} models cannot be evaluated")
         if model.kind == "huggingface" and settings.check_model_paths:
             path = Path(model.settings["path"])
             if not (path / "config.json").is_file():
@@ -109,9 +109,9 @@ def _check_runnable(settings: Settings, models: list[Model], datasets: list[Data
                 problems.append(f"dataset {dataset.name!r}: its data is not on this server (missing {', '.join(missing)})")
         if dataset.infer_method == "ppl":
             for model in models:
-                if model.kind == "openai":
+                if model.kind in ("openai", "dify"):
                     problems.append(f"{model.name!r} × {dataset.name!r}: perplexity (ppl) scoring needs a local model, "
-                                    "an API endpoint does not return prompt log-probabilities")
+                                    "an API endpoint or Dify app does not return prompt log-probabilities")
     if problems:
         raise Invalid("this evaluation cannot be run", problems)
 

@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from aieval_engine.spec import HuggingFaceModelSpec, OpenAIModelSpec, SpecError, parse_spec
+from aieval_engine.dify import TEST_USER, DifyError, send_chat_message
+from aieval_engine.spec import DifyModelSpec, HuggingFaceModelSpec, OpenAIModelSpec, SpecError, parse_spec
 
 from .. import keyring
 from ..config import Settings
@@ -19,8 +20,8 @@ from ..models import EvaluationModel, Model
 from ..schemas.api import ModelCreate, ModelRead, ModelTestResult, ModelUpdate
 from .errors import Conflict, Invalid, NotFound
 
-# Kinds the engine can evaluate today. Dify apps can be registered and tested but not yet evaluated.
-EVALUABLE_KINDS = ("openai", "huggingface")
+# Kinds the engine can evaluate (every kind that can be registered).
+EVALUABLE_KINDS = ("openai", "dify", "huggingface")
 _SETTINGS_FIELDS = {"openai": ("base_url", "model"), "dify": ("base_url",), "huggingface": ("path", "mode")}
 
 
@@ -38,7 +39,9 @@ def to_read(model: Model) -> ModelRead:
     )
 
 
-def engine_spec(model: Model, settings: Settings | None = None, *, with_key: bool = False) -> OpenAIModelSpec | HuggingFaceModelSpec:
+def engine_spec(
+    model: Model, settings: Settings | None = None, *, with_key: bool = False
+) -> OpenAIModelSpec | DifyModelSpec | HuggingFaceModelSpec:
     """The engine's model spec for a registered model; the API key only when `with_key` (worker side)."""
     data: dict[str, Any] = {"name": model.name, "kind": model.kind, **(model.settings or {})}
     if with_key and model.api_key_encrypted and settings is not None:
@@ -49,21 +52,9 @@ def engine_spec(model: Model, settings: Settings | None = None, *, with_key: boo
 
 def _validate(name: str, kind: str, values: dict[str, Any]) -> dict[str, Any]:
     """Check a model's settings with the engine's own rules; return the settings to store."""
-    if kind == "dify":
-        if not values.get("base_url"):
-            raise Invalid("this model cannot be saved", ["base_url: required for a Dify app, e.g. https://api.dify.ai/v1"])
-        unknown = sorted(set(values) - {"base_url", "timeout"})
-        if unknown:
-            raise Invalid("this model cannot be saved", [f"{k}: not a setting of Dify models" for k in unknown])
-        # Reuse the engine's URL rules through an OpenAI spec; only base_url matters here.
-        probe = {"name": name, "kind": "openai", "base_url": values["base_url"], "model": "dify"}
-        try:
-            checked = parse_spec({"models": [probe], "datasets": [{"kind": "builtin", "config": "x"}]}).models[0]
-        except SpecError as exc:
-            raise Invalid("this model cannot be saved", [p.removeprefix("models.0.openai.") for p in exc.problems]) from None
-        return {**values, "base_url": checked.base_url}
-    required = {"openai": ("base_url", "model"), "huggingface": ("path",)}[kind]
-    missing = [f"{field}: required for a {kind} model" for field in required if not values.get(field)]
+    required = {"openai": ("base_url", "model"), "dify": ("base_url",), "huggingface": ("path",)}[kind]
+    what = {"dify": "a Dify app, e.g. https://api.dify.ai/v1"}.get(kind, f"a {kind} model")
+    missing = [f"{field}: required for {what}" for field in required if not values.get(field)]
     if missing:
         raise Invalid("this model cannot be saved", missing)
     try:
@@ -177,15 +168,12 @@ def test_model(model: Model, settings: Settings) -> ModelTestResult:
     api_key = keyring.decrypt(settings, model.api_key_encrypted) if model.api_key_encrypted else None
     if model.kind == "huggingface":
         return _test_checkpoint(Path(model.settings["path"]))
+    if model.kind == "dify":  # the engine's own request, exactly as evaluations send it
+        return _test_dify(model, settings, api_key)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    base = model.settings["base_url"].rstrip("/")
-    if model.kind == "openai":
-        url = f"{base}/chat/completions"
-        body = {"model": model.settings["model"], "messages": [{"role": "user", "content": "Reply with OK."}],
-                "max_tokens": 8, "temperature": 0}
-    else:  # dify chat app: its own request shape
-        url = f"{base}/chat-messages"
-        body = {"inputs": {}, "query": "Reply with OK.", "response_mode": "blocking", "user": "aieval-test"}
+    url = f"{model.settings['base_url'].rstrip('/')}/chat/completions"
+    body = {"model": model.settings["model"], "messages": [{"role": "user", "content": "Reply with OK."}],
+            "max_tokens": 8, "temperature": 0}
     started = time.perf_counter()
     try:
         response = httpx.post(url, json=body, headers=headers, timeout=settings.model_test_timeout_s)
@@ -196,12 +184,24 @@ def test_model(model: Model, settings: Settings) -> ModelTestResult:
         return ModelTestResult(ok=False, latency_ms=latency,
                                error=_redact(f"HTTP {response.status_code} from {url}: {response.text[:500]}", api_key))
     try:
-        data = response.json()
-        reply = data["choices"][0]["message"]["content"] if model.kind == "openai" else data["answer"]
+        reply = response.json()["choices"][0]["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError):
         return ModelTestResult(ok=False, latency_ms=latency,
                                error=_redact(f"unexpected response from {url}: {response.text[:500]}", api_key))
     return ModelTestResult(ok=True, latency_ms=latency, reply=str(reply)[:500])
+
+
+def _test_dify(model: Model, settings: Settings, api_key: str | None) -> ModelTestResult:
+    spec = engine_spec(model)
+    assert isinstance(spec, DifyModelSpec)
+    started = time.perf_counter()
+    try:
+        reply = send_chat_message(spec.base_url, "Reply with OK.", api_key, inputs=spec.inputs, user=TEST_USER,
+                                  timeout=settings.model_test_timeout_s)
+    except DifyError as exc:
+        latency = (time.perf_counter() - started) * 1000 if exc.status is not None else None
+        return ModelTestResult(ok=False, latency_ms=latency, error=_redact(str(exc), api_key))
+    return ModelTestResult(ok=True, latency_ms=(time.perf_counter() - started) * 1000, reply=reply.answer[:500])
 
 
 def _redact(text: str, secret: str | None) -> str:
