@@ -21,6 +21,28 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 
 
+class RefuseOversizedUploads:
+    """Refuse an upload whose declared size is over the limit before its body is received and spooled to disk
+    (the upload service checks the real size again: chunked requests declare none).
+
+    Plain ASGI rather than `@app.middleware("http")`: that wrapper costs every request, uploads or not, a task
+    and a stream."""
+
+    def __init__(self, app, *, path: str, settings: Settings):
+        self.app, self.path, self.settings = app, path, settings
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self.path:
+            declared = dict(scope["headers"]).get(b"content-length", b"")
+            max_bytes = self.settings.max_upload_bytes
+            if declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
+                limit = max_bytes // (1024 * 1024)
+                response = JSONResponse({"detail": f"the file is larger than the limit of {limit} MiB", "problems": []},
+                                        status_code=413)
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 def _problem_lines(exc: RequestValidationError) -> list[str]:
     lines = []
     for error in exc.errors():
@@ -62,18 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _storage_error(_request: Request, exc: StorageError):
         return JSONResponse({"detail": str(exc), "problems": []}, status_code=404)
 
-    @app.middleware("http")
-    async def _refuse_oversized_uploads(request: Request, call_next):
-        # Refuse before the multipart body is received and spooled to disk; the upload service checks the
-        # real size again (chunked requests carry no Content-Length).
-        if request.method == "POST" and request.url.path == f"{API_PREFIX}/datasets":
-            declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > settings.max_upload_bytes + 64 * 1024:
-                limit = settings.max_upload_bytes // (1024 * 1024)
-                return JSONResponse({"detail": f"the file is larger than the limit of {limit} MiB", "problems": []},
-                                    status_code=413)
-        return await call_next(request)
-
+    app.add_middleware(RefuseOversizedUploads, path=f"{API_PREFIX}/datasets", settings=settings)
     # The UI bundle is ~1.5 MB raw, ~0.5 MB gzipped; JSON lists compress as well.
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     if settings.cors_origins:

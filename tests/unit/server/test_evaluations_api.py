@@ -13,7 +13,7 @@ def _setup(client, tiny_model):
 def test_create_queues_one_message_and_lists_newest_first(client, tiny_model, queued_messages):
     model, dataset = _setup(client, tiny_model)
     ids = []
-    for name in ("first", "second", "third"):
+    for name in ("first", "second 100%", "Third_run"):
         response = client.post("/api/v1/evaluations", json={
             "name": name, "model_ids": [model["id"]], "dataset_ids": [dataset["id"]], "params": {"limit": 2}})
         assert response.status_code == 201, response.text
@@ -21,9 +21,17 @@ def test_create_queues_one_message_and_lists_newest_first(client, tiny_model, qu
         ids.append(response.json()["id"])
     assert len(queued_messages()) == 3 and all(m.endswith(".local.msg") for m in queued_messages())
     page = client.get("/api/v1/evaluations", params={"page_size": 2}).json()
-    assert page["total"] == 3 and [e["name"] for e in page["items"]] == ["third", "second"]
+    assert page["total"] == 3 and [e["name"] for e in page["items"]] == ["Third_run", "second 100%"]
     assert client.get("/api/v1/evaluations", params={"page": 2, "page_size": 2}).json()["items"][0]["name"] == "first"
     assert client.get("/api/v1/evaluations", params={"q": "seco"}).json()["total"] == 1
+    # Case does not matter; % and _ are literal characters, not wildcards.
+    assert [e["name"] for e in client.get("/api/v1/evaluations", params={"q": "THIRD"}).json()["items"]] == ["Third_run"]
+    assert [e["name"] for e in client.get("/api/v1/evaluations", params={"q": "0%"}).json()["items"]] == ["second 100%"]
+    assert client.get("/api/v1/evaluations", params={"q": "d_r"}).json()["total"] == 1
+    assert client.get("/api/v1/evaluations", params={"q": "%"}).json()["total"] == 1
+    assert client.get("/api/v1/evaluations", params={"q": "_"}).json()["total"] == 1
+    by_number = client.get("/api/v1/evaluations", params={"q": str(ids[0])}).json()["items"]
+    assert ids[0] in [e["id"] for e in by_number]  # a number finds the evaluation with that id (and names with it)
     assert client.get("/api/v1/evaluations", params={"q": "tiny"}).json()["total"] == 3
     assert client.get("/api/v1/evaluations", params={"status": "running"}).json()["total"] == 0
     assert client.get("/api/v1/evaluations", params={"model_id": model["id"]}).json()["total"] == 3

@@ -131,8 +131,10 @@ class Evaluation(Base):
 
 class EvaluationModel(Base):
     __tablename__ = "evaluation_models"
+    # "Evaluations of model M" is answered from this index alone (filters, counts, compare).
+    __table_args__ = (Index("ix_evaluation_models_model_evaluation", "model_id", "evaluation_id"),)
     evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"), primary_key=True)
-    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"), primary_key=True, index=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, default=0)
     # The abbreviation OpenCompass used (known after the run starts): joins scores and samples.
     abbr: Mapped[str | None] = mapped_column(String(200), nullable=True)
@@ -142,8 +144,9 @@ class EvaluationModel(Base):
 
 class EvaluationDataset(Base):
     __tablename__ = "evaluation_datasets"
+    __table_args__ = (Index("ix_evaluation_datasets_dataset_evaluation", "dataset_id", "evaluation_id"),)
     evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"), primary_key=True)
-    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"), primary_key=True, index=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, default=0)
     evaluation: Mapped[Evaluation] = relationship(back_populates="datasets")
     dataset: Mapped[Dataset] = relationship()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from aieval_engine.spec import (
@@ -165,33 +166,69 @@ SUMMARY_COLUMNS = (
 def list_evaluations(session: Session, *, status: list[str] | None, model_id: int | None, dataset_id: int | None,
                      q: str | None, page: int, page_size: int) -> tuple[list[EvaluationSummary], int]:
     """One page of summaries, newest first. Reads plain columns (no ORM objects, no JSON): lists are hot."""
-    conditions = []
     if status:
         bad = [s for s in status if s not in STATUSES]
         if bad:
             raise Invalid(f"unknown status {', '.join(bad)}; use one of {', '.join(STATUSES)}")
-        conditions.append(Evaluation.status.in_(status))
-    if model_id is not None:
-        conditions.append(Evaluation.id.in_(select(EvaluationModel.evaluation_id).where(EvaluationModel.model_id == model_id)))
-    if dataset_id is not None:
-        conditions.append(
-            Evaluation.id.in_(select(EvaluationDataset.evaluation_id).where(EvaluationDataset.dataset_id == dataset_id))
-        )
-    if q:
-        pattern = f"%{q}%"
-        matching_models = select(Model.id).where(Model.name.ilike(pattern))
-        by_model = select(EvaluationModel.evaluation_id).where(EvaluationModel.model_id.in_(matching_models))
-        options = [Evaluation.name.ilike(pattern), Evaluation.id.in_(by_model)]
-        if q.isdigit():
-            options.append(Evaluation.id == int(q))
-        conditions.append(or_(*options))
-    total = session.scalar(select(func.count(Evaluation.id)).where(*conditions)) or 0
-    rows = session.execute(
-        select(*SUMMARY_COLUMNS).where(*conditions)
-        .order_by(Evaluation.created_at.desc(), Evaluation.id.desc())
-        .offset((page - 1) * page_size).limit(page_size)
-    ).all()
+    text_is_id = bool(q and q.isdigit())
+    count, page_query = _list_statements(session.get_bind().dialect.name, bool(status), model_id is not None,
+                                         dataset_id is not None, bool(q), text_is_id)
+    values: dict[str, Any] = {"statuses": status, "model_id": model_id, "dataset_id": dataset_id,
+                              "pattern": _contains_pattern(q) if q else None, "text_id": int(q) if text_is_id else None,
+                              "offset": (page - 1) * page_size, "limit": page_size}
+    connection = session.connection()
+    total = connection.execute(count, values).scalar() or 0
+    rows = connection.execute(page_query, values).all()
     return summaries(session, rows), total
+
+
+def _contains_pattern(text: str) -> str:
+    """A LIKE pattern matching `text` literally anywhere (a user's % or _ is not a wildcard)."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _matches_text(column, dialect: str):
+    # SQLite's LIKE already ignores ASCII case and its lower() folds nothing more, so ilike's lower() on both
+    # sides would only cost a function call per row there.
+    pattern = bindparam("pattern")
+    return column.like(pattern, escape="\\") if dialect == "sqlite" else column.ilike(pattern, escape="\\")
+
+
+@functools.cache
+def _list_statements(dialect: str, by_status: bool, by_model: bool, by_dataset: bool, by_text: bool, text_is_id: bool):
+    """The count and page statements for one combination of filters, built once: building and caching a
+    statement costs more than SQLite takes to run it on a 10,000-row table."""
+    conditions = []
+    if by_status:
+        conditions.append(Evaluation.status.in_(bindparam("statuses", expanding=True)))
+    if by_model:
+        conditions.append(Evaluation.id.in_(
+            select(EvaluationModel.evaluation_id).where(EvaluationModel.model_id == bindparam("model_id"))))
+    if by_dataset:
+        conditions.append(Evaluation.id.in_(
+            select(EvaluationDataset.evaluation_id).where(EvaluationDataset.dataset_id == bindparam("dataset_id"))))
+    if by_text:
+        matching_models = select(Model.id).where(_matches_text(Model.name, dialect))
+        by_model_name = select(EvaluationModel.evaluation_id).where(EvaluationModel.model_id.in_(matching_models))
+        options = [_matches_text(Evaluation.name, dialect), Evaluation.id.in_(by_model_name)]
+        if text_is_id:
+            options.append(Evaluation.id == bindparam("text_id"))
+        conditions.append(or_(*options))
+    count = select(func.count()).select_from(Evaluation).where(*conditions)
+    page = (select(*SUMMARY_COLUMNS).where(*conditions)
+            .order_by(Evaluation.created_at.desc(), Evaluation.id.desc())
+            .offset(bindparam("offset")).limit(bindparam("limit")))
+    return count, page
+
+
+_MODEL_LINKS = (
+    select(EvaluationModel.evaluation_id, Model.id, Model.name, Model.kind).join(Model)
+    .where(EvaluationModel.evaluation_id.in_(bindparam("ids", expanding=True))).order_by(EvaluationModel.position)
+)
+_DATASET_LINKS = (
+    select(EvaluationDataset.evaluation_id, Dataset.id, Dataset.name, Dataset.kind).join(Dataset)
+    .where(EvaluationDataset.evaluation_id.in_(bindparam("ids", expanding=True))).order_by(EvaluationDataset.position)
+)
 
 
 def summaries(session: Session, rows) -> list[EvaluationSummary]:
@@ -199,16 +236,11 @@ def summaries(session: Session, rows) -> list[EvaluationSummary]:
     models: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
     datasets: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
     if ids:
-        for link in session.execute(
-            select(EvaluationModel.evaluation_id, Model.id, Model.name, Model.kind).join(Model)
-            .where(EvaluationModel.evaluation_id.in_(ids)).order_by(EvaluationModel.position)
-        ):
-            models[link[0]].append({"id": link[1], "name": link[2], "kind": link[3]})
-        for link in session.execute(
-            select(EvaluationDataset.evaluation_id, Dataset.id, Dataset.name, Dataset.kind).join(Dataset)
-            .where(EvaluationDataset.evaluation_id.in_(ids)).order_by(EvaluationDataset.position)
-        ):
-            datasets[link[0]].append({"id": link[1], "name": link[2], "kind": link[3]})
+        connection = session.connection()
+        for evaluation_id, link_id, name, kind in connection.execute(_MODEL_LINKS, {"ids": ids}):
+            models[evaluation_id].append({"id": link_id, "name": name, "kind": kind})
+        for evaluation_id, link_id, name, kind in connection.execute(_DATASET_LINKS, {"ids": ids}):
+            datasets[evaluation_id].append({"id": link_id, "name": name, "kind": kind})
     return [
         EvaluationSummary(id=row.id, name=row.name, status=row.status, queue=row.queue, created_at=row.created_at,
                           started_at=row.started_at, finished_at=row.finished_at, fraction=row.fraction,
