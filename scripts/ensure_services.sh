@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the real services the integration and e2e tests talk to are running on 127.0.0.1:
-# PostgreSQL (5432, trust auth for local connections, database `test`), Redis (6379), Chromium (e2e) and
-# nginx (the production front-door test).
+# PostgreSQL (5432, trust auth for local connections, database `test`), Redis (6379), RabbitMQ (5672, user
+# guest; the tests make a vhost of their own with rabbitmqctl), Chromium (e2e) and nginx (the production
+# front-door test).
 # Uses what the machine has, starts it when stopped, and installs it with apt-get when missing (root).
 set -euo pipefail
 
@@ -47,6 +48,20 @@ if ! redis_ready; then
   redis_ready || { log "Redis did not start"; exit 1; }
 fi
 log "Redis ready"
+
+# RabbitMQ's commands live in /usr/sbin, not always on a user's PATH.
+export PATH="$PATH:/usr/sbin"
+rabbit_ready() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
+if ! rabbit_ready; then
+  command -v rabbitmq-server >/dev/null || { log "installing RabbitMQ"; apt_install rabbitmq-server; }
+  if ! rabbit_ready; then  # installing may have started it
+    log "starting RabbitMQ"
+    as_root rabbitmq-server -detached || true
+    for _ in $(seq 1 60); do rabbit_ready && break; sleep 1; done
+    rabbit_ready || { log "RabbitMQ did not start"; exit 1; }
+  fi
+fi
+log "RabbitMQ ready"
 
 if [ ! -x /usr/bin/chromium ]; then
   log "installing Chromium for the e2e tests"

@@ -42,6 +42,9 @@ def create_celery(settings: Settings) -> Celery:
         task_default_queue="local",
         task_routes={RUN_EVALUATION: {"queue": "local"}},
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+        # A broker that goes away (restart, network) must not stop running evaluations: the database holds
+        # their state and heartbeats, and they finish on their own (Celery 6 would cancel them by default).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         worker_enable_remote_control=False,
@@ -69,10 +72,53 @@ def celery_for(settings: Settings) -> Celery:
 
 
 def enqueue(settings: Settings, evaluation_id: int, queue: str) -> bool:
-    """Send "run evaluation N". A failure is not fatal: the job stays queued in the DB and the sweeper resends it."""
+    """Send "run evaluation N". A failure is not fatal: the job stays queued in the DB, marked as never sent
+    (`enqueued_at` NULL), and the workers' sweepers send it as soon as the broker takes messages again."""
     try:
         celery_for(settings).send_task(RUN_EVALUATION, args=[evaluation_id], queue=queue)
         return True
     except Exception as exc:
         log.error("cannot send evaluation %s to the broker (it stays queued and will be resent): %s", evaluation_id, exc)
+        _mark_unsent(settings, evaluation_id)
         return False
+
+
+def _mark_unsent(settings: Settings, evaluation_id: int) -> None:
+    from sqlalchemy import update
+
+    from .db import session_scope
+    from .models import Evaluation
+
+    try:
+        with session_scope(settings.database_url) as session:
+            session.execute(update(Evaluation).where(Evaluation.id == evaluation_id, Evaluation.status == "queued")
+                            .values(enqueued_at=None).execution_options(synchronize_session=False))
+    except Exception as exc:  # the sweeper still resends it after resend_queued_after_s
+        log.error("cannot mark evaluation %s as not sent: %s", evaluation_id, exc)
+
+
+# ---- a Redis broker that lost its messages -----------------------------------------------------------
+def broker_redis(settings: Settings):
+    if not settings.celery_broker_url.startswith(("redis://", "rediss://")):
+        return None
+    import redis
+
+    return redis.Redis.from_url(settings.celery_broker_url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def broker_marker_key(settings: Settings) -> str:
+    return f"{settings.key_prefix}aieval:broker-marker"
+
+
+def broker_lost_messages(settings: Settings, client=None) -> bool:
+    """Whether the broker may have lost messages since it was last marked: a Redis restarted without
+    persistence (or flushed) comes back without the marker key, and without the queued messages. RabbitMQ
+    (durable queues, persistent messages) and the directory broker keep theirs: always False for them."""
+    client = client or broker_redis(settings)
+    return client is not None and not client.exists(broker_marker_key(settings))
+
+
+def mark_broker(settings: Settings, client=None) -> None:
+    client = client or broker_redis(settings)
+    if client is not None:
+        client.set(broker_marker_key(settings), "1")

@@ -10,21 +10,44 @@ import threading
 
 from celery import signals
 
-from .celery_app import celery_app, enqueue, ensure_broker_dirs
+from .celery_app import (
+    broker_lost_messages,
+    broker_redis,
+    celery_app,
+    enqueue,
+    ensure_broker_dirs,
+    mark_broker,
+)
 from .config import get_settings
 
 log = logging.getLogger(__name__)
 
 
 def _sweeper(stop: threading.Event) -> None:
-    from .services.runs import sweep
+    from .services.runs import database_unavailable, sweep
 
     settings = get_settings()
+    broker = broker_redis(settings)
     while not stop.wait(settings.sweep_interval_s):
         try:
-            sweep(settings, lambda evaluation_id, queue: enqueue(settings, evaluation_id, queue))
-        except Exception:
-            log.exception("sweep failed (will try again)")
+            lost = broker_lost_messages(settings, broker)
+        except Exception as exc:  # the broker is away: nothing can be sent now anyway
+            log.debug("broker check failed: %s", exc)
+            lost = False
+        try:
+            resent = sweep(settings, lambda evaluation_id, queue: enqueue(settings, evaluation_id, queue),
+                           resend_all_queued=lost)
+            if lost:
+                # Marked only once the queued jobs are sent again: a failed sweep is retried on the next pass.
+                mark_broker(settings, broker)
+                if resent:
+                    log.warning("the broker had lost its messages (restarted without persistence?): resent %d "
+                                "queued evaluation(s)", len(resent))
+        except Exception as exc:
+            if database_unavailable(exc):
+                log.warning("sweep skipped, the database is unavailable: %s", str(exc).splitlines()[0])
+            else:
+                log.exception("sweep failed (will try again)")
 
 
 _stop = threading.Event()

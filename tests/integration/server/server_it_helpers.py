@@ -75,8 +75,8 @@ class Stack:
         return subprocess.Popen(argv, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
-    def start_api(self, argv: list[str] | None = None) -> None:
-        port = free_port()
+    def start_api(self, argv: list[str] | None = None, port: int | None = None) -> None:
+        port = port or free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.api = self._spawn(argv or [PYTHON, "apps/server/start_fastapi_server.py", "--host", "127.0.0.1",
                                         "--port", str(port)], "api.log")
@@ -92,9 +92,9 @@ class Stack:
 
         wait_until(healthy, 90, what="the API health check")
 
-    def start_worker(self, queues: str = "api,local") -> subprocess.Popen:
+    def start_worker(self, queues: str = "api,local", concurrency: int = 2) -> subprocess.Popen:
         index = len(self.workers)
-        worker = self._spawn([PYTHON, "apps/server/start_celery_worker.py", "--queues", queues, "--concurrency", "2",
+        worker = self._spawn([PYTHON, "apps/server/start_celery_worker.py", "--queues", queues, "--concurrency", str(concurrency),
                               "--name", f"w{index}-{uuid.uuid4().hex[:6]}@%h"], f"worker{index}.log")
         self.workers.append(worker)
         wait_until(lambda: "ready." in self.read_log(f"worker{index}.log") or worker.poll() is not None, 60,
@@ -137,6 +137,106 @@ class Stack:
     def finished(self, evaluation_id: int, timeout: float = 240) -> dict:
         return self.wait_for(evaluation_id, lambda d: d["status"] not in ("queued", "running"), timeout,
                              f"evaluation {evaluation_id} to finish")
+
+    def restart_api(self, sig: int = signal.SIGKILL) -> None:
+        """Kill the API process (SIGKILL: no clean shutdown) and start a new one on the same port."""
+        port = int(self.url.rsplit(":", 1)[1])
+        os.killpg(self.api.pid, sig)
+        self.api.wait(timeout=30)
+        self.client.close()
+        self.start_api(port=port)
+
+    def register_model(self, name: str, path, **options) -> dict:
+        response = self.client.post("/models", json={"name": name, "kind": "huggingface", "path": str(path),
+                                                     "options": {"max_out_len": 16, **options}})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def upload_dataset(self, filename: str, content: bytes, **form) -> dict:
+        response = self.client.post("/datasets", files={"file": (filename, content)}, data=form)
+        assert response.status_code in (200, 201), response.text
+        return response.json()["dataset"]
+
+    def submit(self, body: dict) -> int:
+        response = self.client.post("/evaluations", json=body)
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    def watch(self, evaluation_id: int) -> LiveWatch:
+        """The evaluation's WebSocket, read in the background (see LiveWatch)."""
+        return LiveWatch(self.url.replace("http://", "ws://") + f"/api/v1/evaluations/{evaluation_id}/ws")
+
+
+class LiveWatch:
+    """Reads one WebSocket in a background thread until the server closes it; keeps every message and how the
+    socket ended (close code 1000 = the evaluation is final; anything else = dropped, clients fall back to
+    polling)."""
+
+    def __init__(self, url: str, open_timeout: float = 10):
+        import threading
+
+        from websockets.sync.client import connect
+
+        self.messages: list[dict] = []
+        self.close_code: int | None = None
+        self.error: str | None = None
+        self.socket = connect(url, open_timeout=open_timeout, close_timeout=5, legacy=True)
+        self.thread = threading.Thread(target=self._read, daemon=True, name="live-watch")
+        self.thread.start()
+
+    def _read(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            while True:
+                self.messages.append(json.loads(self.socket.recv()))
+        except ConnectionClosed as exc:
+            self.close_code = exc.rcvd.code if exc.rcvd is not None else 1006
+        except Exception as exc:  # noqa: BLE001 (recorded for the test to report)
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def wait_closed(self, timeout: float) -> int | None:
+        self.thread.join(timeout)
+        return self.close_code
+
+    def statuses(self) -> list[str]:
+        return [m["evaluation"]["status"] for m in self.messages if m.get("type") == "update"]
+
+    def log_messages(self) -> int:
+        return sum(1 for m in self.messages if m.get("type") == "log")
+
+    def close(self) -> None:
+        self.socket.close()
+        self.thread.join(5)
+
+
+def production_env(data_dir: Path, db_url: str, broker_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """AIEVAL_* settings of a production-like stack (as test_production_stack.py uses, with local storage unless
+    `extra` says otherwise), fast heartbeats and sweeps for tests."""
+    from cryptography.fernet import Fernet
+
+    return {
+        "AIEVAL_ENV": "prod",
+        "AIEVAL_DATA_DIR": str(data_dir),
+        "AIEVAL_DB_URL": db_url,
+        "AIEVAL_BROKER_URL": broker_url,
+        "AIEVAL_REDIS_URL": redis_url,
+        "AIEVAL_KEY_PREFIX": f"it-{uuid.uuid4().hex[:8]}:",
+        "AIEVAL_STORAGE": "local",
+        "AIEVAL_SECRET_KEY": Fernet.generate_key().decode(),
+        "AIEVAL_CHECK_MODEL_PATHS": "true",
+        "AIEVAL_HEARTBEAT_INTERVAL_S": "1",
+        "AIEVAL_STALE_AFTER_S": "5",
+        "AIEVAL_SWEEP_INTERVAL_S": "1",
+        **extra,
+    }
+
+
+def migrate(env: dict[str, str]) -> None:
+    """Production does not migrate on start: scripts/migrate_db.py does it, as an operator would."""
+    result = subprocess.run([PYTHON, "scripts/migrate_db.py"], cwd=REPO, env={**os.environ, **env},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 def qa_rows(count: int) -> bytes:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from ..config import Settings
@@ -23,16 +24,23 @@ def channel(settings: Settings, evaluation_id: int) -> str:
 
 
 class Publisher:
+    """Never raises and never holds a run up: while Redis is unreachable (restarting, say) messages are dropped,
+    with one warning per outage and one attempt every RETRY_AFTER_S (a connection attempt may take seconds)."""
+
+    RETRY_AFTER_S = 2.0
+
     def __init__(self, settings: Settings):
         self._client = None
         self.settings = settings
+        self._down_since: float | None = None
+        self._retry_at = 0.0
         if settings.redis_url:
             import redis
 
             self._client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
 
     def publish(self, evaluation_id: int, message: dict[str, Any]) -> None:
-        if self._client is None:
+        if self._client is None or time.monotonic() < self._retry_at:
             return
         data = json.dumps({"evaluation_id": evaluation_id, **message}, default=str)
         try:
@@ -40,4 +48,13 @@ class Publisher:
             if message.get("type") != "log":
                 self._client.publish(list_channel(self.settings), data)
         except Exception as exc:  # live events are best effort; the DB row stays the truth
-            log.warning("cannot publish progress of evaluation %s: %s", evaluation_id, exc)
+            now = time.monotonic()
+            if self._down_since is None:
+                self._down_since = now
+                log.warning("cannot publish live events (evaluation %s): %s; subscribers read the database until "
+                            "Redis is back", evaluation_id, exc)
+            self._retry_at = now + self.RETRY_AFTER_S
+            return
+        if self._down_since is not None:
+            log.info("publishing live events again after %.1f s", time.monotonic() - self._down_since)
+            self._down_since = None

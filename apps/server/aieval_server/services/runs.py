@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, true, update
 
 from aieval_engine import workdir
 from aieval_engine.launchers import Launcher, RunProcess
@@ -49,6 +49,27 @@ def worker_token() -> str:
     return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+# ---- database outages ------------------------------------------------------------------------------
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether an error means "the database is away for now" (restarting, connections cut), not a bad request."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    return isinstance(exc, (OperationalError, InterfaceError)) or (
+        isinstance(exc, DBAPIError) and bool(exc.connection_invalidated))
+
+
+def with_database_retries(what: str, action: Callable[[], Any], attempts: int = 8) -> Any:
+    """Run `action`, retrying for about half a minute while the database is unavailable."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except Exception as exc:
+            if attempt == attempts - 1 or not database_unavailable(exc):
+                raise
+            log.warning("%s: the database is unavailable (%s); retrying", what, str(exc).splitlines()[0])
+            time.sleep(min(1.0 + attempt, 5.0))
+
+
 # ---- claim / requeue ------------------------------------------------------------------------------
 def claim(settings: Settings, evaluation_id: int, token: str) -> tuple[bool, dict[str, Any]]:
     """Take the job if it is queued (or running with a dead heartbeat). Returns (claimed, previous state)."""
@@ -74,17 +95,23 @@ def claim(settings: Settings, evaluation_id: int, token: str) -> tuple[bool, dic
         return result.rowcount == 1, {"worker": before.worker, "run_pgid": before.run_pgid, "attempts": before.attempts}
 
 
-def sweep(settings: Settings, send: Callable[[int, str], None]) -> list[int]:
-    """Requeue jobs whose worker stopped beating and resend queued jobs the broker may have lost."""
+def sweep(settings: Settings, send: Callable[[int, str], None], resend_all_queued: bool = False) -> list[int]:
+    """Requeue jobs whose worker stopped beating and resend queued jobs the broker may have lost: those it never
+    got (`enqueued_at` is NULL when sending failed), those waiting too long, and with `resend_all_queued` (the
+    broker lost its messages, e.g. Redis restarted without persistence) every queued job. A duplicate message
+    is harmless: only one claim succeeds."""
     now = utcnow()
     stale = now - timedelta(seconds=settings.stale_after_s)
     forgotten = now - timedelta(seconds=settings.resend_queued_after_s)
+    unsent = Evaluation.enqueued_at.is_(None)
+    resend = true() if resend_all_queued else unsent | (Evaluation.enqueued_at < forgotten)
     resent = []
     with session_scope(settings.database_url) as session:
         candidates = session.execute(
-            select(Evaluation.id, Evaluation.status, Evaluation.queue, Evaluation.cancel_requested).where(
+            select(Evaluation.id, Evaluation.status, Evaluation.queue, Evaluation.cancel_requested,
+                   Evaluation.enqueued_at).where(
                 ((Evaluation.status == "running") & (Evaluation.heartbeat_at < stale))
-                | ((Evaluation.status == "queued") & (Evaluation.enqueued_at < forgotten))
+                | ((Evaluation.status == "queued") & resend)
             )
         ).all()
         for row in candidates:
@@ -95,7 +122,12 @@ def sweep(settings: Settings, send: Callable[[int, str], None]) -> list[int]:
                                 .values(status="cancelled", finished_at=now, error="cancelled by request",
                                         revision=Evaluation.revision + 1))
                 continue
-            condition = (Evaluation.heartbeat_at < stale) if row.status == "running" else (Evaluation.enqueued_at < forgotten)
+            if row.status == "running":
+                condition = Evaluation.heartbeat_at < stale
+            elif row.enqueued_at is None:
+                condition = unsent  # several sweepers: the first to stamp it sends it
+            else:
+                condition = Evaluation.enqueued_at == row.enqueued_at
             changed = session.execute(
                 update(Evaluation).where(Evaluation.id == row.id, Evaluation.status == row.status, condition)
                 .values(status="queued", enqueued_at=now, revision=Evaluation.revision + 1)
@@ -158,10 +190,21 @@ class _Run:
         self.stop = threading.Event()
         self.engine: EngineEvaluation | None = None
         self.last_progress: dict[str, Any] | None = None
+        self.pending_pgid: int | None = None  # the run's process group, when the database could not take it
         self.lock = threading.Lock()
 
     def _owned(self):
         return (Evaluation.id == self.id) & (Evaluation.worker == self.token)
+
+    def record_pgid(self, pgid: int) -> None:
+        """Remember the run's process group (to stop it if this worker dies). Not worth failing the run for: if
+        the database is away now, the next heartbeat writes it."""
+        try:
+            self.write(run_pgid=pgid)
+        except Exception as exc:
+            log.warning("evaluation %s: process group not recorded yet (%s)", self.id, exc)
+            with self.lock:
+                self.pending_pgid = pgid
 
     def write(self, **values: Any) -> bool:
         if self.lost.is_set():
@@ -218,10 +261,20 @@ class _Run:
             if self.log_dirty:
                 values["log_tail"] = "\n".join(self.log_lines)
                 self.log_dirty = False
+            if self.pending_pgid is not None:
+                values["run_pgid"], self.pending_pgid = self.pending_pgid, None
         if values or now - self._last_beat >= self.settings.heartbeat_interval_s:
             values["heartbeat_at"] = utcnow()
             self._last_beat = now
-            if not self.write(**values):
+            try:
+                written = self.write(**values)
+            except Exception:
+                with self.lock:  # the database is away: what was not written goes with the next beat
+                    self.log_dirty = self.log_dirty or "log_tail" in values
+                    if "run_pgid" in values and self.pending_pgid is None:
+                        self.pending_pgid = values["run_pgid"]
+                raise
+            if not written:
                 log.warning("evaluation %s was taken over by another worker; stopping this attempt", self.id)
                 if self.engine:
                     self.engine.cancel("lost")
@@ -238,7 +291,8 @@ def run_evaluation(settings: Settings, storage: Storage, evaluation_id: int, lau
     """The whole life of one attempt. Returns what happened (for the task's log)."""
     publisher = publisher or Publisher(settings)
     token = worker_token()
-    claimed, previous = claim(settings, evaluation_id, token)
+    claimed, previous = with_database_retries(f"evaluation {evaluation_id}: claim",
+                                              lambda: claim(settings, evaluation_id, token))
     if not claimed:
         return "skipped: not queued (already taken, finished or cancelled)"
     job_dir = evaluation_service.job_dir(settings, evaluation_id)
@@ -249,18 +303,22 @@ def run_evaluation(settings: Settings, storage: Storage, evaluation_id: int, lau
     try:
         _stop_orphan(previous, job_dir)
         resume = workdir.latest_run_dir(job_dir) is not None
-        with session_scope(settings.database_url) as session:
-            evaluation = evaluation_service.get(session, evaluation_id)
-            models = [link.model for link in evaluation.models]
-            datasets = [link.dataset for link in evaluation.datasets]
-            spec = evaluation_service.build_spec(settings, storage, evaluation.name, models, datasets,
-                                                 evaluation.params, with_keys=True, local_files=True)
-            model_ids = {m.name: m.id for m in models}
-            dataset_ids = [d.id for d in datasets]  # spec datasets are built one per row, in this order
+
+        def load():
+            with session_scope(settings.database_url) as session:
+                evaluation = evaluation_service.get(session, evaluation_id)
+                models = [link.model for link in evaluation.models]
+                datasets = [link.dataset for link in evaluation.datasets]
+                spec = evaluation_service.build_spec(settings, storage, evaluation.name, models, datasets,
+                                                     evaluation.params, with_keys=True, local_files=True)
+                # spec datasets are built one per row, in this order
+                return spec, {m.name: m.id for m in models}, [d.id for d in datasets]
+
+        spec, model_ids, dataset_ids = with_database_retries(f"evaluation {evaluation_id}: load", load)
         job_dir.mkdir(parents=True, exist_ok=True)
         engine = EngineEvaluation(
             spec, job_dir, data_cache=settings.compass_data_cache,
-            launcher=_RecordingLauncher(launcher, lambda pid: run.write(run_pgid=pid)),
+            launcher=_RecordingLauncher(launcher, run.record_pgid),
         )
         run.engine = engine
         engine.prepare()
@@ -272,6 +330,11 @@ def run_evaluation(settings: Settings, storage: Storage, evaluation_id: int, lau
         return "failed before start"
     except Exception as exc:
         run.stop.set()
+        if database_unavailable(exc):
+            # Not the job's fault: leave it "running" without heartbeat; the sweeper requeues it once the
+            # database is back and the next attempt resumes.
+            log.error("evaluation %s: attempt abandoned, the database stayed unavailable (%s)", evaluation_id, exc)
+            return "interrupted: database unavailable"
         log.exception("evaluation %s crashed in the worker", evaluation_id)
         _finish(run, status="failed", error=f"the worker failed: {type(exc).__name__}: {exc}", scores=[], extra={})
         return "crashed"
