@@ -13,7 +13,6 @@ export default defineConfig({
     proxy: { '/api': { target: apiTarget, ws: true, changeOrigin: true } },
   },
   build: {
-    // Relative asset URLs: the same dist works under the API server and behind nginx at any prefix.
     chunkSizeWarningLimit: 700,
     rolldownOptions: {
       output: {
@@ -28,7 +27,10 @@ export default defineConfig({
       },
     },
   },
-  base: './',
+  // Absolute asset URLs: with history routing, index.html is also the answer for /evaluations/5, where a
+  // relative ./assets/... would resolve to /evaluations/assets/... . The API is called at /api on the same
+  // origin, so the UI is served at the root anyway.
+  base: '/',
   test: {
     environment: 'jsdom',
     include: ['src/**/*.test.ts'],

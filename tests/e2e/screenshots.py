@@ -81,27 +81,27 @@ def open_samples(page, _tmp):
 
 
 def pages(evaluation_id: int, running_id: int | None, failed_id: int) -> list[tuple[str, str, object]]:
-    """(name, hash route, optional action run before the shot)."""
+    """(name, route, optional action run before the shot)."""
     shots = [
-        ("dashboard", "#/", None),
-        ("wizard-models", "#/evaluations/new", None),
-        ("wizard-datasets", "#/evaluations/new", wizard_to(2)),
-        ("wizard-params", "#/evaluations/new", wizard_to(3)),
-        ("wizard-review", "#/evaluations/new", wizard_to(4)),
-        ("evaluations", "#/evaluations", None),
-        ("detail", f"#/evaluations/{evaluation_id}", None),
-        ("detail-samples", f"#/evaluations/{evaluation_id}", open_samples),
-        ("detail-failed", f"#/evaluations/{failed_id}", None),
-        ("models", "#/models", None),
-        ("models-form", "#/models", open_model_form),
-        ("datasets", "#/datasets", None),
-        ("datasets-upload-errors", "#/datasets", upload_bad_file),
-        ("compare", "#/compare", None),
-        ("leaderboard", "#/leaderboard", None),
-        ("not-found", "#/no-such-page", None),
+        ("dashboard", "/", None),
+        ("wizard-models", "/evaluations/new", None),
+        ("wizard-datasets", "/evaluations/new", wizard_to(2)),
+        ("wizard-params", "/evaluations/new", wizard_to(3)),
+        ("wizard-review", "/evaluations/new", wizard_to(4)),
+        ("evaluations", "/evaluations", None),
+        ("detail", f"/evaluations/{evaluation_id}", None),
+        ("detail-samples", f"/evaluations/{evaluation_id}", open_samples),
+        ("detail-failed", f"/evaluations/{failed_id}", None),
+        ("models", "/models", None),
+        ("models-form", "/models", open_model_form),
+        ("datasets", "/datasets", None),
+        ("datasets-upload-errors", "/datasets", upload_bad_file),
+        ("compare", "/compare", None),
+        ("leaderboard", "/leaderboard", None),
+        ("not-found", "/no-such-page", None),
     ]
     if running_id is not None:
-        shots.insert(7, ("detail-running", f"#/evaluations/{running_id}", None))
+        shots.insert(7, ("detail-running", f"/evaluations/{running_id}", None))
     return shots
 
 
@@ -169,7 +169,7 @@ def main() -> int:
                             if args.only and name not in args.only.split(","):
                                 continue
                             page.goto("about:blank")  # a fresh app per shot: no state carried over
-                            page.goto(f"{base}/{route}")
+                            page.goto(f"{base}{route}")
                             page.wait_for_load_state("networkidle")
                             if action:
                                 action(page, tmp)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -58,11 +59,28 @@ def test_nginx_serves_the_ui_proxies_the_api_and_upgrades_websockets(nginx_url, 
     with urllib.request.urlopen(request) as response:
         assert response.headers["Content-Encoding"] == "gzip"
         assert "immutable" in response.headers["Cache-Control"]
-    with urllib.request.urlopen(nginx_url + "/evaluations/anything") as response:  # history-style URL → the app
-        assert b'<div id="app">' in response.read()
+    # History-mode deep links (a reload, a pasted or bookmarked URL) get index.html, always revalidated.
+    index = (WEB_DIST / "index.html").read_bytes()
+    for path in ("/evaluations/1", "/evaluations/new", "/models"):
+        with urllib.request.urlopen(nginx_url + path) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/html")
+            assert response.headers["Cache-Control"] == "no-cache"
+            assert response.read() == index, path
+    with pytest.raises(urllib.error.HTTPError) as missing:  # a missing asset is not the app
+        urllib.request.urlopen(nginx_url + "/assets/missing.js")
+    assert missing.value.code == 404
     with urllib.request.urlopen(nginx_url + "/api/v1/health") as response:
         assert response.status == 200
 
-    page.goto(nginx_url + "/#/evaluations")
+    page.goto(nginx_url + "/evaluations")
     expect(page.locator("h1")).to_have_text("Evaluations")
     expect(page.locator("[data-live-mode]").first).to_have_attribute("data-live-mode", "websocket")
+    page.reload()
+    expect(page.locator("h1")).to_have_text("Evaluations")
+    # Two levels deep: the scripts load from /assets/, not relative to /evaluations/, and the page renders.
+    page.goto(nginx_url + "/evaluations/987654")
+    expect(page.locator("[role=alert]")).to_be_visible()
+    page.goto(nginx_url + "/models")
+    page.reload()
+    expect(page.locator("h1")).to_have_text("Models")

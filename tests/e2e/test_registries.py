@@ -45,7 +45,7 @@ def chat_endpoint():
 
 def test_register_mask_test_edit_and_delete_an_api_model(page: Page, chat_endpoint):
     base_url, seen = chat_endpoint
-    page.goto("/#/models")
+    page.goto("/models")
     page.click("[data-test=add-model]")
     page.fill("[data-test=model-name] input", "e2e endpoint")
     page.fill("[data-test=model-base-url] input", base_url)
@@ -83,7 +83,7 @@ def test_register_mask_test_edit_and_delete_an_api_model(page: Page, chat_endpoi
 
 
 def test_invalid_model_input_is_refused_with_the_servers_reason(page: Page):
-    page.goto("/#/models")
+    page.goto("/models")
     page.click("[data-test=add-model]")
     page.fill("[data-test=model-name] input", "bad url model")
     page.fill("[data-test=model-base-url] input", "not a url")
@@ -98,7 +98,7 @@ def test_invalid_model_input_is_refused_with_the_servers_reason(page: Page):
 def test_rename_and_rescore_an_uploaded_dataset(page: Page, server, tmp_path):
     data = tmp_path / "capitals-e2e.csv"
     data.write_text("question,answer\nCapital of Italy?,Rome\nCapital of Spain?,Madrid\n", encoding="utf-8")
-    page.goto("/#/datasets")
+    page.goto("/datasets")
     page.set_input_files("[data-test=dataset-file]", str(data))
     page.click("[data-test=dataset-upload]")
     row = page.locator("[data-test=datasets-table] tbody tr", has_text="capitals-e2e")

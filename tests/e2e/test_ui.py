@@ -47,7 +47,7 @@ def wizard_run(browser, server, tiny_model_dir, tmp_path_factory):
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto("/#/evaluations/new")
+    page.goto("/evaluations/new")
 
     # Step 1: the demo model is pre-selected; register the tiny model inline and test its connection.
     demo_model, _ = demo_ids(server)
@@ -99,7 +99,7 @@ def wizard_run(browser, server, tiny_model_dir, tmp_path_factory):
     # Step 4: review, submit, land on the detail page.
     expect(page.locator("[data-test=step-review]")).to_contain_text("e2e wizard run")
     page.click("[data-test=wizard-submit]")
-    page.wait_for_url(re.compile(r".*/#/evaluations/\d+$"), timeout=30_000)
+    page.wait_for_url(re.compile(r"^http://[^/#]+/evaluations/\d+$"), timeout=30_000)  # a clean URL, no #/
     evaluation_id = int(page.url.rsplit("/", 1)[1])
 
     # Watch the progress bar: record every value it shows until the job is final.
@@ -152,7 +152,7 @@ def test_wizard_creates_an_evaluation_whose_progress_bar_reaches_done(wizard_run
 
 def test_results_show_scores_charts_and_wrong_sample_filter(wizard_run, server):
     page: Page = wizard_run["page"]
-    page.goto(f"/#/evaluations/{wizard_run['id']}")
+    page.goto(f"/evaluations/{wizard_run['id']}")
     scores = api(server, f"/evaluations/{wizard_run['id']}/results")
     table = page.locator("[data-test=score-table] tbody tr")
     expect(table).to_have_count(len(scores))
@@ -189,9 +189,37 @@ def test_results_show_scores_charts_and_wrong_sample_filter(wizard_run, server):
     assert manifest["opencompass"] and manifest["config_sha256"]
 
 
+def test_clean_urls_survive_a_reload_a_pasted_link_and_an_old_hash_bookmark(wizard_run, server, page: Page):
+    evaluation_id = wizard_run["id"]
+    detail_url = f"{server.url}/evaluations/{evaluation_id}"
+    # Clicking through the app gives clean URLs.
+    page.goto("/evaluations")
+    page.locator(f"[data-evaluation-id='{evaluation_id}'] [data-test=evaluation-link]").first.click()
+    page.wait_for_url(detail_url)
+    expect(page.locator("[data-test=evaluation-detail] h1")).to_have_text(f"#{evaluation_id} e2e wizard run")
+    # A reload asks the server for /evaluations/<id> itself: it answers with the app, which opens the same page.
+    page.reload()
+    assert page.url == detail_url
+    expect(page.locator("[data-test=evaluation-detail] h1")).to_have_text(f"#{evaluation_id} e2e wizard run")
+    # A link typed or pasted into the address bar opens its page too; Back returns to the detail page.
+    page.goto("/models")
+    expect(page.locator("h1")).to_have_text("Models")
+    page.reload()
+    expect(page.locator("h1")).to_have_text("Models")
+    page.go_back()
+    assert page.url == detail_url
+    expect(page.locator("[data-test=evaluation-detail] h1")).to_have_text(f"#{evaluation_id} e2e wizard run")
+    # A bookmark from the hash-routing days opens its page under the clean URL.
+    page.goto(f"/#/evaluations/{evaluation_id}")
+    page.wait_for_url(detail_url)
+    expect(page.locator("[data-test=evaluation-detail] h1")).to_have_text(f"#{evaluation_id} e2e wizard run")
+    # A missing asset is still a 404, not the app.
+    assert page.request.get("/assets/missing.js").status == 404
+
+
 def test_export_buttons_download_each_format(wizard_run):
     page: Page = wizard_run["page"]
-    page.goto(f"/#/evaluations/{wizard_run['id']}")
+    page.goto(f"/evaluations/{wizard_run['id']}")
     contents = {}
     for fmt in ("csv", "json", "md", "zip"):
         with page.expect_download() as download_info:
@@ -209,7 +237,7 @@ def test_export_buttons_download_each_format(wizard_run):
 
 
 def test_language_switch_and_browser_default(browser, server, page: Page):
-    page.goto("/#/evaluations")
+    page.goto("/evaluations")
     expect(page.locator("h1")).to_have_text("Evaluations")
     page.click("[data-test=language-select]")
     page.click(".n-base-select-option:has-text('中文')")
@@ -226,7 +254,7 @@ def test_language_switch_and_browser_default(browser, server, page: Page):
     context = browser.new_context(locale="zh-CN", base_url=server.url)
     try:
         chinese = context.new_page()
-        chinese.goto("/#/")
+        chinese.goto("/")
         expect(chinese.locator("h1")).to_have_text("概览")
     finally:
         context.close()
@@ -237,7 +265,7 @@ def test_cancel_a_running_job_from_the_list(browser, server, page: Page):
     # No sample limit and long answers: minutes of work, so it is surely still running when cancelled.
     created = api(server, "/evaluations", {"name": "e2e cancel me", "model_ids": [model], "dataset_ids": datasets,
                                             "params": {"max_out_len": 512}})
-    page.goto("/#/evaluations")
+    page.goto("/evaluations")
     row = page.locator(f"[data-evaluation-id='{created['id']}']")
     expect(row).to_have_attribute("data-status", "running", timeout=120_000)  # pushed by the list WebSocket
     expect(page.locator("[data-live-mode]").first).to_have_attribute("data-live-mode", "websocket")
@@ -248,7 +276,7 @@ def test_cancel_a_running_job_from_the_list(browser, server, page: Page):
     polling_context.route_web_socket(re.compile(r".*/ws$"), lambda ws: ws.close())
     try:
         watcher = polling_context.new_page()
-        watcher.goto(f"/#/evaluations/{created['id']}")
+        watcher.goto(f"/evaluations/{created['id']}")
         expect(watcher.locator("[data-live-mode]").first).to_have_attribute("data-live-mode", "polling")
         expect(watcher.locator("[data-test=evaluation-detail]")).to_have_attribute("data-status", "running")
 
@@ -270,7 +298,7 @@ def test_cancel_a_running_job_from_the_list(browser, server, page: Page):
 
 
 def test_server_errors_are_readable_messages(server, page: Page, tmp_path):
-    page.goto("/#/evaluations/987654")
+    page.goto("/evaluations/987654")
     alert = page.locator("[role=alert]")
     expect(alert).to_be_visible()
     assert "987654" in alert.inner_text() or "not found" in alert.inner_text().lower()
@@ -279,7 +307,7 @@ def test_server_errors_are_readable_messages(server, page: Page, tmp_path):
     # An upload the server refuses: its line-numbered problems appear on the previewed rows.
     bad = tmp_path / "bad.csv"
     bad.write_text("question,A,B,C,D,answer\nq1,a,b,c,d,A\nq2,a,b,c,d,E\n", encoding="utf-8")
-    page.goto("/#/datasets")
+    page.goto("/datasets")
     page.set_input_files("[data-test=dataset-file]", str(bad))
     expect(page.locator("[data-test=dataset-preview] tbody tr")).to_have_count(2)
     expect(page.locator("[data-test=row-error]")).to_have_count(1)  # the browser's own check, before sending
@@ -290,5 +318,5 @@ def test_server_errors_are_readable_messages(server, page: Page, tmp_path):
     assert not [d for d in api(server, "/datasets") if d["name"] == "bad"], "a refused upload leaves nothing"
 
     # Unknown routes show a page, not a blank screen.
-    page.goto("/#/no/such/page")
+    page.goto("/no/such/page")
     expect(page.locator(".n-result")).to_be_visible()

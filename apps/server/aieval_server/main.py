@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from pathlib import PurePosixPath
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from .config import Settings, get_settings
 from .routers import compare, datasets, evaluations, health, live, models
@@ -41,6 +43,34 @@ class RefuseOversizedUploads:
                                         status_code=413)
                 return await response(scope, receive, send)
         return await self.app(scope, receive, send)
+
+
+class SinglePageApp(StaticFiles):
+    """The built UI (apps/web/dist) with the history-mode fallback: a path that is no file and looks like a client
+    route (/evaluations/12, typed, reloaded or pasted) gets index.html, so the router can open that page. Server
+    paths (/api, /docs, /redoc, /openapi.json), anything under /assets/ and names with an extension keep their
+    404. Cache headers as in docker/nginx.conf: hashed /assets/ files for a year, index.html always revalidated."""
+
+    SERVER_PATHS = frozenset({"api", "docs", "redoc", "openapi.json", "assets"})
+
+    @classmethod
+    def is_client_route(cls, path: str) -> bool:
+        parts = PurePosixPath(path).parts
+        return not parts or (parts[0] not in cls.SERVER_PATHS and not PurePosixPath(parts[-1]).suffix)
+
+    async def get_response(self, path: str, scope) -> Response:
+        try:
+            response = await super().get_response(path, scope)
+        except HTTPException as exc:
+            if exc.status_code != 404 or not self.is_client_route(path):
+                raise
+            path = "index.html"
+            response = await super().get_response(path, scope)
+        if path.startswith("assets/"):
+            response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        elif path in (".", "index.html"):
+            response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 def _problem_lines(exc: RequestValidationError) -> list[str]:
@@ -93,5 +123,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, models, datasets, evaluations, live, compare):
         app.include_router(module.router, prefix=API_PREFIX)
     if (settings.web_dist / "index.html").is_file():
-        app.mount("/", StaticFiles(directory=settings.web_dist, html=True), name="web")
+        app.mount("/", SinglePageApp(directory=settings.web_dist, html=True), name="web")
     return app

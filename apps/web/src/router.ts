@@ -1,7 +1,8 @@
-import { createRouter, createWebHashHistory, type RouteRecordRaw } from 'vue-router'
+import { createRouter, createWebHistory, type RouteRecordRaw } from 'vue-router'
 
-// Hash history: the embedded server serves dist/ with plain StaticFiles (no SPA fallback), so a reload of
-// /#/evaluations/5 must not depend on the server knowing client routes.
+// History mode: clean URLs (/evaluations/5) for bookmarks and shared links. A reload or a pasted deep link
+// reaches the server, which answers every non-API path that is not a file with index.html (the embedded
+// server's SPA fallback in aieval_server/main.py, `try_files ... /index.html` in docker/nginx.conf).
 export const routes: RouteRecordRaw[] = [
   { path: '/', name: 'dashboard', component: () => import('@/views/DashboardView.vue') },
   { path: '/evaluations/new', name: 'new-evaluation', component: () => import('@/views/NewEvaluationView.vue') },
@@ -14,6 +15,15 @@ export const routes: RouteRecordRaw[] = [
   { path: '/:pathMatch(.*)*', name: 'not-found', component: () => import('@/views/NotFoundView.vue') },
 ]
 
-export function createAppRouter() {
-  return createRouter({ history: createWebHashHistory(), routes })
+/** The clean URL for a link from the hash-routing days (/#/evaluations/12 → /evaluations/12), or null. */
+export function legacyHashTarget(location: Pick<Location, 'hash'>, base: string): string | null {
+  if (!location.hash.startsWith('#/')) return null
+  return base.replace(/\/$/, '') + location.hash.slice(1)
+}
+
+export function createAppRouter(base: string = import.meta.env.BASE_URL) {
+  // Old bookmarks and shared links still open the page they pointed at.
+  const legacy = legacyHashTarget(window.location, base)
+  if (legacy) window.history.replaceState(window.history.state, '', legacy)
+  return createRouter({ history: createWebHistory(base), routes })
 }
