@@ -72,29 +72,35 @@ def celery_for(settings: Settings) -> Celery:
 
 
 def enqueue(settings: Settings, evaluation_id: int, queue: str) -> bool:
-    """Send "run evaluation N". A failure is not fatal: the job stays queued in the DB, marked as never sent
-    (`enqueued_at` NULL), and the workers' sweepers send it as soon as the broker takes messages again."""
+    """Send "run evaluation N" and stamp `enqueued_at`. A failure is not fatal: the job stays queued in the DB,
+    marked as never sent (`enqueued_at` NULL), and the workers' sweepers send it as soon as the broker takes
+    messages again."""
     try:
         celery_for(settings).send_task(RUN_EVALUATION, args=[evaluation_id], queue=queue)
-        return True
     except Exception as exc:
         log.error("cannot send evaluation %s to the broker (it stays queued and will be resent): %s", evaluation_id, exc)
-        _mark_unsent(settings, evaluation_id)
+        _stamp_enqueued(settings, evaluation_id, sent=False)
         return False
+    _stamp_enqueued(settings, evaluation_id, sent=True)
+    return True
 
 
-def _mark_unsent(settings: Settings, evaluation_id: int) -> None:
+def _stamp_enqueued(settings: Settings, evaluation_id: int, *, sent: bool) -> None:
     from sqlalchemy import update
 
     from .db import session_scope
     from .models import Evaluation
+    from .services.evaluations import utcnow
 
+    condition = Evaluation.enqueued_at.is_(None) if sent else Evaluation.enqueued_at.is_not(None)
     try:
         with session_scope(settings.database_url) as session:
-            session.execute(update(Evaluation).where(Evaluation.id == evaluation_id, Evaluation.status == "queued")
-                            .values(enqueued_at=None).execution_options(synchronize_session=False))
-    except Exception as exc:  # the sweeper still resends it after resend_queued_after_s
-        log.error("cannot mark evaluation %s as not sent: %s", evaluation_id, exc)
+            session.execute(update(Evaluation).where(Evaluation.id == evaluation_id, Evaluation.status == "queued",
+                                                     condition)
+                            .values(enqueued_at=utcnow() if sent else None)
+                            .execution_options(synchronize_session=False))
+    except Exception as exc:  # unsent: the sweeper sends it again; sent: at worst one harmless duplicate
+        log.error("cannot record whether evaluation %s reached the broker: %s", evaluation_id, exc)
 
 
 # ---- a Redis broker that lost its messages -----------------------------------------------------------

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     stale_after_s: float = 15.0
     # A queued job not picked up for this long is sent to the broker again (a broker restart may lose it).
     resend_queued_after_s: float = 600.0
+    # A new job's message is sent right after its row commits; one still unsent after this long was lost with
+    # the API process (killed between the two) and the sweeper sends it.
+    unsent_grace_s: float = 10.0
     sweep_interval_s: float = 5.0
     # Where HF checkpoints registered as models are checked at submit time (API and worker share disks).
     check_model_paths: bool = True

@@ -46,3 +46,26 @@ def test_sweep_requeues_dead_workers_jobs_and_resends_forgotten_ones(client, set
     second, _ = claim(settings, dead, "host:4:d")
     assert (first, second) == (True, False) and previous["worker"] == "host:1:a"
     assert claim(settings, alive, "host:5:e")[0] is False  # a beating job is not taken over
+
+
+def test_a_job_whose_api_died_before_sending_it_is_sent_after_the_grace(client, settings, queued_messages):
+    """The row commits first and the message follows; an API killed in between leaves enqueued_at NULL."""
+    from aieval_server.celery_app import enqueue
+    from aieval_server.db import session_scope
+    from aieval_server.models import Evaluation
+    from aieval_server.services.runs import sweep
+
+    now = datetime.now(timezone.utc)
+    with session_scope(settings.database_url) as session:
+        orphan = _evaluation(session, status="queued", enqueued_at=None,
+                             created_at=now - timedelta(seconds=settings.unsent_grace_s + 1))
+        being_sent = _evaluation(session, status="queued", enqueued_at=None, created_at=now)
+    sent = []
+    assert sweep(settings, lambda evaluation_id, queue: sent.append(evaluation_id)) == [orphan]
+    assert sent == [orphan]
+
+    assert enqueue(settings, being_sent, "local") is True  # what the API does right after the commit
+    assert len(queued_messages()) == 1
+    with session_scope(settings.database_url) as session:
+        assert session.get(Evaluation, being_sent).enqueued_at is not None
+    assert sweep(settings, lambda *a: sent.append(a)) == []

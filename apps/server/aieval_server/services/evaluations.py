@@ -130,8 +130,9 @@ def create(session: Session, settings: Settings, storage: Storage, body: Evaluat
     params = body.params.model_dump(exclude_none=True)
     _check_runnable(settings, models, datasets)
     build_spec(settings, storage, body.name, models, datasets, params)
-    evaluation = Evaluation(name=body.name, status="queued", params=params, queue=queue_for(models),
-                            enqueued_at=utcnow())
+    # enqueued_at stays NULL until the broker has the message (celery_app.enqueue stamps it): a job whose API
+    # process died before sending is then found and sent by the sweeper.
+    evaluation = Evaluation(name=body.name, status="queued", params=params, queue=queue_for(models), enqueued_at=None)
     evaluation.models = [EvaluationModel(model_id=m.id, position=i) for i, m in enumerate(models)]
     evaluation.datasets = [EvaluationDataset(dataset_id=d.id, position=i) for i, d in enumerate(datasets)]
     session.add(evaluation)
@@ -346,7 +347,7 @@ def retry(session: Session, settings: Settings, storage: Storage, evaluation_id:
     evaluation.cancel_requested = False
     evaluation.error = evaluation.log_excerpt = None
     evaluation.finished_at = None
-    evaluation.enqueued_at = utcnow()
+    evaluation.enqueued_at = None  # stamped once sent, as for a new job
     evaluation.worker = None
     evaluation.revision += 1
     session.flush()

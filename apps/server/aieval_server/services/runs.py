@@ -103,7 +103,7 @@ def sweep(settings: Settings, send: Callable[[int, str], None], resend_all_queue
     now = utcnow()
     stale = now - timedelta(seconds=settings.stale_after_s)
     forgotten = now - timedelta(seconds=settings.resend_queued_after_s)
-    unsent = Evaluation.enqueued_at.is_(None)
+    unsent = Evaluation.enqueued_at.is_(None) & (Evaluation.created_at < now - timedelta(seconds=settings.unsent_grace_s))
     resend = true() if resend_all_queued else unsent | (Evaluation.enqueued_at < forgotten)
     resent = []
     with session_scope(settings.database_url) as session:
