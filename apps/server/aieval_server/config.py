@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # the API process (killed between the two) and the sweeper sends it.
     unsent_grace_s: float = 10.0
     sweep_interval_s: float = 5.0
+    # A running job's files are copied to shared storage this often, so that a worker on another machine can
+    # resume it (0: only at the end).
+    checkpoint_interval_s: float = 30.0
     # Where HF checkpoints registered as models are checked at submit time (API and worker share disks).
     check_model_paths: bool = True
     web_dist: Path = REPO_ROOT / "apps" / "web" / "dist"

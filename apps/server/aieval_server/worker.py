@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def _sweeper(stop: threading.Event) -> None:
-    from .services.runs import database_unavailable, sweep
+    from .services.runs import database_unavailable, prune_deleted_job_dirs, sweep
 
     settings = get_settings()
     broker = broker_redis(settings)
@@ -48,6 +48,10 @@ def _sweeper(stop: threading.Event) -> None:
                 log.warning("sweep skipped, the database is unavailable: %s", str(exc).splitlines()[0])
             else:
                 log.exception("sweep failed (will try again)")
+        try:
+            prune_deleted_job_dirs(settings)
+        except Exception as exc:  # next pass
+            log.debug("job dirs not pruned: %s", exc)
 
 
 _stop = threading.Event()

@@ -70,9 +70,9 @@ class Stack:
         self.url = ""
         self.client: httpx.Client | None = None
 
-    def _spawn(self, argv: list[str], log_name: str) -> subprocess.Popen:
+    def _spawn(self, argv: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.logs / log_name, "ab")
-        return subprocess.Popen(argv, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        return subprocess.Popen(argv, env={**self.env, **(env or {})}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
     def start_api(self, argv: list[str] | None = None, port: int | None = None) -> None:
@@ -92,10 +92,12 @@ class Stack:
 
         wait_until(healthy, 90, what="the API health check")
 
-    def start_worker(self, queues: str = "api,local", concurrency: int = 2) -> subprocess.Popen:
+    def start_worker(self, queues: str = "api,local", concurrency: int = 2, data_dir: Path | None = None) -> subprocess.Popen:
+        """A worker; with its own `data_dir` it stands for one on another machine (no job dir in common)."""
         index = len(self.workers)
         worker = self._spawn([PYTHON, "apps/server/start_celery_worker.py", "--queues", queues, "--concurrency", str(concurrency),
-                              "--name", f"w{index}-{uuid.uuid4().hex[:6]}@%h"], f"worker{index}.log")
+                              "--name", f"w{index}-{uuid.uuid4().hex[:6]}@%h"], f"worker{index}.log",
+                             env={"AIEVAL_DATA_DIR": str(data_dir)} if data_dir else None)
         self.workers.append(worker)
         wait_until(lambda: "ready." in self.read_log(f"worker{index}.log") or worker.poll() is not None, 60,
                    what=f"worker {index} to be ready")

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import uuid
 import zipfile
+from pathlib import Path
 
 import boto3
 import psycopg
@@ -51,6 +52,7 @@ def stack(tmp_path_factory, postgres_url, redis_url, s3_endpoint):
         "AIEVAL_HEARTBEAT_INTERVAL_S": "1",
         "AIEVAL_STALE_AFTER_S": "5",
         "AIEVAL_SWEEP_INTERVAL_S": "1",
+        "AIEVAL_CHECKPOINT_INTERVAL_S": "1",
     }
     # Production does not migrate on start: the script does it, as an operator would.
     migrate = subprocess.run([PYTHON, "scripts/migrate_db.py"], cwd=REPO, env={**os.environ, **env},
@@ -59,13 +61,22 @@ def stack(tmp_path_factory, postgres_url, redis_url, s3_endpoint):
     assert "upgraded" in migrate.stdout and "postgres@" not in migrate.stdout
     stack = Stack(env, tmp_path_factory.mktemp("prod-logs"))
     stack.data_dir = data_dir
+    # The two workers stand for two machines: they share the database, broker and S3, not a disk.
+    stack.worker_dirs = [data_dir, tmp_path_factory.mktemp("prod-data-second-machine")]
     try:
         stack.start_api()
-        stack.start_worker()
-        stack.start_worker()
+        for worker_dir in stack.worker_dirs:
+            stack.start_worker(data_dir=worker_dir)
         yield stack
     finally:
         stack.stop()
+
+
+def job_dir_of(stack, evaluation: dict) -> Path:
+    """The job directory on the "machine" (the worker's data dir) that runs or ran the evaluation."""
+    pid = int(evaluation["worker"].split(":")[1])
+    index = next(i for i, worker in enumerate(stack.workers) if worker.pid == pid)
+    return stack.worker_dirs[index] / "jobs" / str(evaluation["id"])
 
 
 def s3_keys(stack, prefix: str) -> list[str]:
@@ -195,7 +206,8 @@ def test_endpoint_model_key_reaches_only_the_endpoint(stack, tiny_models):
     finally:
         endpoint.close()
     assert secret not in json.dumps(detail)
-    assert files_containing(stack.data_dir, secret) == []  # job dirs, caches, secret-free configs
+    for data_dir in stack.worker_dirs:
+        assert files_containing(data_dir, secret) == []  # job dirs, caches, secret-free configs
     assert files_containing(stack.logs, secret) == []  # API and worker logs
     archive = zipfile.ZipFile(io.BytesIO(stack.client.get(f"/evaluations/{detail['id']}/export", params={"format": "zip"}).content))
     assert [n for n in archive.namelist() if secret.encode() in archive.read(n)] == []
@@ -211,8 +223,8 @@ def test_cancel_mid_run_stops_every_process_and_retry_resumes(stack, tiny_models
     evaluation_id = stack.client.post("/evaluations", json={
         "name": "to cancel", "model_ids": [model["id"]], "dataset_ids": [dataset["id"]],
         "params": {"max_out_len": 48}}).json()["id"]
-    stack.wait_for(evaluation_id, lambda d: (d["progress"] or {}).get("samples_done", 0) > 0, 120, "first samples")
-    job_dir = stack.data_dir / "jobs" / str(evaluation_id)
+    running = stack.wait_for(evaluation_id, lambda d: (d["progress"] or {}).get("samples_done", 0) > 0, 120, "first samples")
+    job_dir = job_dir_of(stack, running)
     assert processes_in(job_dir), "the run should be going"
     # While it runs, the log tail comes from what the worker keeps in the database.
     wait_until(lambda: stack.client.get(f"/evaluations/{evaluation_id}/logs", params={"tail": 5}).text.strip(), 20,
@@ -233,7 +245,10 @@ def test_cancel_mid_run_stops_every_process_and_retry_resumes(stack, tiny_models
     assert len({n.split("/")[2] for n in archive.namelist() if n.startswith("artifacts/outputs/")}) == 1  # resumed
 
     assert stack.client.delete(f"/evaluations/{evaluation_id}").status_code == 204
-    assert s3_keys(stack, f"evaluations/{evaluation_id}/") == [] and not job_dir.exists()
+    assert s3_keys(stack, f"evaluations/{evaluation_id}/") == []
+    # Every machine drops its copy: the API at once, the workers on their next sweep.
+    wait_until(lambda: not [d for d in stack.worker_dirs if (d / "jobs" / str(evaluation_id)).exists()], 20,
+               what="job dirs removed on every worker")
     assert stack.client.get(f"/evaluations/{evaluation_id}").status_code == 404
 
 
@@ -250,6 +265,9 @@ def test_killed_worker_job_is_resumed_by_another_with_the_same_scores(stack, tin
                              "the run to be part-way")
     victim_pid = int(running["worker"].split(":")[1])
     victim = next(w for w in stack.workers if w.pid == victim_pid)
+    victim_job_dir = job_dir_of(stack, running)
+    # The survivor is on "another machine": it can only resume from the checkpoint in S3.
+    wait_until(lambda: s3_keys(stack, f"evaluations/{evaluation_id}/outputs/"), 30, what="a first checkpoint")
     os.kill(victim_pid, signal.SIGKILL)
     victim.wait(timeout=10)
 
@@ -257,9 +275,11 @@ def test_killed_worker_job_is_resumed_by_another_with_the_same_scores(stack, tin
     assert detail["status"] == "succeeded", detail["error"]
     assert detail["attempts"] == 2 and int(detail["worker"].split(":")[1]) != victim_pid
     assert [(s["metric"], s["value"]) for s in detail["scores"]] == [(s["metric"], s["value"]) for s in reference["scores"]]
-    # Resumed, not restarted: OpenCompass reused the first attempt's run directory and its predictions.
+    # Resumed, not restarted: OpenCompass reused the first attempt's run directory and its predictions,
+    # fetched from S3 by a worker that had never seen this job.
     archive = zipfile.ZipFile(io.BytesIO(stack.client.get(f"/evaluations/{evaluation_id}/export", params={"format": "zip"}).content))
     run_dirs = {n.split("/")[2] for n in archive.namelist() if n.startswith("artifacts/outputs/")}
     assert len(run_dirs) == 1, run_dirs
-    job_dir = stack.data_dir / "jobs" / str(evaluation_id)
-    wait_until(lambda: not processes_in(job_dir), 10, what="no orphaned run left")
+    assert job_dir_of(stack, detail) != victim_job_dir
+    assert "resuming from" in stack.client.get(f"/evaluations/{evaluation_id}/logs", params={"download": True}).text
+    wait_until(lambda: not processes_in(victim_job_dir), 10, what="no orphaned run left")

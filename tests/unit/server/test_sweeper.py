@@ -69,3 +69,15 @@ def test_a_job_whose_api_died_before_sending_it_is_sent_after_the_grace(client, 
     with session_scope(settings.database_url) as session:
         assert session.get(Evaluation, being_sent).enqueued_at is not None
     assert sweep(settings, lambda *a: sent.append(a)) == []
+
+
+def test_workers_drop_job_dirs_of_deleted_evaluations(client, settings):
+    from aieval_server.db import session_scope
+    from aieval_server.services.runs import prune_deleted_job_dirs
+
+    with session_scope(settings.database_url) as session:
+        kept = _evaluation(session, status="succeeded")
+    for name in (str(kept), str(kept + 1), "not-a-job"):
+        (settings.jobs_dir / name).mkdir(parents=True)
+    assert prune_deleted_job_dirs(settings) == [kept + 1]
+    assert sorted(p.name for p in settings.jobs_dir.iterdir()) == sorted([str(kept), "not-a-job"])

@@ -2,7 +2,8 @@
 
 The claim is one atomic UPDATE, so a job sent twice (requeue, broker redelivery) runs once. While it runs,
 a heartbeat thread refreshes `heartbeat_at` and watches `cancel_requested`; a job whose heartbeat stops
-(worker killed) is requeued by `sweep()` and the next attempt resumes from the predictions already made.
+(worker killed) is requeued by `sweep()` and the next attempt resumes from the predictions already made: from
+the job directory on the same machine, or from the checkpoint in shared storage on another one.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -33,6 +35,8 @@ from ..db import session_scope
 from ..models import Evaluation, Score
 from ..storage import Storage
 from . import evaluations as evaluation_service
+from .artifacts import RUN_LOG
+from .checkpoints import JobCheckpoint
 from .errors import ServiceError
 from .events import Publisher
 
@@ -141,6 +145,20 @@ def sweep(settings: Settings, send: Callable[[int, str], None], resend_all_queue
     return [e for e, _ in resent]
 
 
+def prune_deleted_job_dirs(settings: Settings) -> list[int]:
+    """Remove this machine's job directories of evaluations that were deleted (the API removes its own and the
+    shared storage; a worker on another machine learns of it here). Returns the ids removed."""
+    local = {int(path.name): path for path in settings.jobs_dir.glob("*") if path.is_dir() and path.name.isdigit()}
+    if not local:
+        return []
+    with session_scope(settings.database_url) as session:
+        existing = set(session.scalars(select(Evaluation.id).where(Evaluation.id.in_(list(local)))))
+    gone = sorted(set(local) - existing)
+    for evaluation_id in gone:
+        shutil.rmtree(local[evaluation_id], ignore_errors=True)
+    return gone
+
+
 def _stop_orphan(previous: dict[str, Any], job_dir: Path) -> None:
     """A killed worker's OpenCompass run lives on in its own session; stop it before resuming its files."""
     pgid = previous.get("run_pgid")
@@ -242,6 +260,24 @@ class _Run:
                    revision=Evaluation.revision + 1, heartbeat_at=utcnow())
         self.publisher.publish(self.id, {"type": "progress", "status": "running", "progress": data})
 
+    def note(self, job_dir: Path, line: str) -> None:
+        """A line of our own in the run's log, live and stored (OpenCompass appends its output after it)."""
+        with self.lock:
+            self.log_lines.append(line)
+            self.log_dirty = True
+        with open(job_dir / RUN_LOG, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+    def keep_checkpointed(self, checkpoint: JobCheckpoint) -> None:
+        interval = self.settings.checkpoint_interval_s
+        if interval <= 0:
+            return
+        while not self.stop.wait(interval):
+            try:
+                checkpoint.sync()
+            except Exception as exc:  # storage away: the run goes on, only a resume elsewhere would start over
+                log.warning("evaluation %s: checkpoint not stored (%s)", self.id, exc)
+
     def heartbeat(self) -> None:
         interval = min(1.0, self.settings.heartbeat_interval_s)
         while not self.stop.wait(interval):
@@ -300,8 +336,13 @@ def run_evaluation(settings: Settings, storage: Storage, evaluation_id: int, lau
     publisher.publish(evaluation_id, {"type": "status", "status": "running"})
     beat = threading.Thread(target=run.heartbeat, daemon=True, name=f"heartbeat-{evaluation_id}")
     beat.start()
+    checkpoint = JobCheckpoint(storage, evaluation_service.artifacts_prefix(evaluation_id), job_dir)
+    saver = threading.Thread(target=run.keep_checkpointed, args=(checkpoint,), daemon=True,
+                             name=f"checkpoint-{evaluation_id}")
     try:
         _stop_orphan(previous, job_dir)
+        if previous.get("attempts") and workdir.latest_run_dir(job_dir) is None:
+            _restore(run, checkpoint)
         resume = workdir.latest_run_dir(job_dir) is not None
 
         def load():
@@ -322,6 +363,7 @@ def run_evaluation(settings: Settings, storage: Storage, evaluation_id: int, lau
         )
         run.engine = engine
         engine.prepare()
+        saver.start()
         result = engine.run(run.on_event, resume=resume)
     except (SpecError, ServiceError) as exc:
         problems = exc.problems if isinstance(exc, SpecError) else [exc.message, *exc.problems]
@@ -340,10 +382,12 @@ def run_evaluation(settings: Settings, storage: Storage, evaluation_id: int, lau
         return "crashed"
     finally:
         run.stop.set()
+        if saver.is_alive():
+            saver.join(timeout=120)
     if run.lost.is_set() or result.status == "lost":
         return "lost to another worker"
     run_dir_name = result.run_dir.name if result.run_dir else None
-    stored = _store_artifacts(settings, storage, evaluation_id, job_dir)
+    stored = _store_artifacts(checkpoint, evaluation_id)
     pairs = _pairs(run.last_progress, result)
     scores = [
         dict(evaluation_id=evaluation_id, model_id=model_ids.get(s.model),
@@ -404,17 +448,25 @@ def _write_outcome(run: _Run, *, status: str, error: str | None, scores: list[di
     run.publisher.publish(run.id, {"type": "status", "status": status})
 
 
-def _store_artifacts(settings: Settings, storage: Storage, evaluation_id: int, job_dir: Path) -> bool:
-    """Copy the job's files to shared storage (the local job dir stays for a possible resume)."""
-    prefix = evaluation_service.artifacts_prefix(evaluation_id)
+def _restore(run: _Run, checkpoint: JobCheckpoint) -> None:
+    """A previous attempt ran elsewhere: bring its files here so OpenCompass resumes instead of starting over."""
     try:
-        for path in sorted(job_dir.rglob("*")):
-            relative = path.relative_to(job_dir)
-            if not path.is_file() or relative.parts[0] == "tmp":
-                continue
-            storage.put_file(f"{prefix}/{relative.as_posix()}", path)
+        restored = checkpoint.restore()
+    except Exception as exc:
+        log.warning("evaluation %s: checkpoint not restored, starting over (%s)", run.id, exc)
+        checkpoint.job_dir.mkdir(parents=True, exist_ok=True)
+        run.note(checkpoint.job_dir, f"[aieval] the previous attempt's files could not be fetched ({exc}); starting over")
+        return
+    if restored:
+        log.info("evaluation %s: resuming from %d files of the previous attempt", run.id, restored)
+        run.note(checkpoint.job_dir, f"[aieval] resuming from {restored} files checkpointed by the previous attempt")
+
+
+def _store_artifacts(checkpoint: JobCheckpoint, evaluation_id: int) -> bool:
+    """Copy the job's files to shared storage (the local job dir stays for a possible resume)."""
+    try:
+        checkpoint.sync()
         return True
     except Exception:
         log.exception("cannot store the artifacts of evaluation %s", evaluation_id)
         return False
-

@@ -1,0 +1,83 @@
+"""A job directory mirrored to shared storage, so that a worker on another machine can resume a run.
+
+While OpenCompass runs, `sync()` uploads what changed every `checkpoint_interval_s` (predictions grow batch by
+batch in tmp_*.jsonl files); at the end one more `sync()` stores the artifacts. A worker that picks the job up
+after the first one died, and has no job directory of its own, `restore()`s it and OpenCompass resumes from
+the predictions already made instead of starting over.
+
+Files are copied as a reader would want them: a JSON Lines file up to its last complete line (OpenCompass
+throws a partial file away whole), a JSON file only once it parses (it may be half-written right now).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path, PurePosixPath
+
+from ..storage import Storage
+
+log = logging.getLogger(__name__)
+SKIPPED_TOP_LEVEL = {"tmp"}  # scratch space of the run (and of this module)
+
+
+class JobCheckpoint:
+    def __init__(self, storage: Storage, prefix: str, job_dir: Path):
+        self.storage = storage
+        self.prefix = prefix.rstrip("/")
+        self.job_dir = job_dir
+        self.staging = job_dir / "tmp" / "checkpoint"
+        self.uploaded: dict[str, tuple[int, int]] = {}  # key -> (mtime_ns, size) of what storage holds
+
+    def sync(self) -> int:
+        """Upload every file that changed since the last sync; returns how many were uploaded."""
+        count = 0
+        for path in sorted(self.job_dir.rglob("*")):
+            relative = path.relative_to(self.job_dir)
+            if relative.parts[0] in SKIPPED_TOP_LEVEL or not path.is_file():
+                continue
+            stat = path.stat()
+            signature = (stat.st_mtime_ns, stat.st_size)
+            key = relative.as_posix()
+            if self.uploaded.get(key) == signature:
+                continue
+            source = self._consistent_copy(path, key)
+            if source is None:
+                continue  # being written: the next sync takes it
+            self.storage.put_file(f"{self.prefix}/{key}", source)
+            self.uploaded[key] = signature
+            count += 1
+        shutil.rmtree(self.staging, ignore_errors=True)
+        return count
+
+    def _consistent_copy(self, path: Path, key: str) -> Path | None:
+        if path.suffix not in (".json", ".jsonl"):
+            return path
+        data = path.read_bytes()
+        if path.suffix == ".jsonl":
+            data = data[: data.rfind(b"\n") + 1]
+        else:
+            try:
+                json.loads(data)
+            except ValueError:
+                return None
+        snapshot = self.staging / key
+        snapshot.parent.mkdir(parents=True, exist_ok=True)
+        snapshot.write_bytes(data)
+        return snapshot
+
+    def restore(self) -> int:
+        """Copy the stored files into the (empty) job directory; returns how many there were."""
+        keys = self.storage.list(self.prefix)
+        for key in keys:
+            relative = PurePosixPath(key).relative_to(self.prefix)
+            if ".." in relative.parts or relative.parts[0] in SKIPPED_TOP_LEVEL:
+                continue
+            target = self.job_dir.joinpath(*relative.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with self.storage.open(key) as source, open(target, "wb") as destination:
+                shutil.copyfileobj(source, destination)
+            stat = target.stat()
+            self.uploaded[relative.as_posix()] = (stat.st_mtime_ns, stat.st_size)
+        return len(keys)
