@@ -111,7 +111,7 @@ def main() -> int:
                     context = browser.new_context(viewport={"width": 1440, "height": 900}, locale="en-US")
                     context.add_init_script(WATCH_FIRST_ROW)
                     page = context.new_page()
-                    page.goto(f"{server.url}/#/evaluations")
+                    page.goto(f"{server.url}/evaluations")
                     cold.append(first_render_ms(page))
                     total = page.locator(".pager .muted").inner_text()
                     page.reload()
