@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -88,6 +89,13 @@ def seed_database(url: str, count: int, tiny_model: Path) -> None:
         for table, rows in ((Evaluation, evaluations), (EvaluationModel, links_m), (EvaluationDataset, links_d), (Score, scores)):
             for start in range(0, len(rows), 2000):
                 session.execute(insert(table), rows[start : start + 2000])
+    # A database that grew over months has planner statistics (autovacuum); a bulk load has none yet.
+    from sqlalchemy import text
+
+    from aieval_server.db.session import get_engine
+
+    with get_engine(url).connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("ANALYZE"))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -199,16 +207,42 @@ def main() -> int:
     parser.add_argument("--evaluations", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second (half list, half show)")
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--db-url", default="", help="default: SQLite in a temporary data dir")
+    parser.add_argument("--db-url", default="", help="default: SQLite in a temporary data dir; for PostgreSQL the "
+                        "bench creates a database of its own on that server and drops it afterwards")
     parser.add_argument("--broker-url", default="", help="default: the directory broker")
     parser.add_argument("--redis-url", default="", help="pub/sub for live events (default: database polling)")
     parser.add_argument("--first-event-runs", type=int, default=3)
     parser.add_argument("--api-processes", type=int, default=1, help="uvicorn worker processes")
     args = parser.parse_args()
+    data_dir = Path(tempfile.mkdtemp(prefix="aieval-bench-api-"))
+    with private_database(args.db_url) as db_url:
+        args.db_url = db_url
+        return run(args, data_dir)
 
+
+@contextlib.contextmanager
+def private_database(url: str):
+    """A fresh PostgreSQL database beside the one named in `url` (dropped afterwards), or `url` unchanged."""
+    if not url.startswith("postgresql"):
+        yield url
+        return
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    name = f"aieval_bench_{uuid.uuid4().hex[:8]}"
+    admin_url = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield parsed.set(database=name).render_as_string(hide_password=False)
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run(args, data_dir: Path) -> int:
     from aieval_engine.tiny_model import build_tiny_model
 
-    data_dir = Path(tempfile.mkdtemp(prefix="aieval-bench-api-"))
     env = {**os.environ, "AIEVAL_DATA_DIR": str(data_dir), "AIEVAL_REGISTER_DEMO": "false", "AIEVAL_ENV": "dev",
            "AIEVAL_DB_URL": args.db_url, "AIEVAL_BROKER_URL": args.broker_url, "AIEVAL_REDIS_URL": args.redis_url,
            "AIEVAL_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:6]}:"}
