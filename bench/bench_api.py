@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,18 +27,9 @@ from pathlib import Path
 
 import httpx
 
+from aieval_engine.local_server import free_port
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    for port in range(18000 + os.getpid() % 500, 19000):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 18000-18999")
 
 
 def seed_database(url: str, count: int, tiny_model: Path) -> None:
@@ -255,7 +245,7 @@ def run(args, data_dir: Path) -> int:
     seed_database(settings.database_url, args.evaluations, tiny)
     print(f"seeded {args.evaluations} evaluations into {settings.database_url.split(':')[0]} in {time.perf_counter() - began:.1f} s")
 
-    port = free_port()
+    port = free_port(18000, 18999)
     base = f"http://127.0.0.1:{port}/api/v1"
     logs = open(data_dir / "bench.log", "wb")
     api = subprocess.Popen([sys.executable, "apps/server/start_fastapi_server.py", "--host", "127.0.0.1", "--port", str(port),

@@ -7,13 +7,14 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from aieval_engine.local_server import free_port as engine_free_port
 
 REPO = Path(__file__).resolve().parents[2]
 WEB_DIST = REPO / "apps" / "web" / "dist"
@@ -27,18 +28,7 @@ PREPARED_DEMO_MODEL = REPO / "var" / "models" / "SmolLM2-135M-Instruct"
 
 
 def free_port(low: int = 18000, high: int = 18999) -> int:
-    # Start at a pid-dependent offset (parallel runs rarely collide), wrap around the whole range.
-    span = high - low + 1
-    start = os.getpid() % span
-    for offset in range(span):
-        port = low + (start + offset) % span
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {low}-{high}")
+    return engine_free_port(low, high)
 
 
 def prepare_shared_demo_model() -> Path:

@@ -6,6 +6,7 @@ lives in its own venv (see scripts/install_llama_server.sh), named by `python`.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -18,10 +19,24 @@ from .demo import gguf_path
 MODEL_ALIAS = "smollm2"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port(low: int | None = None, high: int | None = None) -> int:
+    """A free port on 127.0.0.1: any the system picks, or one in [low, high] (test servers keep to a range)."""
+    if low is None or high is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+    # Start at a pid-dependent offset (parallel runs rarely collide), wrap around the whole range.
+    span = high - low + 1
+    start = os.getpid() % span
+    for offset in range(span):
+        port = low + (start + offset) % span
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}-{high}")
 
 
 class LlamaServer:

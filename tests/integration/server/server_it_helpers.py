@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ import uuid
 from pathlib import Path
 
 import httpx
+
+from aieval_engine.local_server import free_port as engine_free_port
 
 REPO = Path(__file__).resolve().parents[3]
 PYTHON = sys.executable
@@ -22,14 +23,7 @@ REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
 def free_port() -> int:
     """A free port in 18000-18999 (the range reserved for test servers)."""
-    for port in range(18000 + os.getpid() % 500, 19000):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 18000-18999")
+    return engine_free_port(18000, 18999)
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):

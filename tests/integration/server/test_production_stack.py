@@ -85,19 +85,6 @@ def s3_keys(stack, prefix: str) -> list[str]:
     return [item["Key"] for item in client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
 
 
-def register(stack, name: str, path, **options) -> dict:
-    response = stack.client.post("/models", json={"name": name, "kind": "huggingface", "path": str(path),
-                                                  "options": {"max_out_len": 16, **options}})
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def upload(stack, filename: str, content: bytes, **form) -> dict:
-    response = stack.client.post("/datasets", files={"file": (filename, content)}, data=form)
-    assert response.status_code in (200, 201), response.text
-    return response.json()["dataset"]
-
-
 def watch(stack, evaluation_id: int, timeout: float = 240) -> list[dict]:
     """Every WebSocket message for one evaluation until the server closes the socket at the end."""
     messages = []
@@ -115,10 +102,10 @@ def watch(stack, evaluation_id: int, timeout: float = 240) -> list[dict]:
 
 def test_register_upload_evaluate_watch_results_export_compare(stack, tiny_models):
     tiny_a, tiny_b = tiny_models
-    model_a = register(stack, "tiny-a", tiny_a)
-    model_b = register(stack, "tiny-b", tiny_b)
-    mcq = upload(stack, "even.jsonl", mcq_rows(12))
-    qa = upload(stack, "sums.csv", b"question,answer\n" + b"".join(f"{i}+{i}?,{2 * i}\n".encode() for i in range(6)),
+    model_a = stack.register_model("tiny-a", tiny_a)
+    model_b = stack.register_model("tiny-b", tiny_b)
+    mcq = stack.upload_dataset("even.jsonl", mcq_rows(12))
+    qa = stack.upload_dataset("sums.csv", b"question,answer\n" + b"".join(f"{i}+{i}?,{2 * i}\n".encode() for i in range(6)),
                 scorer="contains")
     assert s3_keys(stack, f"datasets/{mcq['sha256']}")  # uploads live in S3
 
@@ -194,7 +181,7 @@ def test_endpoint_model_key_reaches_only_the_endpoint(stack, tiny_models):
         assert model["api_key_hint"] == secret[:3] + "…" + secret[-4:]
         probe = stack.client.post(f"/models/{model['id']}/test").json()
         assert probe["ok"] is True and probe["reply"] == "A" and probe["latency_ms"] > 0
-        dataset = upload(stack, "even-12.jsonl", mcq_rows(12))
+        dataset = stack.upload_dataset("even-12.jsonl", mcq_rows(12))
         evaluation = stack.client.post("/evaluations", json={
             "name": "endpoint", "model_ids": [model["id"]], "dataset_ids": [dataset["id"]], "params": {"max_out_len": 8}})
         assert evaluation.json()["queue"] == "api"
@@ -218,8 +205,8 @@ def test_endpoint_model_key_reaches_only_the_endpoint(stack, tiny_models):
 
 
 def test_cancel_mid_run_stops_every_process_and_retry_resumes(stack, tiny_models):
-    model = register(stack, "tiny-slow", tiny_models[0], batch_size=2, max_out_len=48)
-    dataset = upload(stack, "many.jsonl", qa_rows(400))
+    model = stack.register_model("tiny-slow", tiny_models[0], batch_size=2, max_out_len=48)
+    dataset = stack.upload_dataset("many.jsonl", qa_rows(400))
     evaluation_id = stack.client.post("/evaluations", json={
         "name": "to cancel", "model_ids": [model["id"]], "dataset_ids": [dataset["id"]],
         "params": {"max_out_len": 48}}).json()["id"]
@@ -253,8 +240,8 @@ def test_cancel_mid_run_stops_every_process_and_retry_resumes(stack, tiny_models
 
 
 def test_killed_worker_job_is_resumed_by_another_with_the_same_scores(stack, tiny_models):
-    model = register(stack, "tiny-resume", tiny_models[1], batch_size=2, max_out_len=32)
-    dataset = upload(stack, "resume.jsonl", mcq_rows(160))
+    model = stack.register_model("tiny-resume", tiny_models[1], batch_size=2, max_out_len=32)
+    dataset = stack.upload_dataset("resume.jsonl", mcq_rows(160))
     body = {"model_ids": [model["id"]], "dataset_ids": [dataset["id"]], "params": {"max_out_len": 32}}
     reference_id = stack.client.post("/evaluations", json={**body, "name": "reference"}).json()["id"]
     reference = stack.finished(reference_id)

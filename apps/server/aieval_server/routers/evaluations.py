@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter, BackgroundTasks, Query, Response
 from fastapi.responses import FileResponse, PlainTextResponse
-from anyio import CapacityLimiter, to_thread
 
 from ..celery_app import enqueue
 from ..db import session_scope

@@ -270,15 +270,20 @@ def score_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
 
 
 def detail(evaluation: Evaluation) -> EvaluationDetail:
+    """The full view of an evaluation loaded with its links and scores (exports)."""
+    return _detail(evaluation, summary(evaluation).model_dump(), score_rows(evaluation))
+
+
+def _detail(evaluation: Evaluation, base: dict[str, Any], scores: list[dict[str, Any]]) -> EvaluationDetail:
     duration = None
     if evaluation.started_at and evaluation.finished_at:
         duration = (_aware(evaluation.finished_at) - _aware(evaluation.started_at)).total_seconds()
     return EvaluationDetail(
-        **summary(evaluation).model_dump(),
+        **base,
         params=evaluation.params, attempts=evaluation.attempts, worker=evaluation.worker,
         heartbeat_at=evaluation.heartbeat_at, cancel_requested=evaluation.cancel_requested,
         progress=evaluation.progress, duration_s=duration, log_excerpt=evaluation.log_excerpt,
-        manifest=evaluation.manifest, pairs=evaluation.pairs, scores=score_rows(evaluation),
+        manifest=evaluation.manifest, pairs=evaluation.pairs, scores=scores,
     )
 
 
@@ -297,16 +302,7 @@ def show(session: Session, evaluation_id: int) -> EvaluationDetail:
             .order_by(Score.model_name, Score.dataset_name, Score.metric)
         )
     ]
-    duration = None
-    if evaluation.started_at and evaluation.finished_at:
-        duration = (_aware(evaluation.finished_at) - _aware(evaluation.started_at)).total_seconds()
-    return EvaluationDetail(
-        **dict(base),
-        params=evaluation.params, attempts=evaluation.attempts, worker=evaluation.worker,
-        heartbeat_at=evaluation.heartbeat_at, cancel_requested=evaluation.cancel_requested,
-        progress=evaluation.progress, duration_s=duration, log_excerpt=evaluation.log_excerpt,
-        manifest=evaluation.manifest, pairs=evaluation.pairs, scores=scores,
-    )
+    return _detail(evaluation, dict(base), scores)
 
 
 def _aware(value: datetime) -> datetime:
