@@ -77,25 +77,36 @@ def _on_shutdown(**_kwargs) -> None:
     _stop.set()
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The worker's options (start_celery_worker.py; debug_celery_worker.py adds its own to them)."""
     settings = get_settings()
-    parser = argparse.ArgumentParser(description="Run an ai-eval-system worker.")
-    parser.add_argument("--queues", default=",".join(settings.worker_queues), help="comma-separated: api,local")
-    parser.add_argument("--concurrency", type=int, default=settings.worker_concurrency)
-    parser.add_argument("--name", default=f"aieval-{os.getpid()}@%h")
-    parser.add_argument("--loglevel", default=settings.log_level)
-    args = parser.parse_args(argv)
+    options = argparse.ArgumentParser(description="Run an ai-eval-system worker.")
+    options.add_argument("--queues", default=",".join(settings.worker_queues), help="comma-separated: api,local")
+    options.add_argument("--concurrency", type=int, default=settings.worker_concurrency)
+    options.add_argument("--name", default=f"aieval-{os.getpid()}@%h")
+    options.add_argument("--loglevel", default=settings.log_level)
+    return options
+
+
+def run(args: argparse.Namespace, pool: str = "threads") -> None:
+    """`pool="solo"` runs tasks in the main thread, one at a time (debug_celery_worker.py: breakpoints)."""
+    settings = get_settings()
     logging.basicConfig(level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.auto_migrate:
         from .db.migrate import upgrade
 
         upgrade(settings.database_url)
     ensure_broker_dirs(settings)
+    concurrency = 1 if pool == "solo" else args.concurrency
     celery_app.worker_main([
-        "worker", "--pool=threads", f"--concurrency={args.concurrency}", f"--queues={args.queues}",
+        "worker", f"--pool={pool}", f"--concurrency={concurrency}", f"--queues={args.queues}",
         f"--hostname={args.name}", f"--loglevel={args.loglevel}", "--without-gossip", "--without-mingle",
         "--without-heartbeat",
     ])
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(parser().parse_args(argv))
 
 
 if __name__ == "__main__":
