@@ -68,6 +68,11 @@ if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium
 fi
 log "Chromium ready: $(/usr/bin/chromium --version 2>/dev/null || echo missing)"
+# The UI speaks Chinese first: without CJK fonts the browser draws boxes (screenshots, any visual check).
+if ! fc-list :lang=zh 2>/dev/null | grep -q .; then
+  log "installing CJK fonts for the Chinese UI"
+  apt_install fonts-noto-cjk
+fi
 
 if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
   log "installing nginx for the front-door test"
