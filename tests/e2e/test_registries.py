@@ -4,11 +4,10 @@ test the connection (success and a readable failure), edit, delete."""
 from __future__ import annotations
 
 import json
-import threading
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_openai import FakeChatEndpoint
 from harness import free_port
 from playwright.sync_api import Page, expect
 
@@ -18,29 +17,10 @@ SECRET = "sk-e2e-secret-98765"
 
 @pytest.fixture
 def chat_endpoint():
-    """A minimal OpenAI-compatible /chat/completions that records the Authorization headers it receives."""
-    seen: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            seen.append(self.headers.get("Authorization", ""))
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            body = json.dumps({"choices": [{"message": {"role": "assistant", "content": "OK"}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", free_port(18600, 18999)), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}/v1", seen
-    httpd.shutdown()
-    httpd.server_close()
+    """An OpenAI-compatible /chat/completions that records the Authorization headers it receives."""
+    endpoint = FakeChatEndpoint(answer="OK")
+    yield endpoint.url, endpoint.authorizations
+    endpoint.close()
 
 
 def test_register_mask_test_edit_and_delete_an_api_model(page: Page, chat_endpoint):

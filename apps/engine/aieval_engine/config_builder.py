@@ -200,6 +200,21 @@ def plan_datasets(spec: EvalSpec, canonical_dir: Path | None = None) -> list[Pla
     return planned
 
 
+def _endpoint_fields(model, key_env: str | None, max_out_len: int) -> dict:
+    """What every remote model (EndpointModelSpec) sets the same way."""
+    return {
+        "key_env": key_env,
+        "meta_template": API_META_TEMPLATE,
+        "query_per_second": model.query_per_second,
+        "batch_size": model.concurrency,
+        "max_workers": model.concurrency,
+        "retry": model.retries,
+        "timeout": model.timeout,
+        "max_out_len": max_out_len,
+        "run_cfg": {"num_gpus": 0},
+    }
+
+
 def _model_config(model, abbr: str, params, key_env: str | None, for_ppl: bool = False) -> dict:
     max_out_len = getattr(model, "max_out_len", None) or params.max_out_len or DEFAULT_MAX_OUT_LEN
     if isinstance(model, DifyModelSpec):
@@ -208,35 +223,20 @@ def _model_config(model, abbr: str, params, key_env: str | None, for_ppl: bool =
             "abbr": abbr,
             "path": model.base_url,
             "base_url": model.base_url,
-            "key_env": key_env,
             "inputs": dict(model.inputs),
-            "meta_template": API_META_TEMPLATE,
-            "query_per_second": model.query_per_second,
-            "batch_size": model.concurrency,
-            "max_workers": model.concurrency,
-            "retry": model.retries,
-            "timeout": model.timeout,
-            "max_out_len": max_out_len,  # the app decides its answers' length; OpenCompass wants a value
-            "run_cfg": {"num_gpus": 0},
+            # the app decides its answers' length; OpenCompass wants a value
+            **_endpoint_fields(model, key_env, max_out_len),
         }
     if isinstance(model, OpenAIModelSpec):
         return {
             "type": Ref("SecretKeyOpenAISDK"),
             "abbr": abbr,
             "path": model.model,
-            "key_env": key_env,
             "openai_api_base": model.base_url,
             "tokenizer_path": model.tokenizer_path,
-            "meta_template": API_META_TEMPLATE,
-            "query_per_second": model.query_per_second,
-            "batch_size": model.concurrency,
-            "max_workers": model.concurrency,
-            "retry": model.retries,
-            "timeout": model.timeout,
             "temperature": model.temperature,
-            "max_out_len": max_out_len,
             "max_seq_len": model.max_seq_len,
-            "run_cfg": {"num_gpus": 0},
+            **_endpoint_fields(model, key_env, max_out_len),
         }
     assert isinstance(model, HuggingFaceModelSpec)
     chat = model.mode == "chat" and not for_ppl

@@ -245,50 +245,6 @@ def mcq_rows(count: int) -> bytes:
                    for i in range(count)).encode()
 
 
-class FakeChatEndpoint:
-    """A real HTTP server speaking the OpenAI chat-completions shape, answering a fixed text and recording the
-    Authorization headers it received (to prove the key reaches the endpoint and nothing else)."""
-
-    def __init__(self, answer: str):
-        import http.server
-        import threading
-
-        endpoint = self
-        self.answer = answer
-        self.authorizations: list[str] = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's naming)
-                length = int(self.headers.get("Content-Length") or 0)
-                request = json.loads(self.rfile.read(length) or b"{}")
-                endpoint.authorizations.append(self.headers.get("Authorization", ""))
-                if not self.path.endswith("/chat/completions"):
-                    self.send_error(404)
-                    return
-                body = json.dumps({
-                    "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": request.get("model"),
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": endpoint.answer},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                }).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def files_containing(root: Path, needle: str) -> list[Path]:
     found = []
     for path in root.rglob("*"):

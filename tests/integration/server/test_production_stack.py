@@ -16,10 +16,10 @@ import boto3
 import psycopg
 import pytest
 from cryptography.fernet import Fernet
+from fake_openai import FakeChatEndpoint
 from server_it_helpers import (
     PYTHON,
     REPO,
-    FakeChatEndpoint,
     Stack,
     files_containing,
     mcq_rows,
