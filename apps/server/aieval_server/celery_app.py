@@ -17,6 +17,7 @@ def create_celery(settings: Settings) -> Celery:
     app = Celery("aieval", broker=settings.celery_broker_url, include=["aieval_server.tasks.evaluation"])
     transport_options: dict = {}
     if settings.celery_broker_url.startswith("filesystem://"):
+        app.conf.broker_transport = "aieval_server.directory_broker:Transport"
         # A directory queue: no server to install or start. Every process on this machine shares it.
         folder = settings.broker_dir
         transport_options = {
