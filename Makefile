@@ -11,6 +11,10 @@ INSTALLED := $(VENV)/.installed
 # The OpenAI-compatible test server (llama.cpp) lives in its own venv: it compiles once per machine.
 LLAMA_VENV := .venv-llama
 LLAMA_INSTALLED := $(LLAMA_VENV)/.installed
+# schemathesis (the API fuzzer run by the tests) lives in its own venv: its pins are not the platform's.
+SCHEMATHESIS_VENV := .venv-schemathesis
+SCHEMATHESIS_INSTALLED := $(SCHEMATHESIS_VENV)/.installed
+SCHEMATHESIS_VERSION := 4.32.5
 
 WEB := apps/web
 WEB_BUILT := $(WEB)/dist/index.html
@@ -18,7 +22,7 @@ WEB_SOURCES := $(shell find $(WEB)/src $(WEB)/index.html $(WEB)/vite.config.* $(
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help install web run demo test test-unit test-web bench lint clean llama-server-env
+.PHONY: help install web run demo test test-unit test-web bench lint clean llama-server-env schemathesis-env
 
 help:
 	@echo "make run    install on first use, build the UI, start the platform at http://$(HOST):$(PORT)"
@@ -57,7 +61,15 @@ $(LLAMA_INSTALLED): scripts/install_llama_server.sh
 	bash scripts/install_llama_server.sh $(LLAMA_VENV) $(PYTHON)
 	touch $@
 
-test: install llama-server-env web
+schemathesis-env: $(SCHEMATHESIS_INSTALLED)
+
+$(SCHEMATHESIS_INSTALLED): Makefile
+	test -x $(SCHEMATHESIS_VENV)/bin/python || $(PYTHON) -m venv $(SCHEMATHESIS_VENV)
+	$(SCHEMATHESIS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(SCHEMATHESIS_VENV)/bin/python -m pip install -q "schemathesis==$(SCHEMATHESIS_VERSION)"
+	touch $@
+
+test: install llama-server-env schemathesis-env web
 	cd $(WEB) && npm test --silent
 	bash scripts/run_tests.sh
 
@@ -70,10 +82,11 @@ test-unit: install
 bench: install llama-server-env web
 	$(PY) bench/bench_engine.py
 	$(PY) bench/bench_api.py
+	$(PY) bench/bench_live.py
 	$(PY) bench/bench_web.py
 
 lint: install
 	$(VENV)/bin/ruff check apps tests bench scripts
 
 clean:
-	rm -rf $(VENV) $(LLAMA_VENV) .pytest_cache
+	rm -rf $(VENV) $(LLAMA_VENV) $(SCHEMATHESIS_VENV) .pytest_cache

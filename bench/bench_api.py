@@ -240,7 +240,7 @@ def run(args, data_dir: Path) -> int:
     from aieval_server.config import get_settings
 
     settings = get_settings()
-    tiny = build_tiny_model(data_dir / "tiny")
+    tiny = build_tiny_model(data_dir / "models" / "tiny")  # under the default model root, <data dir>/models
     began = time.perf_counter()
     seed_database(settings.database_url, args.evaluations, tiny)
     print(f"seeded {args.evaluations} evaluations into {settings.database_url.split(':')[0]} in {time.perf_counter() - began:.1f} s")

@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 export AIEVAL_LLAMA_PYTHON="$PWD/.venv-llama/bin/python"
+export AIEVAL_SCHEMATHESIS="$PWD/.venv-schemathesis/bin/st"
 export AIEVAL_SHARED_DATA="${AIEVAL_SHARED_DATA:-$(cd .. && pwd)/shared/datasets}"
 bash scripts/ensure_services.sh
 started=$SECONDS

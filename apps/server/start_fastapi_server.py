@@ -9,6 +9,8 @@ import argparse
 
 import uvicorn
 
+from aieval_server.config import get_settings
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Start the ai-eval-system API.")
@@ -17,8 +19,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
     args = parser.parse_args()
+    # Before uvicorn starts, not only in create_app: with --workers, uvicorn restarts worker processes that exit.
+    get_settings().check_production_ready()
     uvicorn.run("aieval_server.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                proxy_headers=True, access_log=not args.no_access_log)
+                proxy_headers=True, access_log=not args.no_access_log, server_header=False)  # no `server: uvicorn` banner
 
 
 if __name__ == "__main__":

@@ -10,7 +10,11 @@ export default defineConfig({
   plugins: [vue()],
   resolve: { alias: { '@': fileURLToPath(new URL('./src', import.meta.url)) } },
   server: {
-    proxy: { '/api': { target: apiTarget, ws: true, changeOrigin: true } },
+    // changeOrigin off: the API sees the browser's own Host (localhost:5173, a trusted loopback name), which matches
+    // the Origin the browser sends, so its same-origin check passes for POSTs and WebSockets. With changeOrigin the
+    // Host would become the target's and every POST would look cross-site (403). An API on another machine needs
+    // the dev server's name in its AIEVAL_TRUSTED_HOSTS.
+    proxy: { '/api': { target: apiTarget, ws: true, changeOrigin: false } },
   },
   build: {
     chunkSizeWarningLimit: 700,

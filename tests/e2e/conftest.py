@@ -25,8 +25,8 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 @pytest.fixture(scope="session")
-def server():
-    with running_server() as running:
+def server(tiny_model_dir):
+    with running_server(model_roots=(tiny_model_dir,)) as running:  # the wizard registers the tiny model
         yield running
         if running.process.poll() is not None:
             pytest.fail(f"aieval serve died during the e2e run:\n{running.log_tail()}")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -102,12 +103,17 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(worker: bool = True, keep: bool = False):
+def running_server(worker: bool = True, keep: bool = False, model_roots: tuple[Path, ...] = ()):
+    """`model_roots`: folders, besides the data dir's models/ and the linked demo model's, that checkpoints may be
+    registered from (AIEVAL_MODEL_ROOTS)."""
     if not (WEB_DIST / "index.html").is_file():
         raise RuntimeError(f"{WEB_DIST} has no index.html: run `npm ci && npm run build` in apps/web first")
     data_dir = Path(tempfile.mkdtemp(prefix="aieval-e2e-"))
     link_prepared_demo_model(data_dir)
-    server = Server(data_dir, free_port(), data_dir / "serve.log", worker=worker)
+    # The demo model's folder is a link to the one converted in var/models: the roots hold where links lead.
+    roots = [data_dir / "models", PREPARED_DEMO_MODEL.parent, *model_roots]
+    server = Server(data_dir, free_port(), data_dir / "serve.log", worker=worker,
+                    env={"AIEVAL_MODEL_ROOTS": json.dumps([str(root) for root in roots])})
     try:
         server.wait_ready()
         yield server

@@ -84,3 +84,41 @@ def test_nginx_serves_the_ui_proxies_the_api_and_upgrades_websockets(nginx_url, 
     page.goto(nginx_url + "/models")
     page.reload()
     expect(page.locator("h1")).to_have_text("Models")
+
+
+def test_nginx_keeps_the_host_port_and_gives_its_files_the_servers_security_headers(nginx_url, server):
+    """The API compares Origin with Host: nginx must pass the port on, or every POST from the UI looks cross-site;
+    and the files nginx serves itself carry the same headers as the server's (aieval_server/security.py)."""
+    import json
+
+    own = {"Origin": nginx_url, "Content-Type": "application/json"}
+    body = json.dumps({"name": "through nginx", "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"})
+    request = urllib.request.Request(f"{nginx_url}/api/v1/models", data=body.encode(), headers=own, method="POST")
+    with urllib.request.urlopen(request) as response:
+        assert response.status == 201
+    request = urllib.request.Request(f"{nginx_url}/api/v1/models", data=body.encode(), method="POST",
+                                     headers={**own, "Origin": "http://evil.example"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request)
+    assert refused.value.code == 403
+
+    names = ("Content-Security-Policy", "X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy")
+    host = nginx_url.removeprefix("http://")
+    for path in ("/evaluations/1", "/"):
+        with urllib.request.urlopen(nginx_url + path) as from_nginx:
+            # The embedded server serves the same page; asked with the same Host, its headers must be the same.
+            direct = urllib.request.Request(server.url + path, headers={"Host": host})
+            with urllib.request.urlopen(direct) as from_server:
+                assert {n: from_nginx.headers[n] for n in names} == {n: from_server.headers[n] for n in names}
+    asset = next(p.name for p in (WEB_DIST / "assets").glob("*.js"))
+    with urllib.request.urlopen(f"{nginx_url}/assets/{asset}") as response:
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+        assert "immutable" in response.headers["Cache-Control"]
+    with urllib.request.urlopen(f"{nginx_url}/docs") as docs:  # proxied: the server's own CSP (with the hash)
+        assert "'sha256-" in docs.headers["Content-Security-Policy"]
+        assert docs.headers.get_all("Content-Security-Policy") == [docs.headers["Content-Security-Policy"]]
+    with urllib.request.urlopen(f"{nginx_url}/docs/assets/swagger-ui.css") as css:
+        assert css.status == 200
+    with pytest.raises(urllib.error.HTTPError) as bare_api:  # the API's JSON 404, not the UI
+        urllib.request.urlopen(f"{nginx_url}/api")
+    assert bare_api.value.code == 404 and bare_api.value.headers["Content-Type"] == "application/json"

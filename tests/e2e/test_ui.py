@@ -76,8 +76,9 @@ def wizard_run(browser, server, tiny_model_dir, tmp_path_factory):
     upload = tmp_path_factory.mktemp("upload") / "e2e-capitals.jsonl"
     upload.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in CAPITALS), encoding="utf-8")
     page.set_input_files("[data-test=dataset-file]", str(upload))
-    expect(page.locator("[data-test=dataset-preview] tbody tr")).to_have_count(len(CAPITALS))
-    expect(page.locator("[data-test=row-error]")).to_have_count(0)
+    expect(page.locator("[data-test=dataset-preview] tbody tr")).to_have_count(len(CAPITALS))  # the server's dry run
+    expect(page.locator("[data-test=dataset-problem]")).to_have_count(0)
+    expect(page.locator("[data-test=dataset-detected]")).to_have_text("Detected: QA")
     # Free-form answers: score by "answer contained in the prediction" (exact match would need "Paris" alone).
     page.click("[data-test=dataset-scorer]")
     page.click(".n-base-select-option:has-text('Answer contained in prediction')")
@@ -304,18 +305,24 @@ def test_server_errors_are_readable_messages(server, page: Page, tmp_path):
     assert "987654" in alert.inner_text() or "not found" in alert.inner_text().lower()
     assert "Traceback" not in page.content()
 
-    # An upload the server refuses: its line-numbered problems appear on the previewed rows.
+    # A file the server would refuse: its dry run's line-numbered problems are shown and Upload stays disabled.
     bad = tmp_path / "bad.csv"
     bad.write_text("question,A,B,C,D,answer\nq1,a,b,c,d,A\nq2,a,b,c,d,E\n", encoding="utf-8")
     page.goto("/datasets")
+    expect(page.locator("[data-test=dataset-file]")).to_have_attribute("accept", ".jsonl,.csv")  # the server's rules
     page.set_input_files("[data-test=dataset-file]", str(bad))
-    expect(page.locator("[data-test=dataset-preview] tbody tr")).to_have_count(2)
-    expect(page.locator("[data-test=row-error]")).to_have_count(1)  # the browser's own check, before sending
-    page.click("[data-test=dataset-upload]")
-    expect(page.locator("[role=alert]")).to_contain_text("cannot be used")
-    error_row = page.locator("[data-test=dataset-preview] tbody tr").nth(1)
-    expect(error_row.locator("[data-test=row-error]")).to_contain_text("must be one of the options")
-    assert not [d for d in api(server, "/datasets") if d["name"] == "bad"], "a refused upload leaves nothing"
+    problem = page.locator("[data-test=dataset-problem]").first
+    expect(problem).to_contain_text("line 3:")
+    expect(problem).to_contain_text("must be one of the options")
+    expect(page.locator("[data-test=dataset-detected]")).to_have_text("Detected: MCQ")
+    expect(page.locator("[data-test=dataset-upload]")).to_be_disabled()
+    # A .txt is not read as JSONL: the server names the accepted extensions.
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text('{"question": "q", "answer": "a"}\n', encoding="utf-8")
+    page.set_input_files("[data-test=dataset-file]", str(text_file))
+    expect(page.locator("[data-test=dataset-problem]").first).to_contain_text("only .jsonl and .csv files are accepted")
+    expect(page.locator("[data-test=dataset-upload]")).to_be_disabled()
+    assert not [d for d in api(server, "/datasets") if d["name"] in ("bad", "notes")], "a dry run stores nothing"
 
     # Unknown routes show a page, not a blank screen.
     page.goto("/no/such/page")

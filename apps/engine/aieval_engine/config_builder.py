@@ -240,7 +240,10 @@ def _model_config(model, abbr: str, params, key_env: str | None, for_ppl: bool =
         }
     assert isinstance(model, HuggingFaceModelSpec)
     chat = model.mode == "chat" and not for_ppl
-    model_kwargs: dict[str, Any] = {"torch_dtype": _TORCH_DTYPES[model.dtype]}
+    # OpenCompass' HF classes default to trust_remote_code=True for model and tokenizer: a checkpoint folder's own
+    # Python files would run in the OpenCompass process. Only a spec that asks for it gets that.
+    remote_code = {"trust_remote_code": model.trust_remote_code}
+    model_kwargs: dict[str, Any] = {"torch_dtype": _TORCH_DTYPES[model.dtype], **remote_code}
     if model.num_gpus == 0:
         model_kwargs["device_map"] = "cpu"
     return {
@@ -249,6 +252,7 @@ def _model_config(model, abbr: str, params, key_env: str | None, for_ppl: bool =
         "path": str(Path(model.path).resolve()),
         "tokenizer_path": str(Path(model.tokenizer_path or model.path).resolve()),
         "model_kwargs": model_kwargs,
+        "tokenizer_kwargs": remote_code,
         "generation_kwargs": {"do_sample": False},
         "max_seq_len": model.max_seq_len,
         "max_out_len": max_out_len,

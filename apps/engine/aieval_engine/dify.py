@@ -11,10 +11,13 @@ so every query starts a fresh conversation. Response: `{"answer": ..., "conversa
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from .netpolicy import OutboundPolicy, OutboundPolicyError, guarded_client
 
 # Dify identifies the "end user" of each message; evaluations show up under this name in the app's logs.
 EVAL_USER = "aieval"
@@ -116,14 +119,20 @@ def send_chat_message(
     timeout: float = 120,
     client: httpx.Client | None = None,
 ) -> DifyReply:
-    """Send one query to a Dify chat app and return its answer; DifyError (key redacted) otherwise."""
+    """Send one query to a Dify chat app and return its answer; DifyError (key redacted) otherwise.
+
+    `client` should be a netpolicy.guarded_client; without one, a client guarded by this process's
+    outbound policy (AIEVAL_OUTBOUND_POLICY) is used for this one call."""
     url, headers, body = chat_message_request(base_url, query, api_key, inputs=inputs, user=user)
     try:
         if client is None:
-            response = httpx.post(url, json=body, headers=headers, timeout=timeout)
+            with guarded_client(OutboundPolicy.from_env(os.environ)) as one_off:
+                response = one_off.post(url, json=body, headers=headers, timeout=timeout)
         else:
             response = client.post(url, json=body, headers=headers, timeout=timeout)
         return parse_answer(response, url)
+    except OutboundPolicyError as exc:
+        raise DifyError(str(exc), retryable=False) from None
     except DifyError as exc:
         raise DifyError(_redact(str(exc), api_key), retryable=exc.retryable, status=exc.status,
                         retry_after=exc.retry_after) from None

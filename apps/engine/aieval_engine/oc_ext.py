@@ -4,6 +4,9 @@ These subclass OpenCompass' public classes (nothing of OpenCompass is patched):
 - `SecretKeyOpenAISDK` reads its API key from a named environment variable, so several endpoints with
   different keys can run in one evaluation and no key is ever written into a config file, and it never
   reaches for the network to find a tokenizer.
+- Both remote model classes connect only where the outbound policy allows (netpolicy.py): the policy comes
+  from the environment of this process (AIEVAL_OUTBOUND_POLICY), their HTTP clients use its guarded
+  transport, and a base URL it refuses stops the task when the model is built, with the reason in the log.
 - `DifyChatModel` evaluates a Dify chat app: each prompt is the `query` of one blocking chat-messages
   request (built and parsed by `dify.py`, shared with the server's connection test), its key read from a
   named environment variable like `SecretKeyOpenAISDK`.
@@ -30,6 +33,7 @@ from opencompass.partitioners import NaivePartitioner, NumWorkerPartitioner
 from opencompass.registry import ICL_EVALUATORS, MODELS, PARTITIONERS
 
 from .dify import DifyError, send_chat_message
+from .netpolicy import GuardedTransport, OutboundPolicy, guarded_client
 
 
 class _ApproximateTokenizer:
@@ -46,10 +50,31 @@ class _ApproximateTokenizer:
         return cjk + (len(text) - cjk + 3) // 4
 
 
+def _policy_for(base_url: str | list[str]) -> OutboundPolicy:
+    """This process's outbound policy, after checking base_url against it: a refused URL fails here, with
+    the reason, rather than as retried connection errors. A name that does not resolve (yet) is left to
+    the first request to report."""
+    policy = OutboundPolicy.from_env(os.environ)
+    for url in [base_url] if isinstance(base_url, str) else base_url:
+        try:
+            policy.check_url(url)
+        except OSError:
+            pass
+    return policy
+
+
 @MODELS.register_module()
 class SecretKeyOpenAISDK(OpenAISDK):
     def __init__(self, key_env: str | None = None, **kwargs):
         kwargs["key"] = (os.environ.get(key_env) if key_env else None) or "EMPTY"
+        self.outbound_policy = _policy_for(kwargs.get("openai_api_base") or [])
+        # OpenAISDK builds its own httpx.Client from http_client_cfg; the guarded transport takes the place
+        # of the default one (same connection limits as OpenAISDK's own client).
+        kwargs["http_client_cfg"] = {
+            "transport": GuardedTransport(self.outbound_policy,
+                                          limits=httpx.Limits(max_keepalive_connections=2048, max_connections=4096)),
+            "trust_env": False,
+        }
         super().__init__(**kwargs)
 
     def _init_tokenizer(self):
@@ -113,7 +138,7 @@ class DifyChatModel(BaseAPIModel):
         self.max_workers = max_workers
         self._key = (os.environ.get(key_env) if key_env else None) or None
         self.tokenizer = _ApproximateTokenizer()
-        self._client = httpx.Client(limits=httpx.Limits(max_connections=max_workers))
+        self._client = guarded_client(_policy_for(base_url), limits=httpx.Limits(max_connections=max_workers))
 
     def generate(self, inputs, max_out_len: int = 512, **kwargs) -> list[str]:
         # max_out_len and sampling settings belong to the Dify app's own configuration.

@@ -20,6 +20,7 @@ from ._child import LOG_NAME
 from .catalogue import data_hint, missing_data
 from .config_builder import BuiltConfig, build_config
 from .launchers import ColdLauncher, Launcher, RunProcess, kill_process_group
+from .netpolicy import POLICY_ENV, OutboundPolicy
 from .results import EvalResult, build_manifest, collect_scores
 from .spec import EvalSpec, HuggingFaceModelSpec, SpecError
 
@@ -90,12 +91,16 @@ class Evaluation:
         data_cache: str | Path | None = None,
         launcher: Launcher | None = None,
         environ: dict[str, str] | None = None,
+        outbound_policy: OutboundPolicy | None = None,
     ):
+        """`outbound_policy`: where the run's model calls may connect (netpolicy.py); by default the one in
+        environ's AIEVAL_OUTBOUND_POLICY, else the engine's default (everything but link-local/metadata)."""
         self.spec = spec
         self.job_dir = Path(job_dir).resolve()
         self.data_cache = Path(data_cache).resolve() if data_cache else default_data_cache()
         self.launcher = launcher or ColdLauncher()
         self.environ = dict(os.environ if environ is None else environ)
+        self.outbound_policy = outbound_policy or OutboundPolicy.from_env(self.environ)
         self.built: BuiltConfig | None = None
         self._cancel = threading.Event()
         self._cancel_reason = "cancelled"
@@ -161,25 +166,32 @@ class Evaluation:
         emit = on_event or (lambda event: None)
         emit(ProgressEvent("status", "preparing", 0.0))
         built = self.built or self.prepare()
-        env = {"COMPASS_DATA_CACHE": str(self.data_cache), **built.secret_env}
+        env = {"COMPASS_DATA_CACHE": str(self.data_cache), POLICY_ENV: self.outbound_policy.to_env(),
+               **built.secret_env}
         process = self.launcher.start(str(self.job_dir), self._argv(resume), env, self.spec.params.seed)
         emit(ProgressEvent("status", "running", time.monotonic() - started))
         monitor = _Monitor(self, built, started)
         timeout = self.spec.params.timeout_s
         stopped_as: str | None = None
         code = None
-        while code is None:
-            for event in monitor.poll():
-                emit(event)
-            if should_cancel is not None and not self._cancel.is_set() and should_cancel():
-                self.cancel()
-            if timeout is not None and time.monotonic() - started > timeout:
-                self.cancel("timeout")
-            if self._cancel.is_set():
-                stopped_as = self._cancel_reason
-                kill_process_group(process)
-                break
-            code = process.wait_exit(poll_interval)
+        try:
+            while code is None:
+                for event in monitor.poll():
+                    emit(event)
+                if should_cancel is not None and not self._cancel.is_set() and should_cancel():
+                    self.cancel()
+                if timeout is not None and time.monotonic() - started > timeout:
+                    self.cancel("timeout")
+                if self._cancel.is_set():
+                    stopped_as = self._cancel_reason
+                    kill_process_group(process)
+                    break
+                code = process.wait_exit(poll_interval)
+        except BaseException:
+            # Whoever watched the run failed (a callback raised, KeyboardInterrupt, SystemExit): nobody would
+            # collect it any more, so it must not run on.
+            kill_process_group(process)
+            raise
         for event in monitor.poll():
             emit(event)
         result = self._finish(process, monitor, stopped_as, started)

@@ -71,6 +71,14 @@ def check_base_url(value: str) -> str:
         raise ValueError("must not contain spaces or control characters")
     if url.query or url.fragment or "?" in value or "#" in value:
         raise ValueError("must be the API's base address without ?query or #fragment, e.g. http://host:8000/v1")
+    # What no outbound policy allows (user@host, a literal metadata or link-local address) is refused here,
+    # without DNS; the rest of the policy applies when connecting (netpolicy.py).
+    from .netpolicy import OutboundPolicyError, check_url_form
+
+    try:
+        check_url_form(value)
+    except OutboundPolicyError as exc:
+        raise ValueError(str(exc)) from None
     return value.rstrip("/") + "/"
 
 
@@ -168,6 +176,11 @@ class HuggingFaceModelSpec(_Strict):
     max_out_len: Annotated[int, Field(ge=1, le=32768)] | None = None
     tokenizer_path: str | None = None
     num_gpus: Annotated[int, Field(ge=0, le=64)] = 0
+    trust_remote_code: bool = Field(
+        default=False,
+        description="run the Python files shipped with the checkpoint (transformers' trust_remote_code); only for "
+        "checkpoints whose code you trust",
+    )
 
     @field_validator("path", "tokenizer_path")
     @classmethod

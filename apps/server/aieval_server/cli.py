@@ -5,11 +5,16 @@ Registered in the `aieval.commands` entry point group (see aieval_engine.cli).""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+
+log = logging.getLogger("aieval_server.serve")
 
 
 def add_serve_command(commands) -> None:
@@ -30,14 +35,79 @@ def _cmd_serve(args) -> int:
     return serve(args.host, args.port, worker=not args.no_worker, concurrency=args.workers)
 
 
-def _stop_with_parent() -> None:
-    """In the worker child: receive SIGTERM when `serve` ends, however it ends. uvicorn re-raises the SIGTERM
-    it caught once it has shut down, so `serve`'s own cleanup may never run."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _exit_status(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+class WorkerSupervisor:
+    """Keeps the embedded worker running. A worker that ends is reaped at once (no zombie) and started again
+    after a pause that doubles with each quick failure (`first_delay_s` .. `max_delay_s`) and is back at
+    `first_delay_s` once a worker has run for `healthy_after_s`; every restart is logged with its reason.
+
+    The worker is started (and restarted) from the supervisor's own thread, which lives as long as `serve`:
+    the worker's PR_SET_PDEATHSIG follows the thread that started it."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], *, first_delay_s: float = 1.0,
+                 max_delay_s: float = 30.0, healthy_after_s: float = 60.0, stop_timeout_s: float = 30.0):
+        self.argv, self.env = argv, env
+        self.first_delay_s, self.max_delay_s = first_delay_s, max_delay_s
+        self.healthy_after_s, self.stop_timeout_s = healthy_after_s, stop_timeout_s
+        self.process: subprocess.Popen | None = None
+        self.restarts = 0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, daemon=True, name="aieval-worker-supervisor")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _supervise(self) -> None:
+        delay = self.first_delay_s
+        while True:
+            with self._lock:  # stop() either sees this process or prevents it
+                if self._stopping.is_set():
+                    return
+                self.process = subprocess.Popen(self.argv, env=self.env)
+                process = self.process
+            started = time.monotonic()
+            code = process.wait()
+            if self._stopping.is_set():
+                return
+            lived = time.monotonic() - started
+            if lived >= self.healthy_after_s:
+                delay = self.first_delay_s
+            log.warning("the worker (pid %d) %s after %.1f s; starting a new one in %.1f s", process.pid,
+                        _exit_status(code), lived, delay)
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, self.max_delay_s)
+            self.restarts += 1
+
+    def stop(self) -> None:
+        """SIGTERM the worker (Celery's warm shutdown), SIGKILL it if it is still there after `stop_timeout_s`."""
+        with self._lock:
+            self._stopping.set()
+            process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._thread.join(timeout=5)
+
+
+def _exit_on_sigterm(signum: int, _frame) -> None:
+    """uvicorn answers SIGTERM with a graceful shutdown and then raises the signal again once it has restored
+    the previous handler: this one, so `serve` leaves through its `finally` and stops its worker properly,
+    instead of dying on the spot (the default action)."""
+    raise SystemExit(128 + signum)
 
 
 def serve(host: str, port: int, *, worker: bool = True, concurrency: int = 1) -> int:
@@ -48,21 +118,31 @@ def serve(host: str, port: int, *, worker: bool = True, concurrency: int = 1) ->
     from .services.bootstrap import prepare_database
 
     settings = get_settings()
+    settings.check_production_ready()
     prepare_database(settings)  # before the worker starts, so the two never race on migrations
-    child = None
+    supervisor = None
+    stop_sweeping = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if worker:
-        child = subprocess.Popen([sys.executable, "-m", "aieval_server.worker", "--concurrency", str(concurrency)],
-                                 env={**os.environ, "AIEVAL_DATA_DIR": str(settings.data_dir)},
-                                 preexec_fn=_stop_with_parent)
+        from .worker import start_sweeper
+
+        # The worker stops the moment `serve` ends, however it ends (--parent-pid), and leaves requeueing the
+        # jobs of a dead worker to `serve`: a sweeper inside the worker would die with it.
+        supervisor = WorkerSupervisor(
+            [sys.executable, "-m", "aieval_server.worker", "--concurrency", str(concurrency), "--no-sweeper",
+             "--parent-pid", str(os.getpid())],
+            env={**os.environ, "AIEVAL_DATA_DIR": str(settings.data_dir)})
+        supervisor.start()
+        start_sweeper(stop_sweeping)
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower(),
+                    server_header=False)  # no `server: uvicorn` banner
     finally:
-        if child is not None and child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_sweeping.set()
+        if supervisor is not None:
+            supervisor.stop()
     return 0
 
 

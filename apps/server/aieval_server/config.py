@@ -19,12 +19,26 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from aieval_engine.netpolicy import OutboundPolicy
+
+from .security import normalize_origin, normalize_trusted_host
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def environment_file() -> Path:
     folder = Path(os.environ.get("AIEVAL_CONFIG_DIR") or REPO_ROOT / "configs" / "environments")
     return folder / f"{os.environ.get('AIEVAL_ENV', 'dev')}.yaml"
+
+
+GENERATE_SECRET_KEY_COMMAND = (
+    'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+)
+
+
+class NotProductionReady(SystemExit):
+    """Settings a production process must not start with; raised before it starts, it ends the process with
+    its message (exit status 1)."""
 
 
 class Settings(BaseSettings):
@@ -54,6 +68,7 @@ class Settings(BaseSettings):
     register_demo: bool = True
     # Convert the demo model on worker start (about a minute of CPU, once per data dir).
     prepare_demo_model: bool = True
+    # Largest dataset file accepted; a bigger upload is refused (413) while it arrives, chunked or not.
     max_upload_bytes: int = 50 * 1024 * 1024
     heartbeat_interval_s: float = 2.0
     # A running job whose heartbeat is older than this is considered orphaned and requeued.
@@ -70,11 +85,39 @@ class Settings(BaseSettings):
     # Where HF checkpoints registered as models are checked at submit time (API and worker share disks).
     check_model_paths: bool = True
     web_dist: Path = REPO_ROOT / "apps" / "web" / "dist"
-    cors_origins: list[str] = []
+    # ---- who may talk to the server from a browser (enforced in security.py; docs/SECURITY.md) ----------------
+    # Host names (any port) this server answers to: a request or WebSocket whose Host header names another host
+    # gets 400, so a hostile DNS name pointed at this machine (DNS rebinding) reaches nothing. Loopback names by
+    # default, for the embedded server; production lists the names people type, e.g.
+    # AIEVAL_TRUSTED_HOSTS='["eval.example.com"]'. "*.example.com" matches subdomains; "*" turns the check off.
+    trusted_hosts: list[str] = ["127.0.0.1", "localhost", "::1"]
+    # Web origins (scheme://host[:port]) of other sites whose pages may use the API from a browser: their
+    # state-changing requests and WebSockets pass the origin check, and they get CORS headers. The server's own
+    # pages always may; other sites may not by default. (Replaces cors_origins: one list for one idea.)
+    allowed_origins: list[str] = []
     log_level: str = "INFO"
     worker_queues: list[str] = ["api", "local"]
     worker_concurrency: int = 1
     model_test_timeout_s: float = 30.0
+
+    # ---- what models registered through the API may make a worker do (issue 8; docs/SECURITY.md) -------------
+    # Environment variables a model registered through the API may name as `api_key_env` (the worker would read
+    # the variable from its own environment and send it to the model's URL). Empty: none; such keys are given
+    # as `api_key` and stored encrypted. Naming variables stays an engine/CLI feature (`aieval run`).
+    model_key_env_allowlist: list[str] = []
+    # Folders that local Hugging Face checkpoints (`path`, `tokenizer_path`) must lie under, after resolving
+    # symlinks. Empty: <data_dir>/models, where the demo model is converted.
+    model_roots: list[Path] = []
+    # Lets models registered through the API set `trust_remote_code: true`, so that the worker runs the Python
+    # files shipped in a checkpoint. There are no accounts yet: turning this on lets every API caller do it.
+    allow_remote_code_models: bool = False
+    # Outbound policy for model URLs (connection tests and evaluations; aieval_engine/netpolicy.py): link-local and
+    # cloud metadata addresses are always refused; loopback and private ranges (10/8, 172.16/12, 192.168/16,
+    # 100.64/10, fc00::/7) only where allowed here. Embedded default: allowed, so a local vLLM and the demo work;
+    # production (prod.yaml) refuses both except for the networks listed, e.g. ["10.0.5.0/24", "192.168.1.20"].
+    outbound_allow_loopback: bool = True
+    outbound_allow_private: bool = True
+    outbound_allow_networks: list[str] = []
 
     @classmethod
     def settings_customise_sources(
@@ -88,10 +131,31 @@ class Settings(BaseSettings):
         yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=environment_file())
         return init_settings, env_settings, dotenv_settings, yaml_source
 
+    @field_validator("trusted_hosts", mode="after")
+    @classmethod
+    def _trusted_hosts(cls, value: list[str]) -> list[str]:
+        return [normalize_trusted_host(host) for host in value]
+
+    @field_validator("allowed_origins", mode="after")
+    @classmethod
+    def _allowed_origins(cls, value: list[str]) -> list[str]:
+        return [normalize_origin(origin) for origin in value]
+
     @field_validator("data_dir", "storage_dir", "web_dist", mode="after")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
+
+    @field_validator("outbound_allow_networks", mode="after")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        OutboundPolicy.build(allow_loopback=False, allow_private=False, allow_networks=value)  # names a bad entry
+        return value
+
+    @field_validator("model_roots", mode="after")
+    @classmethod
+    def _resolved_roots(cls, value: list[Path]) -> list[Path]:
+        return [root.expanduser().resolve() for root in value]
 
     # ---- derived values -----------------------------------------------------------------------
     @property
@@ -122,6 +186,39 @@ class Settings(BaseSettings):
     @property
     def compass_data_cache(self) -> Path:
         return Path(os.environ.get("COMPASS_DATA_CACHE") or self.data_dir / "compass")
+
+    @property
+    def outbound_policy(self) -> OutboundPolicy:
+        """The engine's outbound policy built from the outbound_* settings."""
+        return OutboundPolicy.build(allow_loopback=self.outbound_allow_loopback,
+                                    allow_private=self.outbound_allow_private,
+                                    allow_networks=self.outbound_allow_networks)
+
+    @property
+    def checkpoint_roots(self) -> list[Path]:
+        """The folders local checkpoints must lie under (resolved, symlinks followed)."""
+        return self.model_roots or [(self.data_dir / "models").resolve()]
+
+    def check_production_ready(self) -> None:
+        """Called by every entry point (API, worker, `aieval serve`) before it starts: in production, refuse to
+        start with settings that would lose data. Without AIEVAL_SECRET_KEY each machine would generate its own
+        key, and workers could not decrypt the API keys the API stored."""
+        if self.env != "prod":
+            return
+        if self.secret_key is None or not self.secret_key.get_secret_value().strip():
+            raise NotProductionReady(
+                "AIEVAL_ENV=prod needs AIEVAL_SECRET_KEY, the key that encrypts stored API keys; the API and every "
+                "worker must share it. Generate one with\n"
+                f"  {GENERATE_SECRET_KEY_COMMAND}\n"
+                "and set it in .env or the environment of every API and worker process (keep it safe: losing it "
+                "makes the stored keys unreadable)."
+            )
+        from .keyring import SecretKeyError, cipher
+
+        try:
+            cipher(self)
+        except SecretKeyError as exc:
+            raise NotProductionReady(f"{exc}. Generate one with\n  {GENERATE_SECRET_KEY_COMMAND}") from None
 
     def public_summary(self) -> dict[str, Any]:
         """What health reports: no URLs with credentials, no keys."""

@@ -15,8 +15,8 @@ class SecretKeyError(RuntimeError):
 
 
 def _key(settings: Settings) -> bytes:
-    if settings.secret_key is not None:
-        return settings.secret_key.get_secret_value().encode()
+    if settings.secret_key is not None and settings.secret_key.get_secret_value().strip():
+        return settings.secret_key.get_secret_value().strip().encode()
     # Embedded default: a key generated once next to the database, readable by this user only.
     path = Path(settings.data_dir) / "secret.key"
     if not path.exists():
@@ -47,8 +47,20 @@ def decrypt(settings: Settings, token: str) -> str:
         ) from None
 
 
+# Keys shorter than this get no visible characters at all: four of them would be too large a part of the key.
+_HINT_MIN_LENGTH = 16
+
+
 def hint(value: str) -> str:
-    """Enough to recognise which key is stored, not enough to use it."""
-    if len(value) <= 8:
+    """Enough to recognise which key is stored, not enough to help guess it: at most the last 4 characters
+    (a prefix such as `sk-proj-` says which service the key is for, and it shortens a guess)."""
+    if len(value) < _HINT_MIN_LENGTH:
         return "****"
-    return f"{value[:3]}…{value[-4:]}"
+    return f"…{value[-4:]}"
+
+
+def shown_hint(stored: str | None) -> str | None:
+    """The hint as shown: hints stored by older versions also kept the key's first 3 characters."""
+    if stored is None or "…" not in stored:
+        return stored
+    return "…" + stored.rsplit("…", 1)[1][-4:]

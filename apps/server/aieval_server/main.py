@@ -14,35 +14,16 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
+from .api_docs import add_api_docs
 from .config import Settings, get_settings
 from .routers import compare, datasets, evaluations, health, live, models
+from .security import RequestGuard, ResponseHardening
 from .services.errors import ServiceError
 from .storage import StorageError
+from .upload_limit import RefuseOversizedUploads
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
-
-
-class RefuseOversizedUploads:
-    """Refuse an upload whose declared size is over the limit before its body is received and spooled to disk
-    (the upload service checks the real size again: chunked requests declare none).
-
-    Plain ASGI rather than `@app.middleware("http")`: that wrapper costs every request, uploads or not, a task
-    and a stream."""
-
-    def __init__(self, app, *, path: str, settings: Settings):
-        self.app, self.path, self.settings = app, path, settings
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self.path:
-            declared = dict(scope["headers"]).get(b"content-length", b"")
-            max_bytes = self.settings.max_upload_bytes
-            if declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
-                limit = max_bytes // (1024 * 1024)
-                response = JSONResponse({"detail": f"the file is larger than the limit of {limit} MiB", "problems": []},
-                                        status_code=413)
-                return await response(scope, receive, send)
-        return await self.app(scope, receive, send)
 
 
 class SinglePageApp(StaticFiles):
@@ -84,6 +65,7 @@ def _problem_lines(exc: RequestValidationError) -> list[str]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    settings.check_production_ready()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -96,9 +78,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await run_in_threadpool(bootstrap.register_demo, settings)
         yield
 
-    app = FastAPI(title="ai-eval-system", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="ai-eval-system", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Evaluate LLMs with OpenCompass: models, datasets, evaluations, results.")
     app.state.settings = settings
+
+    add_api_docs(app)  # /docs and /redoc with local assets
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_request: Request, exc: HTTPException):
+        # The app's error shape also for the router's own 404/405 (an unknown /api/... path is JSON, not the UI).
+        if exc.status_code in (204, 304):  # no body allowed
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse({"detail": exc.detail, "problems": []}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(ServiceError)
     async def _service_error(_request: Request, exc: ServiceError):
@@ -114,12 +105,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _storage_error(_request: Request, exc: StorageError):
         return JSONResponse({"detail": str(exc), "problems": []}, status_code=404)
 
-    app.add_middleware(RefuseOversizedUploads, path=f"{API_PREFIX}/datasets", settings=settings)
+    app.add_middleware(RefuseOversizedUploads, paths=(f"{API_PREFIX}/datasets", f"{API_PREFIX}/datasets/validate"),
+                       settings=settings)
     # The UI bundle is ~1.5 MB raw, ~0.5 MB gzipped; JSON lists compress as well.
     app.add_middleware(GZipMiddleware, minimum_size=1024)
-    if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+    if settings.allowed_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["*"],
                            allow_headers=["*"])
+    app.add_middleware(RequestGuard, settings=settings)
+    # Outermost: its headers and request id are also on the guard's refusals, the 413 above and every error.
+    app.add_middleware(ResponseHardening)
     for module in (health, models, datasets, evaluations, live, compare):
         app.include_router(module.router, prefix=API_PREFIX)
     if (settings.web_dist / "index.html").is_file():

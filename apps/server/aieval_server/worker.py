@@ -1,11 +1,13 @@
 """The Celery worker: threads pool (runs happen in forked OpenCompass processes, not in Python threads),
-one warm launcher per process, a sweeper that requeues jobs whose worker died."""
+one warm launcher per process, a sweeper that requeues jobs whose worker died (unless the process that started
+the worker sweeps itself: `aieval serve`, where a dead worker must not take the sweeper with it)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import signal
 import threading
 
 from celery import signals
@@ -54,7 +56,16 @@ def _sweeper(stop: threading.Event) -> None:
             log.debug("job dirs not pruned: %s", exc)
 
 
+def start_sweeper(stop: threading.Event) -> threading.Thread:
+    """Sweep every `sweep_interval_s` until `stop` is set. Any number of sweepers may run at once (workers,
+    `aieval serve`): each requeue is one conditional UPDATE, so only one of them acts on a job."""
+    thread = threading.Thread(target=_sweeper, args=(stop,), daemon=True, name="aieval-sweeper")
+    thread.start()
+    return thread
+
+
 _stop = threading.Event()
+_sweep_here = True  # run() turns it off for a worker whose parent sweeps (`aieval serve`)
 
 
 @signals.worker_ready.connect
@@ -62,7 +73,8 @@ def _on_ready(**_kwargs) -> None:
     from .tasks.evaluation import launcher
 
     settings = get_settings()
-    threading.Thread(target=_sweeper, args=(_stop,), daemon=True, name="aieval-sweeper").start()
+    if _sweep_here:
+        start_sweeper(_stop)
     # Import OpenCompass once now, so the first job starts in about a second.
     threading.Thread(target=lambda: log.info("OpenCompass warm in %.1f s", launcher().warm_up()),
                      daemon=True, name="aieval-warmup").start()
@@ -85,17 +97,30 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument("--concurrency", type=int, default=settings.worker_concurrency)
     options.add_argument("--name", default=f"aieval-{os.getpid()}@%h")
     options.add_argument("--loglevel", default=settings.log_level)
+    options.add_argument("--no-sweeper", dest="sweeper", action="store_false",
+                         help="do not requeue jobs of dead workers here (another process does)")
+    options.add_argument("--parent-pid", type=int, default=None,
+                         help="stop at once, with its runs, when this process ends (`aieval serve` passes its own)")
     return options
 
 
 def run(args: argparse.Namespace, pool: str = "threads") -> None:
     """`pool="solo"` runs tasks in the main thread, one at a time (debug_celery_worker.py: breakpoints)."""
-    settings = get_settings()
-    logging.basicConfig(level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.auto_migrate:
-        from .db.migrate import upgrade
+    global _sweep_here
+    if getattr(args, "parent_pid", None):
+        from aieval_engine.launchers import stop_with_parent
 
-        upgrade(settings.database_url)
+        # SIGKILL, not Celery's warm shutdown (which would finish the running evaluation first): with its parent
+        # gone nobody supervises this worker. Its fork server sees its stdin close and stops the runs; the jobs
+        # stay "running" without heartbeat and resume after the next start.
+        stop_with_parent(args.parent_pid, lambda: os.kill(os.getpid(), signal.SIGKILL), death_signal=signal.SIGKILL)
+    _sweep_here = getattr(args, "sweeper", True)
+    settings = get_settings()
+    settings.check_production_ready()
+    logging.basicConfig(level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .services.bootstrap import prepare_database
+
+    prepare_database(settings)  # the data dir made private; the schema migrated if auto_migrate
     ensure_broker_dirs(settings)
     concurrency = 1 if pool == "solo" else args.concurrency
     celery_app.worker_main([

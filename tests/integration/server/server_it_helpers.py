@@ -206,6 +206,12 @@ class LiveWatch:
         self.thread.join(5)
 
 
+def model_roots_env(*folders: Path) -> dict[str, str]:
+    """AIEVAL_MODEL_ROOTS for a stack: the folders its Hugging Face checkpoints may be registered from (the test
+    models are built outside every data dir, so that several stacks and "machines" share them)."""
+    return {"AIEVAL_MODEL_ROOTS": json.dumps([str(folder) for folder in folders])}
+
+
 def production_env(data_dir: Path, db_url: str, broker_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     """AIEVAL_* settings of a production-like stack (as test_production_stack.py uses, with local storage unless
     `extra` says otherwise), fast heartbeats and sweeps for tests."""
@@ -224,6 +230,8 @@ def production_env(data_dir: Path, db_url: str, broker_url: str, redis_url: str,
         "AIEVAL_HEARTBEAT_INTERVAL_S": "1",
         "AIEVAL_STALE_AFTER_S": "5",
         "AIEVAL_SWEEP_INTERVAL_S": "1",
+        # the test stack's model endpoints listen on loopback, which production's outbound policy refuses
+        "AIEVAL_OUTBOUND_ALLOW_LOOPBACK": "true",
         **extra,
     }
 

@@ -14,7 +14,16 @@ import time
 import uuid
 
 import pytest
-from server_it_helpers import PYTHON, REPO, Stack, free_port, processes_in, qa_rows, wait_until
+from server_it_helpers import (
+    PYTHON,
+    REPO,
+    Stack,
+    free_port,
+    model_roots_env,
+    processes_in,
+    qa_rows,
+    wait_until,
+)
 
 TASK_FILE = REPO / "apps" / "server" / "aieval_server" / "tasks" / "evaluation.py"
 
@@ -134,6 +143,7 @@ def debug_stack(tmp_path_factory, tiny_models):
     """A solo-pool worker under debugpy and an API (start_fastapi_server.py) on the same settings, a tiny model
     and a 4-row dataset registered."""
     stack = embedded_stack(tmp_path_factory, "debug-worker")
+    stack.env.update(model_roots_env(tiny_models[0].parent))
     stack.debug_port = free_port()
     stack.worker_name = f"debug-{uuid.uuid4().hex[:6]}@%h"
     worker = stack._spawn([PYTHON, "apps/server/debug_celery_worker.py", "--queues", "api,local", "--name",

@@ -4,6 +4,7 @@ the demo model and demo datasets are registered on first start."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import sqlite3
 from pathlib import Path
@@ -41,7 +42,9 @@ def test_one_command_serves_api_docs_demo_and_runs_an_evaluation(embedded, tiny_
     demo_sets = {d["name"]: d for d in stack.client.get("/datasets").json() if d["is_demo"]}
     assert set(demo_sets) == {"demo-mcq", "demo-qa"} and all(d["available"] for d in demo_sets.values())
 
-    model = stack.client.post("/models", json={"name": "tiny", "kind": "huggingface", "path": str(tiny_models[0])}).json()
+    # Checkpoints are registered from under the model roots: by default <data dir>/models, where the demo is.
+    checkpoint = shutil.copytree(tiny_models[0], stack.data_dir / "models" / "tiny")
+    model = stack.client.post("/models", json={"name": "tiny", "kind": "huggingface", "path": str(checkpoint)}).json()
     list_socket = connect(stack.url.replace("http://", "ws://") + "/api/v1/evaluations/ws", open_timeout=10,
                           legacy=True)
     created = stack.client.post("/evaluations", json={

@@ -23,6 +23,7 @@ from server_it_helpers import (
     Stack,
     files_containing,
     mcq_rows,
+    model_roots_env,
     processes_in,
     qa_rows,
     wait_until,
@@ -33,7 +34,7 @@ BUCKET = f"aieval-it-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, postgres_url, redis_url, s3_endpoint):
+def stack(tmp_path_factory, postgres_url, redis_url, s3_endpoint, tiny_models):
     data_dir = tmp_path_factory.mktemp("prod-data")
     env = {
         "AIEVAL_ENV": "prod",
@@ -53,6 +54,7 @@ def stack(tmp_path_factory, postgres_url, redis_url, s3_endpoint):
         "AIEVAL_STALE_AFTER_S": "5",
         "AIEVAL_SWEEP_INTERVAL_S": "1",
         "AIEVAL_CHECKPOINT_INTERVAL_S": "1",
+        **model_roots_env(tiny_models[0].parent),
     }
     # Production does not migrate on start: the script does it, as an operator would.
     migrate = subprocess.run([PYTHON, "scripts/migrate_db.py"], cwd=REPO, env={**os.environ, **env},
@@ -178,7 +180,7 @@ def test_endpoint_model_key_reaches_only_the_endpoint(stack, tiny_models):
             "options": {"tokenizer_path": str(tiny_models[0]), "query_per_second": 100}})
         assert created.status_code == 201, created.text
         model = created.json()
-        assert model["api_key_hint"] == secret[:3] + "…" + secret[-4:]
+        assert model["api_key_hint"] == "…" + secret[-4:]
         probe = stack.client.post(f"/models/{model['id']}/test").json()
         assert probe["ok"] is True and probe["reply"] == "A" and probe["latency_ms"] > 0
         dataset = stack.upload_dataset("even-12.jsonl", mcq_rows(12))

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 from private_services import PrivatePostgres, PrivateRedis, RabbitVhost, rabbitmq_reachable
-from server_it_helpers import Stack, mcq_rows, migrate, production_env, wait_until
+from server_it_helpers import Stack, mcq_rows, migrate, model_roots_env, production_env, wait_until
 
 # Long enough to restart something part-way (a few seconds of inference on the tiny model), short enough for CI.
 ROWS = 96
@@ -40,11 +41,11 @@ def private(tmp_path_factory):
         postgres.cleanup()
 
 
-def start_stack(tmp_path_factory, name: str, db_url: str, broker_url: str, redis_url: str) -> Stack:
+def start_stack(tmp_path_factory, name: str, db_url: str, broker_url: str, redis_url: str, model_root: Path) -> Stack:
     data_dir = tmp_path_factory.mktemp(f"{name}-data")
     # A heartbeat missed during a restart must not look like a dead worker (the killed-worker case is in
     # test_production_stack.py): the production default, not the 5 s used there.
-    env = production_env(data_dir, db_url, broker_url, redis_url, AIEVAL_STALE_AFTER_S="15")
+    env = production_env(data_dir, db_url, broker_url, redis_url, AIEVAL_STALE_AFTER_S="15", **model_roots_env(model_root))
     migrate(env)
     stack = Stack(env, tmp_path_factory.mktemp(f"{name}-logs"))
     stack.data_dir = data_dir
@@ -58,9 +59,10 @@ def start_stack(tmp_path_factory, name: str, db_url: str, broker_url: str, redis
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, private):
+def stack(tmp_path_factory, private, tiny_models):
     postgres, redis = private
-    stack = start_stack(tmp_path_factory, "restarts", postgres.create_database(), redis.url, redis.url)
+    stack = start_stack(tmp_path_factory, "restarts", postgres.create_database(), redis.url, redis.url,
+                        tiny_models[0].parent)
     try:
         yield stack
     finally:
@@ -225,7 +227,8 @@ def rabbit_stack(tmp_path_factory, private, tiny_models):
     postgres, redis = private
     try:
         # Its own database, so the Redis-broker stack's sweeper never sends these jobs through Redis.
-        stack = start_stack(tmp_path_factory, "rabbit", postgres.create_database(), vhost.url, redis.url)
+        stack = start_stack(tmp_path_factory, "rabbit", postgres.create_database(), vhost.url, redis.url,
+                            tiny_models[0].parent)
         try:
             stack.vhost = vhost
             yield stack

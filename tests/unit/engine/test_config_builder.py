@@ -507,7 +507,7 @@ def test_ppl_with_hf_chat_model_pairs_ppl_datasets_with_the_base_class(tmp_path)
     assert gen_model["type"] == "<HuggingFacewithChatTemplate>"
     assert ppl_model["type"] == "<HuggingFaceBaseModel>"
     assert gen_model["abbr"] == ppl_model["abbr"] == "chatty"  # one model, two roles
-    assert ppl_model["model_kwargs"] == {"torch_dtype": "torch.bfloat16", "device_map": "cpu"}
+    assert ppl_model["model_kwargs"] == {"torch_dtype": "torch.bfloat16", "trust_remote_code": False, "device_map": "cpu"}
     assert [d["abbr"] for d in values["gen_datasets"]] == ["qa"]
     assert [(d["abbr"], d["infer_method"]) for d in values["ppl_datasets"]] == [("mcq-ppl", "ppl")]
     assert values["model_dataset_combinations"] == [
@@ -527,7 +527,9 @@ def test_hf_model_settings(tmp_path):
     )
     (model,) = assignments(build_config(spec, tmp_path / "job").text)["models"]
     assert model["type"] == "<HuggingFaceBaseModel>"
-    assert model["model_kwargs"] == {"torch_dtype": "auto"}  # no device_map when GPUs are asked for
+    # no device_map when GPUs are asked for; no checkpoint code unless the spec asks (test_hardening_remote_code.py)
+    assert model["model_kwargs"] == {"torch_dtype": "auto", "trust_remote_code": False}
+    assert model["tokenizer_kwargs"] == {"trust_remote_code": False}
     assert model["run_cfg"] == {"num_gpus": 2}
     assert (model["batch_size"], model["max_seq_len"]) == (3, 512)
     assert model["generation_kwargs"] == {"do_sample": False}

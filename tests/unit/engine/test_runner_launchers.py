@@ -20,6 +20,7 @@ import pytest
 
 from aieval_engine import runner as runner_module
 from aieval_engine.launchers import OFFLINE_ENV, _ChildRun, kill_process_group
+from aieval_engine.netpolicy import OutboundPolicy
 from aieval_engine.runner import JOB_META, DataMissingError, Evaluation, ProgressEvent
 from aieval_engine.spec import SpecError, parse_spec
 
@@ -315,7 +316,8 @@ def test_run_succeeds_with_progress_scores_and_manifest(tmp_path, two_model_spec
     assert argv[:2] == [str(tmp_path.resolve() / "job" / "config.py"), "-w"]
     assert "--debug" in argv and "-r" not in argv
     assert argv[argv.index("--dump-eval-details") + 1] == "true"
-    assert env == {"COMPASS_DATA_CACHE": str((tmp_path / "cache").resolve()), "AIEVAL_API_KEY_1": SECRET}
+    assert env == {"COMPASS_DATA_CACHE": str((tmp_path / "cache").resolve()), "AIEVAL_API_KEY_1": SECRET,
+                   "AIEVAL_OUTBOUND_POLICY": OutboundPolicy().to_env()}  # the engine's default policy
     seen_env = json.loads((tmp_path / "job" / "env.json").read_text())
     assert seen_env == {"AIEVAL_API_KEY_1": "<set>", "COMPASS_DATA_CACHE": str((tmp_path / "cache").resolve()),
                         "HF_HUB_OFFLINE": "1"}  # fmt: skip

@@ -8,12 +8,21 @@ import pytest
 from fastapi.testclient import TestClient
 
 
+@pytest.fixture(scope="session")
+def tiny_model_root(tmp_path_factory) -> Path:
+    """A model root of the test settings, where the tiny model is built (a checkpoint must lie under a root)."""
+    return tmp_path_factory.mktemp("model-root")
+
+
 @pytest.fixture
-def settings(tmp_path, monkeypatch):
+def settings(tmp_path, monkeypatch, tiny_model_root):
     monkeypatch.setenv("AIEVAL_DATA_DIR", str(tmp_path / "data"))
     from aieval_server.config import Settings
 
-    return Settings(data_dir=tmp_path / "data", register_demo=False, web_dist=tmp_path / "no-web")
+    return Settings(data_dir=tmp_path / "data", register_demo=False, web_dist=tmp_path / "no-web",
+                    model_roots=[tmp_path / "data" / "models", tiny_model_root],
+                    # TestClient sends `Host: testserver`; real servers in tests are reached as 127.0.0.1 (trusted).
+                    trusted_hosts=[*Settings.model_fields["trusted_hosts"].default, "testserver"])
 
 
 @pytest.fixture
@@ -25,10 +34,10 @@ def client(settings):
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
+def tiny_model(tiny_model_root) -> Path:
     from aieval_engine.tiny_model import build_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny")
+    return build_tiny_model(tiny_model_root / "tiny")
 
 
 @pytest.fixture

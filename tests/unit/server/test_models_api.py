@@ -11,7 +11,7 @@ def test_api_key_is_encrypted_at_rest_masked_and_never_returned(client, settings
     })
     assert created.status_code == 201, created.text
     body = created.json()
-    assert body["has_api_key"] is True and body["api_key_hint"] == "sk-…6789"
+    assert body["has_api_key"] is True and body["api_key_hint"] == "…6789"
     for response in (created, client.get(f"/api/v1/models/{body['id']}"), client.get("/api/v1/models")):
         assert SECRET not in response.text
     raw = (settings.data_dir / "aieval.db").read_bytes() + (settings.data_dir / "aieval.db-wal").read_bytes()

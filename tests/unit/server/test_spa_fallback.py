@@ -75,7 +75,7 @@ def test_unknown_api_paths_are_the_apis_json_404(client, path):
     response = client.get(path)
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == {"detail": "Not Found"}
+    assert response.json() == {"detail": "Not Found", "problems": []}  # the app's error shape
 
 
 def test_the_api_and_its_docs_still_answer(client):
@@ -99,5 +99,5 @@ def test_without_a_built_ui_there_is_no_fallback(tmp_path, monkeypatch):
 
     monkeypatch.setenv("AIEVAL_DATA_DIR", str(tmp_path / "data"))
     settings = Settings(data_dir=tmp_path / "data", register_demo=False, web_dist=tmp_path / "no-web")
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
         assert client.get("/evaluations/12").status_code == 404

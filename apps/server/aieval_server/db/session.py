@@ -8,6 +8,8 @@ from pathlib import Path
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from ..private_paths import private_dir, private_file
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -25,7 +27,10 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # Created private before SQLite opens it (SQLite gives its -wal and -shm files the same mode).
+            if not Path(path).parent.exists():
+                private_dir(Path(path).parent)
+            private_file(Path(path))
         # SQLite connections are cheap; enough of them for every request thread (anyio runs up to 40).
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
                                pool_size=40, max_overflow=20)

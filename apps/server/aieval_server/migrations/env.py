@@ -33,6 +33,12 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = make_engine(url)
     with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # Batch mode recreates a SQLite table (copy, drop, rename); with foreign keys enforced, dropping a
+            # table other rows refer to would fail (RESTRICT) or delete those rows (CASCADE). The pragma only
+            # takes effect outside a transaction; the connection is discarded afterwards.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         # batch mode lets later ALTERs work on SQLite too
         context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True,
                           render_item=render_item)

@@ -19,8 +19,13 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from ..db import Base
+from ..enums import TERMINAL as TERMINAL_STATUSES  # noqa: F401  (defined once in enums; imported from here too)
+from ..enums import EvaluationStatus
 
-TERMINAL_STATUSES = ("succeeded", "failed", "cancelled", "timeout")
+# Ids are never given out twice, so a deleted evaluation's URL can never show later data. SQLite would
+# otherwise give the newest row's id again once that row is deleted (max(rowid) + 1); AUTOINCREMENT makes it
+# remember the largest id ever used. PostgreSQL's sequences never go back. (Migration 0003.)
+NEVER_REUSED_IDS = ("models", "datasets", "evaluations", "scores")
 
 
 def utcnow() -> datetime:
@@ -48,6 +53,7 @@ class Model(Base):
     """An evaluation target: an OpenAI-compatible endpoint, a Dify app or a local HF checkpoint."""
 
     __tablename__ = "models"
+    __table_args__ = {"sqlite_autoincrement": True}  # see NEVER_REUSED_IDS
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     kind: Mapped[str] = mapped_column(String(20))  # openai | dify | huggingface
@@ -64,6 +70,7 @@ class Dataset(Base):
     """A built-in OpenCompass config (by name) or an uploaded file stored content-addressed."""
 
     __tablename__ = "datasets"
+    __table_args__ = {"sqlite_autoincrement": True}  # see NEVER_REUSED_IDS
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     kind: Mapped[str] = mapped_column(String(20))  # builtin | custom
@@ -88,11 +95,12 @@ class Evaluation(Base):
         Index("ix_evaluations_status_created", "status", "created_at"),
         # Newest-first pages and name search scan this index without reading the (wide) rows.
         Index("ix_evaluations_created_id_name", "created_at", "id", "name"),
+        {"sqlite_autoincrement": True},  # see NEVER_REUSED_IDS
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    # queued | running | succeeded | failed | cancelled | timeout
-    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    # one of enums.EvaluationStatus
+    status: Mapped[str] = mapped_column(String(20), default=EvaluationStatus.queued.value, index=True)
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     queue: Mapped[str] = mapped_column(String(50), default="local")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -154,6 +162,7 @@ class EvaluationDataset(Base):
 
 class Score(Base):
     __tablename__ = "scores"
+    __table_args__ = {"sqlite_autoincrement": True}  # see NEVER_REUSED_IDS
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"), index=True)
     model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="SET NULL"), nullable=True, index=True)

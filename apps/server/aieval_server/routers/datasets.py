@@ -10,8 +10,11 @@ from ..schemas.api import (
     DatasetRead,
     DatasetUpdate,
     DatasetUploadResult,
+    DatasetUploadRules,
+    DatasetValidation,
     Page,
 )
+from ..schemas.ids import DatabaseId, PageNumber
 from ..services import datasets as service
 from .deps import SessionDep, SettingsDep, StorageDep
 
@@ -25,7 +28,7 @@ def list_datasets(*, kind: str | None = None, q: str | None = None, session: Ses
 
 
 @router.get("/builtin", response_model=Page[BuiltinDatasetRead])
-def builtin_catalogue(*, q: str | None = None, available: bool | None = None, page: Annotated[int, Query(ge=1)] = 1,
+def builtin_catalogue(*, q: str | None = None, available: bool | None = None, page: PageNumber = 1,
                       page_size: Annotated[int, Query(ge=1, le=500)] = 50, session: SessionDep,
                       settings: SettingsDep):
     items, total = service.builtin_catalogue(session, settings, q, available, page, page_size)
@@ -50,25 +53,40 @@ def upload_dataset(*, response: Response, file: Annotated[UploadFile, File()], n
     return DatasetUploadResult(dataset=service.to_read(dataset, settings), existing=existing)
 
 
+@router.post("/validate", response_model=DatasetValidation,
+             responses={413: {"description": "the file is larger than the upload limit"}})
+def validate_dataset(*, file: Annotated[UploadFile, File()], name: Annotated[str | None, Form()] = None,
+                     data_type: Annotated[str | None, Form()] = None, scorer: Annotated[str, Form()] = "exact",
+                     infer_method: Annotated[str, Form()] = "gen", session: SessionDep, settings: SettingsDep):
+    """Dry run of the upload (same fields): what it would answer, by the same rules, storing nothing."""
+    return service.validate_upload(session, settings, file.file, file.filename, name, data_type or None, scorer,
+                                   infer_method)
+
+
+@router.get("/upload-rules", response_model=DatasetUploadRules)
+def upload_rules(*, settings: SettingsDep):
+    return service.upload_rules(settings)
+
+
 @router.get("/{dataset_id}", response_model=DatasetRead)
-def show_dataset(*, dataset_id: int, session: SessionDep, settings: SettingsDep):
+def show_dataset(*, dataset_id: DatabaseId, session: SessionDep, settings: SettingsDep):
     return service.to_read(service.get(session, dataset_id), settings)
 
 
 @router.patch("/{dataset_id}", response_model=DatasetRead)
-def update_dataset(*, dataset_id: int, body: DatasetUpdate, session: SessionDep, settings: SettingsDep):
+def update_dataset(*, dataset_id: DatabaseId, body: DatasetUpdate, session: SessionDep, settings: SettingsDep):
     dataset = service.update(session, dataset_id, body.name, body.scorer, body.infer_method)
     return service.to_read(dataset, settings)
 
 
 @router.get("/{dataset_id}/preview", response_model=DatasetPreview)
-def preview_dataset(*, dataset_id: int, limit: Annotated[int, Query(ge=1, le=service.PREVIEW_MAX_ROWS)] = 20,
+def preview_dataset(*, dataset_id: DatabaseId, limit: Annotated[int, Query(ge=1, le=service.PREVIEW_MAX_ROWS)] = 20,
                     session: SessionDep, settings: SettingsDep,
                     storage: StorageDep):
     return service.preview(settings, storage, service.get(session, dataset_id), limit)
 
 
 @router.delete("/{dataset_id}", status_code=204)
-def delete_dataset(*, dataset_id: int, session: SessionDep, storage: StorageDep):
+def delete_dataset(*, dataset_id: DatabaseId, session: SessionDep, storage: StorageDep):
     service.delete(session, storage, dataset_id)
     return Response(status_code=204)

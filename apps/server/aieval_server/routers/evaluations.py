@@ -8,7 +8,9 @@ from fastapi.responses import FileResponse, PlainTextResponse
 
 from ..celery_app import enqueue
 from ..db import session_scope
+from ..enums import EvaluationStatus
 from ..schemas.api import EvaluationCreate, EvaluationDetail, EvaluationSummary, Page, SampleRead, ScoreRead
+from ..schemas.ids import DatabaseId, PageNumber
 from ..services import artifacts
 from ..services import evaluations as service
 from .deps import SessionDep, SettingsDep, StorageDep
@@ -31,9 +33,9 @@ def create_evaluation(*, body: EvaluationCreate, session: SessionDep,
 
 
 @router.get("", response_model=Page[EvaluationSummary])
-async def list_evaluations(*, status: Annotated[list[str] | None, Query()] = None, model_id: int | None = None,
-                           dataset_id: int | None = None, q: Annotated[str | None, Query(max_length=200)] = None,
-                           page: Annotated[int, Query(ge=1)] = 1, page_size: Annotated[int, Query(ge=1, le=200)] = 20,
+async def list_evaluations(*, status: Annotated[list[EvaluationStatus] | None, Query()] = None, model_id: DatabaseId | None = None,
+                           dataset_id: DatabaseId | None = None, q: Annotated[str | None, Query(max_length=200)] = None,
+                           page: PageNumber = 1, page_size: Annotated[int, Query(ge=1, le=200)] = 20,
                            settings: SettingsDep):
     # The hottest endpoints: all database work in one thread hop, serialized once (no re-validation).
     def work() -> bytes:
@@ -46,7 +48,7 @@ async def list_evaluations(*, status: Annotated[list[str] | None, Query()] = Non
 
 
 @router.get("/{evaluation_id}", response_model=EvaluationDetail)
-async def show_evaluation(*, evaluation_id: int, settings: SettingsDep):
+async def show_evaluation(*, evaluation_id: DatabaseId, settings: SettingsDep):
     def work() -> bytes:
         with session_scope(settings.database_url) as session:
             return service.show(session, evaluation_id).model_dump_json().encode()
@@ -55,14 +57,14 @@ async def show_evaluation(*, evaluation_id: int, settings: SettingsDep):
 
 
 @router.post("/{evaluation_id}/cancel", response_model=EvaluationDetail)
-def cancel_evaluation(*, evaluation_id: int, session: SessionDep):
+def cancel_evaluation(*, evaluation_id: DatabaseId, session: SessionDep):
     service.cancel(session, evaluation_id)
     session.commit()
     return service.show(session, evaluation_id)
 
 
 @router.post("/{evaluation_id}/retry", response_model=EvaluationDetail)
-def retry_evaluation(*, evaluation_id: int, session: SessionDep,
+def retry_evaluation(*, evaluation_id: DatabaseId, session: SessionDep,
                      settings: SettingsDep, storage: StorageDep):
     evaluation = service.retry(session, settings, storage, evaluation_id)
     session.commit()
@@ -71,14 +73,14 @@ def retry_evaluation(*, evaluation_id: int, session: SessionDep,
 
 
 @router.delete("/{evaluation_id}", status_code=204)
-def delete_evaluation(*, evaluation_id: int, session: SessionDep,
+def delete_evaluation(*, evaluation_id: DatabaseId, session: SessionDep,
                       settings: SettingsDep, storage: StorageDep):
     service.delete(session, settings, storage, evaluation_id)
     return Response(status_code=204)
 
 
 @router.get("/{evaluation_id}/logs", response_class=PlainTextResponse)
-def evaluation_logs(*, evaluation_id: int, tail: Annotated[int | None, Query(ge=1, le=100_000)] = 200,
+def evaluation_logs(*, evaluation_id: DatabaseId, tail: Annotated[int | None, Query(ge=1, le=100_000)] = 200,
                     download: bool = False, session: SessionDep,
                     storage: StorageDep):
     evaluation = service.get(session, evaluation_id)
@@ -88,14 +90,14 @@ def evaluation_logs(*, evaluation_id: int, tail: Annotated[int | None, Query(ge=
 
 
 @router.get("/{evaluation_id}/results", response_model=list[ScoreRead])
-def evaluation_results(*, evaluation_id: int, session: SessionDep):
+def evaluation_results(*, evaluation_id: DatabaseId, session: SessionDep):
     return service.score_rows(service.get(session, evaluation_id, scores=True))
 
 
 @router.get("/{evaluation_id}/samples", response_model=Page[SampleRead])
-def evaluation_samples(*, evaluation_id: int, model: str | None = None, dataset: str | None = None,
+def evaluation_samples(*, evaluation_id: DatabaseId, model: str | None = None, dataset: str | None = None,
                        correct: bool | None = None, q: Annotated[str | None, Query(max_length=500)] = None,
-                       page: Annotated[int, Query(ge=1)] = 1, page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+                       page: PageNumber = 1, page_size: Annotated[int, Query(ge=1, le=500)] = 50,
                        session: SessionDep, settings: SettingsDep,
                        storage: StorageDep):
     evaluation = service.get(session, evaluation_id)
@@ -105,7 +107,7 @@ def evaluation_samples(*, evaluation_id: int, model: str | None = None, dataset:
 
 
 @router.get("/{evaluation_id}/export")
-def export_evaluation(*, evaluation_id: int, background: BackgroundTasks,
+def export_evaluation(*, evaluation_id: DatabaseId, background: BackgroundTasks,
                       format: Literal["csv", "json", "md", "zip"] = "json",
                       session: SessionDep, settings: SettingsDep,
                       storage: StorageDep):

@@ -3,9 +3,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, computed_field
 
 from aieval_engine.spec import DisplayName as Name
+
+from ..enums import CANCELLABLE, RETRYABLE, TERMINAL, EvaluationStatus
+from .ids import DatabaseId
 
 
 class Strict(BaseModel):
@@ -114,6 +117,29 @@ class DatasetPreview(BaseModel):
     total_rows: int | None
 
 
+class DatasetValidation(BaseModel):
+    """The upload's dry run (POST /datasets/validate): what the same upload would do, nothing stored."""
+
+    ok: bool = Field(description="true exactly when problems is empty: the upload would succeed (new or existing)")
+    file_format: Literal["jsonl", "csv"] | None = Field(description="null when the extension is not accepted")
+    data_type: Literal["mcq", "qa"] | None = Field(description="declared or detected; null when no row was read")
+    columns: list[str]
+    rows: int | None = Field(description="data rows; null unless the file is valid")
+    name: str | None = Field(description="the name the dataset would get (derived from the file name if none given)")
+    problems: list[str] = Field(description="every reason the upload would be refused, file problems by line")
+    preview: list[dict[str, Any]] = Field(description="the first rows (at most 20), read as the server reads them")
+    existing_dataset_id: int | None = Field(description="set when the same file (same sha256) was uploaded before")
+    name_taken: bool = Field(description="another dataset has this name (an upload would get 409 unless existing)")
+
+
+class DatasetUploadRules(BaseModel):
+    """What the server accepts as an upload, so a client asks instead of keeping its own copy of the rules."""
+
+    extensions: list[str] = Field(description="accepted file name extensions, with the dot")
+    max_bytes: int = Field(description="the largest file accepted (413 above it)")
+    max_rows: int
+
+
 # ---- evaluations ------------------------------------------------------------------------------
 class EvaluationParams(Strict):
     limit: int | None = Field(default=None, ge=1, le=10_000_000)
@@ -125,8 +151,8 @@ class EvaluationParams(Strict):
 
 class EvaluationCreate(Strict):
     name: Name = "evaluation"
-    model_ids: list[int] = Field(min_length=1, max_length=64)
-    dataset_ids: list[int] = Field(default_factory=list, max_length=512)
+    model_ids: list[DatabaseId] = Field(min_length=1, max_length=64)
+    dataset_ids: list[DatabaseId] = Field(default_factory=list, max_length=512)
     builtin_datasets: list[str] = Field(
         default_factory=list, max_length=512, description="OpenCompass config names, e.g. gsm8k_gen"
     )
@@ -136,7 +162,7 @@ class EvaluationCreate(Strict):
 class EvaluationSummary(BaseModel):
     id: int
     name: str
-    status: str
+    status: EvaluationStatus
     queue: str
     models: list[dict[str, Any]]
     datasets: list[dict[str, Any]]
@@ -147,6 +173,22 @@ class EvaluationSummary(BaseModel):
     stage: str | None
     revision: int
     error: str | None
+
+    # What the status allows, decided here so that clients ask the server instead of keeping a copy of the rules.
+    @computed_field(description="final: nothing changes any more unless it is retried; stop following it")
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @computed_field(description="POST .../cancel is accepted")
+    @property
+    def can_cancel(self) -> bool:
+        return self.status in CANCELLABLE
+
+    @computed_field(description="POST .../retry is accepted (failed, cancelled or timed out)")
+    @property
+    def can_retry(self) -> bool:
+        return self.status in RETRYABLE
 
 
 class EvaluationDetail(EvaluationSummary):

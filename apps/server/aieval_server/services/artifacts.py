@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
+import re
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -78,12 +80,25 @@ def samples(settings: Settings, storage: Storage, evaluation: Evaluation, *, mod
 
 
 # ---- exports ------------------------------------------------------------------------------------
+# A spreadsheet reads a cell starting with one of these as a formula (or, tab and CR, as the start of one after
+# import); OWASP's advice is to make such text cells literal with a leading single quote.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: object) -> object:
+    """Text that a spreadsheet would run as a formula, made literal. Numbers stay numbers (-1.5 is no formula)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def export_csv(evaluation: Evaluation) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["evaluation_id", "model", "dataset", "metric", "value"])
     for score in score_rows(evaluation):
-        writer.writerow([evaluation.id, score["model"], score["dataset"], score["metric"], score["value"]])
+        row = [evaluation.id, score["model"], score["dataset"], score["metric"], score["value"]]
+        writer.writerow([_csv_cell(cell) for cell in row])
     return out.getvalue()
 
 
@@ -91,8 +106,27 @@ def export_json(evaluation: Evaluation) -> str:
     return detail(evaluation).model_dump_json(indent=2)
 
 
+# Characters that would make a name a link, an image (fetched from anywhere when the report is rendered),
+# emphasis, code or a new table cell.
+_MARKDOWN_SYNTAX = re.compile(r"([\\`*_\[\]|])")
+
+
 def _md(value: object) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    """User text (names, errors) as literal text on one line of a Markdown report: HTML escaped, Markdown
+    syntax backslash-escaped."""
+    text = _MARKDOWN_SYNTAX.sub(r"\\\1", html.escape(str(value), quote=False))
+    return " ".join(text.splitlines())
+
+
+def _backticks_for(text: str, at_least: int) -> str:
+    """A run of backticks longer than any in `text`: as the fence of a code block or span, `text` cannot end it."""
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    return "`" * max(at_least, longest + 1)
+
+
+def _code_span(text: str) -> str:
+    fence = _backticks_for(text, 1)
+    return f"{fence} {text} {fence}" if text.startswith("`") or text.endswith("`") else f"{fence}{text}{fence}"
 
 
 def export_markdown(evaluation: Evaluation) -> str:
@@ -103,9 +137,10 @@ def export_markdown(evaluation: Evaluation) -> str:
         lines.append(f"- Duration: {info.duration_s:.1f} s")
     lines.append(f"- Models: {', '.join(_md(m['name']) for m in info.models)}")
     lines.append(f"- Datasets: {', '.join(_md(d['name']) for d in info.datasets)}")
-    lines.append(f"- Parameters: `{json.dumps(info.params, sort_keys=True)}`")
+    lines.append(f"- Parameters: {_code_span(json.dumps(info.params, sort_keys=True))}")
     if info.manifest:
-        lines.append(f"- OpenCompass {info.manifest.get('opencompass')}, config sha256 `{info.manifest.get('config_sha256')}`")
+        lines.append(f"- OpenCompass {_md(info.manifest.get('opencompass'))}, "
+                     f"config sha256 {_code_span(str(info.manifest.get('config_sha256')))}")
     lines += ["", "## Scores", ""]
     models = list(dict.fromkeys(s["model"] for s in info.scores))
     rows = list(dict.fromkeys((s["dataset"], s["metric"]) for s in info.scores))
@@ -121,7 +156,8 @@ def export_markdown(evaluation: Evaluation) -> str:
     if info.error:
         lines += ["", "## Error", "", _md(info.error)]
         if info.log_excerpt:
-            lines += ["", "```", info.log_excerpt, "```"]
+            fence = _backticks_for(info.log_excerpt, 3)
+            lines += ["", fence, info.log_excerpt, fence]
     return "\n".join(lines) + "\n"
 
 

@@ -12,14 +12,25 @@ from ..config import Settings
 from ..db import session_scope
 from ..db.migrate import upgrade
 from ..models import Dataset, Model
+from ..private_paths import private_dir
 from ..storage import get_storage
 from . import datasets as dataset_service
 from .errors import ServiceError
+from .models import under_model_roots
 
 log = logging.getLogger(__name__)
 
 
+def protect_data_dir(settings: Settings) -> None:
+    """The data dir, local storage and job dirs readable by this user only (see private_paths)."""
+    private_dir(settings.data_dir)
+    private_dir(settings.jobs_dir)
+    if settings.storage == "local":
+        private_dir(settings.local_storage_dir)
+
+
 def prepare_database(settings: Settings) -> None:
+    protect_data_dir(settings)
     if settings.auto_migrate:
         upgrade(settings.database_url)
 
@@ -29,10 +40,16 @@ def register_demo(settings: Settings) -> None:
     from aieval_engine.demo import DEMO_MODEL_NAME, demo_model_dir
 
     storage = get_storage(settings)
+    demo_dir = demo_model_dir(settings.data_dir)
+    # Registered directly (its folder is filled later, in the background), so the model roots are checked here.
+    demo_runnable = under_model_roots(str(demo_dir), settings.checkpoint_roots) is not None
+    if not demo_runnable:
+        log.warning("the demo model is not registered: %s is outside the model roots (AIEVAL_MODEL_ROOTS: %s)",
+                    demo_dir, ", ".join(map(str, settings.checkpoint_roots)))
     with session_scope(settings.database_url) as session:
-        if session.scalar(select(Model.id).where(Model.is_demo.is_(True))) is None:
+        if demo_runnable and session.scalar(select(Model.id).where(Model.is_demo.is_(True))) is None:
             session.add(Model(name=DEMO_MODEL_NAME, kind="huggingface", is_demo=True,
-                              settings={"path": str(demo_model_dir(settings.data_dir)), "mode": "chat"}))
+                              settings={"path": str(demo_dir), "mode": "chat"}))
             try:
                 session.flush()
             except IntegrityError:

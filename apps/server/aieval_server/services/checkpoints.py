@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 from pathlib import Path, PurePosixPath
+from stat import S_ISREG
 
 from ..storage import Storage
 
@@ -33,11 +34,16 @@ class JobCheckpoint:
     def sync(self) -> int:
         """Upload every file that changed since the last sync; returns how many were uploaded."""
         count = 0
-        for path in sorted(self.job_dir.rglob("*")):
+        for path in sorted(self.job_dir.rglob("*")):  # rglob does not descend into symlinked directories
             relative = path.relative_to(self.job_dir)
-            if relative.parts[0] in SKIPPED_TOP_LEVEL or not path.is_file():
+            try:
+                stat = path.lstat()
+            except FileNotFoundError:
+                continue  # OpenCompass renames and removes files while it runs
+            # Regular files only: a symlink planted in the job dir (to /etc/passwd, to the secret key) is not
+            # followed into storage, and so never into an export.
+            if relative.parts[0] in SKIPPED_TOP_LEVEL or not S_ISREG(stat.st_mode):
                 continue
-            stat = path.stat()
             signature = (stat.st_mtime_ns, stat.st_size)
             key = relative.as_posix()
             if self.uploaded.get(key) == signature:

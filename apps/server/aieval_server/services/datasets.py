@@ -6,31 +6,45 @@ so a re-upload of the same bytes is recognised and nothing is stored twice.
 
 from __future__ import annotations
 
-import csv
 import functools
 import io
-import json
 import tempfile
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from aieval_engine.catalogue import UnknownDatasetError, list_builtin_names, missing_data, resolve_builtin
-from aieval_engine.datafiles import DataFileError, validate_data_file
-from aieval_engine.spec import clean_display_name
+from aieval_engine.datafiles import (
+    FILE_FORMATS,
+    MAX_ROWS,
+    DataFileError,
+    DataFileInfo,
+    first_rows,
+    validate_data_file,
+)
+from aieval_engine.spec import CONTROL_CHARS, clean_display_name
 
 from ..config import Settings
 from ..models import Dataset, EvaluationDataset
-from ..schemas.api import BuiltinDatasetRead, DatasetPreview, DatasetRead
+from ..schemas.api import (
+    BuiltinDatasetRead,
+    DatasetPreview,
+    DatasetRead,
+    DatasetUploadRules,
+    DatasetValidation,
+)
 from ..storage import Storage
 from .errors import Conflict, Invalid, NotFound, TooLarge
 
-ALLOWED_FORMATS = ("jsonl", "csv")
+ACCEPTED_EXTENSIONS = tuple(f".{file_format}" for file_format in FILE_FORMATS)
 PREVIEW_MAX_ROWS = 100
+VALIDATION_PREVIEW_ROWS = 20
+NAME_MAX_LENGTH = 200
 
 
 def storage_key(sha256: str, file_format: str) -> str:
@@ -114,6 +128,11 @@ def get_or_register_builtin(session: Session, settings: Settings, config: str) -
 
 
 # ---- uploads ----------------------------------------------------------------------------------
+def upload_rules(settings: Settings) -> DatasetUploadRules:
+    return DatasetUploadRules(extensions=list(ACCEPTED_EXTENSIONS), max_bytes=settings.max_upload_bytes,
+                              max_rows=MAX_ROWS)
+
+
 def _receive(stream: BinaryIO, target: Path, limit: int) -> int:
     size = 0
     with open(target, "wb") as handle:
@@ -125,46 +144,133 @@ def _receive(stream: BinaryIO, target: Path, limit: int) -> int:
     return size
 
 
+def _name_is_taken(session: Session, name: str) -> bool:
+    return session.scalar(select(Dataset.id).where(func.lower(Dataset.name) == name.lower())) is not None
+
+
+def _name_taken_message(name: str) -> str:
+    return f"a dataset named {name!r} already exists; choose another name"
+
+
+def _default_name(session: Session, filename: str, file_format: str | None) -> tuple[str, bool]:
+    """(name, taken) for an upload without a name: the file's stem, or `stem (csv)` when the stem is taken, so
+    quiz.csv and quiz.jsonl can both be uploaded without naming them. When both are taken the upload is refused
+    (409) rather than numbered: a third file of the same name is more likely a mistake than a wish."""
+    stem = clean_display_name(filename.rsplit(".", 1)[0] if "." in filename else filename)
+    if not _name_is_taken(session, stem):
+        return stem, False
+    alternative = f"{stem} ({file_format})"
+    if file_format is None or len(alternative) > NAME_MAX_LENGTH or _name_is_taken(session, alternative):
+        return stem, True
+    return alternative, False
+
+
+@dataclass
+class UploadCheck:
+    """What an upload would do: the one set of rules behind both the upload and its dry run."""
+
+    filename: str
+    file_format: str | None = None
+    name: str | None = None
+    problems: list[str] = field(default_factory=list)  # each would make the upload a 422
+    headline: str = ""  # the 422's detail
+    info: DataFileInfo | None = None
+    columns: tuple[str, ...] = ()
+    data_type: str | None = None
+    staged: Path | None = None
+    size: int = 0
+    existing: Dataset | None = None
+    name_taken: bool = False  # would be a 409 (unless the same file exists: then the upload returns that)
+
+
+def check_upload(session: Session, settings: Settings, stream: BinaryIO, staging: Path, filename: str | None,
+                 name: str | None, data_type: str | None, scorer: str, infer_method: str) -> UploadCheck:
+    """Receive the file into `staging` and decide everything an upload decides, storing nothing.
+
+    Raises TooLarge (413) when the file is over the limit; every other refusal is in the returned problems."""
+    check = UploadCheck(filename=(filename or "").strip())
+    filename = check.filename
+    if CONTROL_CHARS.search(filename):  # it is kept as the dataset's original file name (PostgreSQL refuses NUL)
+        check.problems.append("the file name must not contain control characters such as newlines")
+    extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    if extension in FILE_FORMATS:
+        check.file_format = extension
+    else:
+        check.problems.append(f"{filename or 'the file'}: only {' and '.join(ACCEPTED_EXTENSIONS)} files are accepted")
+    if data_type not in (None, "mcq", "qa"):
+        check.problems.append("data_type must be 'mcq' or 'qa' (or omitted to detect it from the columns)")
+        data_type = None
+    if scorer not in ("exact", "contains"):
+        check.problems.append("scorer must be 'exact' or 'contains'")
+    if infer_method not in ("gen", "ppl"):
+        check.problems.append("infer_method must be 'gen' or 'ppl'")
+    try:
+        if name is None:
+            check.name, check.name_taken = _default_name(session, filename, check.file_format)
+        else:
+            check.name = clean_display_name(name)
+            check.name_taken = _name_is_taken(session, check.name)
+    except ValueError as exc:
+        check.problems.append(f"name {exc}")
+    if check.name is not None and len(check.name) > NAME_MAX_LENGTH:
+        check.problems.append(f"name must be at most {NAME_MAX_LENGTH} characters")
+    check.headline = check.problems[0] if check.problems else ""
+    if check.file_format is None:
+        return check
+
+    # The server picks the local file name: the client's name is only used for its extension and in messages.
+    check.staged = staging / f"upload.{check.file_format}"
+    check.size = _receive(stream, check.staged, settings.max_upload_bytes)
+    try:
+        check.info = validate_data_file(check.staged, data_type, label=filename or None)  # type: ignore[arg-type]
+    except DataFileError as exc:
+        check.problems.extend(exc.problems)
+        check.headline = check.headline or f"{filename} cannot be used as a dataset"
+        check.columns, check.data_type = exc.columns, exc.data_type
+    else:
+        check.columns, check.data_type = check.info.columns, check.info.data_type
+        check.existing = session.scalar(select(Dataset).where(Dataset.sha256 == check.info.sha256))
+    return check
+
+
+def validate_upload(session: Session, settings: Settings, stream: BinaryIO, filename: str | None, name: str | None,
+                    data_type: str | None, scorer: str, infer_method: str) -> DatasetValidation:
+    """The upload's dry run: what `upload` with the same arguments would answer, without storing anything."""
+    with tempfile.TemporaryDirectory(prefix="aieval-validate-") as staging:
+        check = check_upload(session, settings, stream, Path(staging), filename, name, data_type, scorer, infer_method)
+        preview: list[dict] = []
+        if check.staged is not None:
+            with open(check.staged, "rb") as handle:
+                preview, _ = first_rows(handle, check.file_format, VALIDATION_PREVIEW_ROWS)  # type: ignore[arg-type]
+    problems = list(check.problems)
+    if check.name_taken and check.existing is None:
+        problems.append(_name_taken_message(check.name or ""))
+    return DatasetValidation(
+        ok=not problems, file_format=check.file_format, data_type=check.data_type, columns=list(check.columns),
+        rows=check.info.rows if check.info else None, name=check.name, problems=problems, preview=preview,
+        existing_dataset_id=check.existing.id if check.existing else None, name_taken=check.name_taken,
+    )
+
+
 def upload(session: Session, settings: Settings, storage: Storage, stream: BinaryIO, filename: str | None,
            name: str | None, data_type: str | None, scorer: str, infer_method: str,
            is_demo: bool = False) -> tuple[Dataset, bool]:
     """Validate and store an uploaded file; returns (dataset, existing)."""
-    filename = (filename or "").strip()
-    file_format = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
-    if file_format not in ALLOWED_FORMATS:
-        raise Invalid(f"{filename or 'the file'}: only .jsonl and .csv files are accepted")
-    if data_type not in (None, "mcq", "qa"):
-        raise Invalid("data_type must be 'mcq' or 'qa' (or omitted to detect it from the columns)")
-    if scorer not in ("exact", "contains"):
-        raise Invalid("scorer must be 'exact' or 'contains'")
-    if infer_method not in ("gen", "ppl"):
-        raise Invalid("infer_method must be 'gen' or 'ppl'")
-    display = name if name is not None else filename.rsplit(".", 1)[0]
-    try:
-        display = clean_display_name(display)
-    except ValueError as exc:
-        raise Invalid(f"name {exc}") from None
-    if len(display) > 200:
-        raise Invalid("name must be at most 200 characters")
-
     with tempfile.TemporaryDirectory(prefix="aieval-upload-") as staging:
-        # The server picks the local file name: the client's name is only used for its extension.
-        path = Path(staging) / f"upload.{file_format}"
-        size = _receive(stream, path, settings.max_upload_bytes)
-        try:
-            info = validate_data_file(path, data_type)  # type: ignore[arg-type]
-        except DataFileError as exc:
-            raise Invalid(f"{filename} cannot be used as a dataset", exc.problems) from None
-        existing = session.scalar(select(Dataset).where(Dataset.sha256 == info.sha256))
-        if existing is not None:
-            return existing, True
-        if session.scalar(select(Dataset.id).where(func.lower(Dataset.name) == display.lower())) is not None:
-            raise Conflict(f"a dataset named {display!r} already exists; choose another name")
+        check = check_upload(session, settings, stream, Path(staging), filename, name, data_type, scorer, infer_method)
+        if check.problems:
+            raise Invalid(check.headline, check.problems)
+        assert check.info is not None and check.staged is not None and check.name is not None
+        if check.existing is not None:
+            return check.existing, True
+        if check.name_taken:
+            raise Conflict(_name_taken_message(check.name))
+        info = check.info
         key = storage_key(info.sha256, info.format)
         dataset = Dataset(
-            name=display, kind="custom", sha256=info.sha256, storage_key=key, file_format=info.format,
+            name=check.name, kind="custom", sha256=info.sha256, storage_key=key, file_format=info.format,
             data_type=info.data_type, scorer=scorer, infer_method=infer_method, columns=list(info.columns),
-            rows=info.rows, size_bytes=size, original_filename=filename[:300], is_demo=is_demo,
+            rows=info.rows, size_bytes=check.size, original_filename=check.filename[:300], is_demo=is_demo,
         )
         session.add(dataset)
         try:
@@ -173,7 +279,7 @@ def upload(session: Session, settings: Settings, storage: Storage, stream: Binar
             session.rollback()
             raise Conflict("the same dataset was uploaded concurrently; upload again to see it") from None
         stored_before = storage.exists(key)
-        storage.put_file(key, path)
+        storage.put_file(key, check.staged)
         try:
             session.commit()
         except BaseException:
@@ -202,10 +308,8 @@ def update(session: Session, dataset_id: int, name: str | None, scorer: str | No
         raise Invalid("the 'contains' scorer is for question-answer datasets, not multiple choice")
     if infer_method == "ppl" and dataset.data_type != "mcq":
         raise Invalid("ppl (likelihood) scoring needs a multiple-choice dataset")
-    if name is not None and name.lower() != dataset.name.lower():
-        taken = session.scalar(select(Dataset.id).where(func.lower(Dataset.name) == name.lower()))
-        if taken is not None:
-            raise Conflict(f"a dataset named {name!r} already exists; choose another name")
+    if name is not None and name.lower() != dataset.name.lower() and _name_is_taken(session, name):
+        raise Conflict(_name_taken_message(name))
     if name is not None:
         dataset.name = name
     dataset.scorer, dataset.infer_method = scorer, infer_method
@@ -244,19 +348,13 @@ def preview(settings: Settings, storage: Storage, dataset: Dataset, limit: int) 
     if dataset.kind != "custom":
         raise Invalid("only uploaded datasets can be previewed; built-in data is read by OpenCompass")
     limit = max(1, min(limit, PREVIEW_MAX_ROWS))
-    rows: list[dict[str, Any]] = []
     with storage.open(dataset.storage_key) as handle:
-        text = io.TextIOWrapper(handle, encoding="utf-8-sig")
-        if dataset.file_format == "jsonl":
-            for line in text:
-                if len(rows) >= limit:
-                    break
-                rows.append(json.loads(line))
-        else:
-            for row in csv.DictReader(text):
-                if len(rows) >= limit:
-                    break
-                rows.append(dict(row))
+        # Buffered, so reading line by line does not become a read per byte (S3 bodies are not buffered).
+        buffered = handle if isinstance(handle, io.BufferedIOBase) else io.BufferedReader(handle)  # type: ignore[arg-type]
+        rows, problems = first_rows(buffered, dataset.file_format, limit)  # type: ignore[arg-type]
+    if problems:
+        # Only a file stored under older, looser rules gets here: say so rather than fail.
+        raise Invalid(f"dataset {dataset.name!r} cannot be read by today's rules; upload a corrected file", problems)
     return DatasetPreview(columns=list(dataset.columns or []), rows=rows, total_rows=dataset.rows)
 
 

@@ -22,7 +22,8 @@ from aieval_engine.spec import (
 )
 
 from ..config import Settings
-from ..models import TERMINAL_STATUSES, Dataset, Evaluation, EvaluationDataset, EvaluationModel, Model, Score
+from ..enums import CANCELLABLE, RETRYABLE, EvaluationStatus
+from ..models import Dataset, Evaluation, EvaluationDataset, EvaluationModel, Model, Score
 from ..schemas.api import EvaluationCreate, EvaluationDetail, EvaluationSummary
 from ..storage import Storage
 from . import datasets as dataset_service
@@ -30,7 +31,6 @@ from . import models as model_service
 from .errors import Conflict, Invalid, NotFound
 
 log = logging.getLogger(__name__)
-STATUSES = ("queued", "running", *TERMINAL_STATUSES)
 
 
 def utcnow() -> datetime:
@@ -132,7 +132,7 @@ def create(session: Session, settings: Settings, storage: Storage, body: Evaluat
     build_spec(settings, storage, body.name, models, datasets, params)
     # enqueued_at stays NULL until the broker has the message (celery_app.enqueue stamps it): a job whose API
     # process died before sending is then found and sent by the sweeper.
-    evaluation = Evaluation(name=body.name, status="queued", params=params, queue=queue_for(models), enqueued_at=None)
+    evaluation = Evaluation(name=body.name, status=EvaluationStatus.queued.value, params=params, queue=queue_for(models), enqueued_at=None)
     evaluation.models = [EvaluationModel(model_id=m.id, position=i) for i, m in enumerate(models)]
     evaluation.datasets = [EvaluationDataset(dataset_id=d.id, position=i) for i, d in enumerate(datasets)]
     session.add(evaluation)
@@ -164,17 +164,15 @@ SUMMARY_COLUMNS = (
 )
 
 
-def list_evaluations(session: Session, *, status: list[str] | None, model_id: int | None, dataset_id: int | None,
-                     q: str | None, page: int, page_size: int) -> tuple[list[EvaluationSummary], int]:
-    """One page of summaries, newest first. Reads plain columns (no ORM objects, no JSON): lists are hot."""
-    if status:
-        bad = [s for s in status if s not in STATUSES]
-        if bad:
-            raise Invalid(f"unknown status {', '.join(bad)}; use one of {', '.join(STATUSES)}")
+def list_evaluations(session: Session, *, status: list[EvaluationStatus] | None, model_id: int | None,
+                     dataset_id: int | None, q: str | None, page: int,
+                     page_size: int) -> tuple[list[EvaluationSummary], int]:
+    """One page of summaries, newest first. Reads plain columns (no ORM objects, no JSON): lists are hot.
+    `status` is checked where the request is parsed (an unknown one is a 422 naming the known ones)."""
     text_is_id = bool(q and q.isdigit())
     count, page_query = _list_statements(session.get_bind().dialect.name, bool(status), model_id is not None,
                                          dataset_id is not None, bool(q), text_is_id)
-    values: dict[str, Any] = {"statuses": status, "model_id": model_id, "dataset_id": dataset_id,
+    values: dict[str, Any] = {"statuses": [EvaluationStatus(s).value for s in status or ()], "model_id": model_id, "dataset_id": dataset_id,
                               "pattern": _contains_pattern(q) if q else None, "text_id": int(q) if text_is_id else None,
                               "offset": (page - 1) * page_size, "limit": page_size}
     connection = session.connection()
@@ -313,7 +311,7 @@ def _aware(value: datetime) -> datetime:
 # ---- state changes ------------------------------------------------------------------------------
 def cancel(session: Session, evaluation_id: int) -> Evaluation:
     evaluation = get(session, evaluation_id)
-    if evaluation.status in TERMINAL_STATUSES:
+    if evaluation.status not in CANCELLABLE:
         raise Conflict(f"evaluation {evaluation_id} has already finished ({evaluation.status})")
     # A queued job is cancelled at once (a worker that receives it later skips it); a running one is
     # stopped by its worker, which watches this flag.
@@ -322,8 +320,8 @@ def cancel(session: Session, evaluation_id: int) -> Evaluation:
         .values(cancel_requested=True, revision=Evaluation.revision + 1)
     )
     session.execute(
-        update(Evaluation).where(Evaluation.id == evaluation_id, Evaluation.status == "queued")
-        .values(status="cancelled", finished_at=utcnow(), error="cancelled by request")
+        update(Evaluation).where(Evaluation.id == evaluation_id, Evaluation.status == EvaluationStatus.queued.value)
+        .values(status=EvaluationStatus.cancelled.value, finished_at=utcnow(), error="cancelled by request")
     )
     session.flush()
     session.refresh(evaluation)
@@ -333,13 +331,13 @@ def cancel(session: Session, evaluation_id: int) -> Evaluation:
 def retry(session: Session, settings: Settings, storage: Storage, evaluation_id: int) -> Evaluation:
     """Queue a finished-unsuccessfully job again; its worker resumes from the predictions already made."""
     evaluation = get(session, evaluation_id)
-    if evaluation.status not in ("failed", "cancelled", "timeout"):
-        raise Conflict(f"only failed, cancelled or timed-out evaluations can be retried (this one is {evaluation.status})")
+    if evaluation.status not in RETRYABLE:
+        raise Conflict(f"only {', '.join(sorted(RETRYABLE))} evaluations can be retried (this one is {evaluation.status})")
     models = [link.model for link in evaluation.models]
     datasets = [link.dataset for link in evaluation.datasets]
     _check_runnable(settings, models, datasets)
     build_spec(settings, storage, evaluation.name, models, datasets, evaluation.params)
-    evaluation.status = "queued"
+    evaluation.status = EvaluationStatus.queued.value
     evaluation.cancel_requested = False
     evaluation.error = evaluation.log_excerpt = None
     evaluation.finished_at = None
@@ -352,7 +350,7 @@ def retry(session: Session, settings: Settings, storage: Storage, evaluation_id:
 
 def delete(session: Session, settings: Settings, storage: Storage, evaluation_id: int) -> None:
     evaluation = get(session, evaluation_id)
-    if evaluation.status == "running":
+    if evaluation.status == EvaluationStatus.running:
         raise Conflict(f"evaluation {evaluation_id} is running; cancel it first")
     session.delete(evaluation)
     session.commit()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -21,6 +22,13 @@ def list_channel(settings: Settings) -> str:
 
 def channel(settings: Settings, evaluation_id: int) -> str:
     return f"{settings.key_prefix}aieval:evaluation:{evaluation_id}"
+
+
+def channel_pattern(settings: Settings) -> str:
+    """A Redis PSUBSCRIBE pattern matching the list channel and every evaluation's channel (and nothing of
+    another installation: glob characters in the prefix are escaped)."""
+    prefix = re.sub(r"([\\*?\[\]])", r"\\\1", settings.key_prefix)
+    return f"{prefix}aieval:evaluation*"
 
 
 class Publisher:

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from aieval_engine.dify import TEST_USER, DifyError, send_chat_message
+from aieval_engine.netpolicy import OutboundPolicyError, check_url_form, guarded_client
 from aieval_engine.spec import DifyModelSpec, HuggingFaceModelSpec, OpenAIModelSpec, SpecError, parse_spec
 
 from .. import keyring
@@ -32,7 +33,7 @@ def to_read(model: Model) -> ModelRead:
         kind=model.kind,
         settings=dict(model.settings or {}),
         has_api_key=model.api_key_encrypted is not None,
-        api_key_hint=model.api_key_hint,
+        api_key_hint=keyring.shown_hint(model.api_key_hint),
         is_demo=model.is_demo,
         created_at=model.created_at,
         updated_at=model.updated_at,
@@ -40,23 +41,78 @@ def to_read(model: Model) -> ModelRead:
 
 
 def engine_spec(
-    model: Model, settings: Settings | None = None, *, with_key: bool = False
+    model: Model, settings: Settings, *, with_key: bool = False
 ) -> OpenAIModelSpec | DifyModelSpec | HuggingFaceModelSpec:
-    """The engine's model spec for a registered model; the API key only when `with_key` (worker side)."""
-    data: dict[str, Any] = {"name": model.name, "kind": model.kind, **(model.settings or {})}
-    if with_key and model.api_key_encrypted and settings is not None:
+    """The engine's model spec for a registered model; the API key only when `with_key` (worker side).
+
+    The server's rules for what a model may make a worker do are checked again here, on every use: the row may
+    predate them, and the folders it names may have changed since it was saved."""
+    values = _check_server_rules(settings, model.settings or {}, f"model {model.name!r} cannot be used here")
+    data: dict[str, Any] = {"name": model.name, "kind": model.kind, **values}
+    if with_key and model.api_key_encrypted:
         data["api_key"] = keyring.decrypt(settings, model.api_key_encrypted)
-    spec = parse_spec({"models": [data], "datasets": [{"kind": "builtin", "config": "x"}]})
+    try:
+        spec = parse_spec({"models": [data], "datasets": [{"kind": "builtin", "config": "x"}]})
+    except SpecError as exc:
+        prefix = f"models.0.{model.kind}."
+        raise Invalid(f"model {model.name!r} cannot be used", [p.removeprefix(prefix) for p in exc.problems]) from None
     return spec.models[0]
 
 
-def _validate(name: str, kind: str, values: dict[str, Any]) -> dict[str, Any]:
-    """Check a model's settings with the engine's own rules; return the settings to store."""
+# ---- what a model registered through the API may make a worker do (docs/SECURITY.md) ----------------
+LOCAL_PATH_FIELDS = ("path", "tokenizer_path")
+
+
+def under_model_roots(value: str, roots: list[Path]) -> Path | None:
+    """The folder `value` names, resolved (symlinks followed), when it lies under one of the roots; else None."""
+    try:
+        path = Path(value)
+        resolved = path.resolve() if path.is_absolute() else None
+    except (OSError, ValueError, RuntimeError):  # NUL bytes, symlink loops
+        return None
+    if resolved is None or not any(resolved.is_relative_to(root) for root in roots):
+        return None
+    return resolved
+
+
+def _check_server_rules(settings: Settings, values: dict[str, Any], refusal: str) -> dict[str, Any]:
+    """Refuse what would let an API caller use the worker's own environment, folders or code execution; return
+    the values with local paths resolved (the run then uses exactly the folder that was checked).
+
+    The engine allows all of it to the person who owns the machine (`aieval run`); the server only where an
+    administrator said so in the settings. A path outside the roots gets the same message whether or not it
+    exists, so the answer reveals nothing about the server's folders."""
+    values = dict(values)
+    problems = []
+    if values.get("api_key_env") is not None and values["api_key_env"] not in settings.model_key_env_allowlist:
+        problems.append("api_key_env: the server stores keys encrypted: give the key as api_key (a model registered "
+                        "here may not make the worker read its own environment variables; an administrator can "
+                        "allow names with AIEVAL_MODEL_KEY_ENV_ALLOWLIST)")
+    roots = settings.checkpoint_roots
+    for field in LOCAL_PATH_FIELDS:
+        if isinstance(values.get(field), str):
+            resolved = under_model_roots(values[field], roots)
+            if resolved is None:
+                problems.append(f"{field}: must be an absolute path to a folder under the model roots "
+                                f"({', '.join(map(str, roots))}); an administrator sets them with AIEVAL_MODEL_ROOTS")
+            else:
+                values[field] = str(resolved)
+    if values.get("trust_remote_code") not in (None, False) and not settings.allow_remote_code_models:
+        problems.append("trust_remote_code: running a checkpoint's own Python code is turned off on this server; an "
+                        "administrator can allow it with AIEVAL_ALLOW_REMOTE_CODE_MODELS=true")
+    if problems:
+        raise Invalid(refusal, problems)
+    return values
+
+
+def _validate(settings: Settings, name: str, kind: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Check a model's settings with the engine's own rules and the server's; return the settings to store."""
     required = {"openai": ("base_url", "model"), "dify": ("base_url",), "huggingface": ("path",)}[kind]
     what = {"dify": "a Dify app, e.g. https://api.dify.ai/v1"}.get(kind, f"a {kind} model")
     missing = [f"{field}: required for {what}" for field in required if not values.get(field)]
     if missing:
         raise Invalid("this model cannot be saved", missing)
+    _check_server_rules(settings, values, "this model cannot be saved")
     try:
         spec = parse_spec({"models": [{"name": name, "kind": kind, **values}], "datasets": [{"kind": "builtin", "config": "x"}]})
     except SpecError as exc:
@@ -83,11 +139,11 @@ def _values_from(body: ModelCreate | ModelUpdate, kind: str, current: dict[str, 
 
 
 def create(session: Session, settings: Settings, body: ModelCreate, *, is_demo: bool = False) -> Model:
-    values = _validate(body.name, body.kind, _values_from(body, body.kind, {}))
+    if body.api_key is not None and body.api_key.get_secret_value() and body.kind == "huggingface":
+        raise Invalid("this model cannot be saved", ["api_key: local Hugging Face models take no API key"])
+    values = _validate(settings, body.name, body.kind, _values_from(body, body.kind, {}))
     model = Model(name=body.name, kind=body.kind, settings=values, is_demo=is_demo)
     if body.api_key is not None and body.api_key.get_secret_value():
-        if body.kind == "huggingface":
-            raise Invalid("this model cannot be saved", ["api_key: local Hugging Face models take no API key"])
         secret = body.api_key.get_secret_value()
         model.api_key_encrypted = keyring.encrypt(settings, secret)
         model.api_key_hint = keyring.hint(secret)
@@ -130,7 +186,7 @@ def update(session: Session, settings: Settings, model_id: int, body: ModelUpdat
     name = body.name or model.name
     if body.name:
         _ensure_unique_name(session, body.name, exclude_id=model.id)
-    values = _validate(name, model.kind, _values_from(body, model.kind, dict(model.settings or {})))
+    values = _validate(settings, name, model.kind, _values_from(body, model.kind, dict(model.settings or {})))
     model.name = name
     model.settings = values
     if body.clear_api_key:
@@ -167,7 +223,7 @@ def test_model(model: Model, settings: Settings) -> ModelTestResult:
     """Send one short request and report latency or the exact error (keys never appear in the result)."""
     api_key = keyring.decrypt(settings, model.api_key_encrypted) if model.api_key_encrypted else None
     if model.kind == "huggingface":
-        return _test_checkpoint(Path(model.settings["path"]))
+        return _test_checkpoint(model, settings)
     if model.kind == "dify":  # the engine's own request, exactly as evaluations send it
         return _test_dify(model, settings, api_key)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -176,10 +232,20 @@ def test_model(model: Model, settings: Settings) -> ModelTestResult:
             "max_tokens": 8, "temperature": 0}
     started = time.perf_counter()
     try:
-        response = httpx.post(url, json=body, headers=headers, timeout=settings.model_test_timeout_s)
+        # The outbound policy is applied when connecting (after DNS, to the address it checked); redirects are
+        # not followed: a model's base URL must be the API's own address.
+        check_url_form(url)
+        with guarded_client(settings.outbound_policy, timeout=settings.model_test_timeout_s) as client:
+            response = client.post(url, json=body, headers=headers)
+    except OutboundPolicyError as exc:
+        return ModelTestResult(ok=False, error=str(exc))
     except httpx.HTTPError as exc:
         return ModelTestResult(ok=False, error=_redact(_describe_http_error(exc), api_key))
     latency = (time.perf_counter() - started) * 1000
+    if response.is_redirect:
+        return ModelTestResult(ok=False, latency_ms=latency, error=_redact(
+            f"HTTP {response.status_code} from {url}: redirects to {response.headers.get('location', '?')}; "
+            "give the final address as the base URL (redirects are not followed)", api_key))
     if response.status_code >= 400:
         return ModelTestResult(ok=False, latency_ms=latency,
                                error=_redact(f"HTTP {response.status_code} from {url}: {response.text[:500]}", api_key))
@@ -192,12 +258,13 @@ def test_model(model: Model, settings: Settings) -> ModelTestResult:
 
 
 def _test_dify(model: Model, settings: Settings, api_key: str | None) -> ModelTestResult:
-    spec = engine_spec(model)
+    spec = engine_spec(model, settings)
     assert isinstance(spec, DifyModelSpec)
     started = time.perf_counter()
     try:
-        reply = send_chat_message(spec.base_url, "Reply with OK.", api_key, inputs=spec.inputs, user=TEST_USER,
-                                  timeout=settings.model_test_timeout_s)
+        with guarded_client(settings.outbound_policy) as client:
+            reply = send_chat_message(spec.base_url, "Reply with OK.", api_key, inputs=spec.inputs, user=TEST_USER,
+                                      timeout=settings.model_test_timeout_s, client=client)
     except DifyError as exc:
         latency = (time.perf_counter() - started) * 1000 if exc.status is not None else None
         return ModelTestResult(ok=False, latency_ms=latency, error=_redact(str(exc), api_key))
@@ -208,15 +275,24 @@ def _redact(text: str, secret: str | None) -> str:
     return text.replace(secret, "****") if secret else text
 
 
-def _test_checkpoint(path: Path) -> ModelTestResult:
+def _test_checkpoint(model: Model, settings: Settings) -> ModelTestResult:
+    """Load the checkpoint's config and tokenizer, only under the model roots and never running its own code
+    (this is the API process)."""
     started = time.perf_counter()
+    try:
+        spec = engine_spec(model, settings)
+    except Invalid as exc:  # outside the roots: the same answer whether the folder exists or not
+        return ModelTestResult(ok=False, error="; ".join([exc.message, *exc.problems]))
+    assert isinstance(spec, HuggingFaceModelSpec)
+    path = Path(spec.path)
     if not (path / "config.json").is_file():
         return ModelTestResult(ok=False, error=f"no Hugging Face checkpoint at {path} (config.json missing)")
     try:
         from transformers import AutoConfig, AutoTokenizer
 
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_path or path, local_files_only=True,
+                                                  trust_remote_code=False)
         tokens = tokenizer("Reply with OK.")["input_ids"]
     except Exception as exc:  # transformers raises many types for broken checkpoints
         return ModelTestResult(ok=False, error=f"cannot load {path}: {type(exc).__name__}: {exc}")

@@ -32,6 +32,7 @@ from aieval_engine.spec import SpecError
 
 from ..config import Settings
 from ..db import session_scope
+from ..enums import TERMINAL
 from ..models import Evaluation, Score
 from ..storage import Storage
 from . import evaluations as evaluation_service
@@ -254,7 +255,7 @@ class _Run:
             data = {**self.last_progress, "stage": event.stage, "elapsed_s": event.elapsed_s}
         if event.kind == "progress":
             self.last_progress = data
-        if event.stage in ("succeeded", "failed", "cancelled", "timeout"):
+        if event.stage in TERMINAL:
             return  # the final state is written with the results, in one transaction
         self.write(progress=data, stage=data.get("stage"), fraction=data.get("fraction"),
                    revision=Evaluation.revision + 1, heartbeat_at=utcnow())
@@ -360,6 +361,7 @@ def run_evaluation(settings: Settings, storage: Storage, evaluation_id: int, lau
         engine = EngineEvaluation(
             spec, job_dir, data_cache=settings.compass_data_cache,
             launcher=_RecordingLauncher(launcher, run.record_pgid),
+            outbound_policy=settings.outbound_policy,  # the OpenCompass process obeys the server's policy
         )
         run.engine = engine
         engine.prepare()

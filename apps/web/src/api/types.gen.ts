@@ -31,6 +31,32 @@ export type BodyUploadDatasetApiV1DatasetsPost = {
 };
 
 /**
+ * Body_validate_dataset_api_v1_datasets_validate_post
+ */
+export type BodyValidateDatasetApiV1DatasetsValidatePost = {
+    /**
+     * Data Type
+     */
+    data_type?: string | null;
+    /**
+     * File
+     */
+    file: Blob | File;
+    /**
+     * Infer Method
+     */
+    infer_method?: string;
+    /**
+     * Name
+     */
+    name?: string | null;
+    /**
+     * Scorer
+     */
+    scorer?: string;
+};
+
+/**
  * BuiltinDatasetRead
  */
 export type BuiltinDatasetRead = {
@@ -234,6 +260,98 @@ export type DatasetUploadResult = {
 };
 
 /**
+ * DatasetUploadRules
+ *
+ * What the server accepts as an upload, so a client asks instead of keeping its own copy of the rules.
+ */
+export type DatasetUploadRules = {
+    /**
+     * Extensions
+     *
+     * accepted file name extensions, with the dot
+     */
+    extensions: Array<string>;
+    /**
+     * Max Bytes
+     *
+     * the largest file accepted (413 above it)
+     */
+    max_bytes: number;
+    /**
+     * Max Rows
+     */
+    max_rows: number;
+};
+
+/**
+ * DatasetValidation
+ *
+ * The upload's dry run (POST /datasets/validate): what the same upload would do, nothing stored.
+ */
+export type DatasetValidation = {
+    /**
+     * Columns
+     */
+    columns: Array<string>;
+    /**
+     * Data Type
+     *
+     * declared or detected; null when no row was read
+     */
+    data_type: 'mcq' | 'qa' | null;
+    /**
+     * Existing Dataset Id
+     *
+     * set when the same file (same sha256) was uploaded before
+     */
+    existing_dataset_id: number | null;
+    /**
+     * File Format
+     *
+     * null when the extension is not accepted
+     */
+    file_format: 'jsonl' | 'csv' | null;
+    /**
+     * Name
+     *
+     * the name the dataset would get (derived from the file name if none given)
+     */
+    name: string | null;
+    /**
+     * Name Taken
+     *
+     * another dataset has this name (an upload would get 409 unless existing)
+     */
+    name_taken: boolean;
+    /**
+     * Ok
+     *
+     * true exactly when problems is empty: the upload would succeed (new or existing)
+     */
+    ok: boolean;
+    /**
+     * Preview
+     *
+     * the first rows (at most 20), read as the server reads them
+     */
+    preview: Array<{
+        [key: string]: unknown;
+    }>;
+    /**
+     * Problems
+     *
+     * every reason the upload would be refused, file problems by line
+     */
+    problems: Array<string>;
+    /**
+     * Rows
+     *
+     * data rows; null unless the file is valid
+     */
+    rows: number | null;
+};
+
+/**
  * EvaluationCreate
  */
 export type EvaluationCreate = {
@@ -266,6 +384,18 @@ export type EvaluationDetail = {
      * Attempts
      */
     attempts: number;
+    /**
+     * Can Cancel
+     *
+     * POST .../cancel is accepted
+     */
+    readonly can_cancel: boolean;
+    /**
+     * Can Retry
+     *
+     * POST .../retry is accepted (failed, cancelled or timed out)
+     */
+    readonly can_retry: boolean;
     /**
      * Cancel Requested
      */
@@ -364,10 +494,13 @@ export type EvaluationDetail = {
      * Started At
      */
     started_at: string | null;
+    status: EvaluationStatus;
     /**
-     * Status
+     * Terminal
+     *
+     * final: nothing changes any more unless it is retried; stop following it
      */
-    status: string;
+    readonly terminal: boolean;
     /**
      * Worker
      */
@@ -401,9 +534,29 @@ export type EvaluationParams = {
 };
 
 /**
+ * EvaluationStatus
+ *
+ * Where an evaluation is: waiting (queued), on a worker (running), or finished (succeeded, failed, cancelled,
+ * timeout: stopped after its params.timeout_s).
+ */
+export type EvaluationStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'timeout';
+
+/**
  * EvaluationSummary
  */
 export type EvaluationSummary = {
+    /**
+     * Can Cancel
+     *
+     * POST .../cancel is accepted
+     */
+    readonly can_cancel: boolean;
+    /**
+     * Can Retry
+     *
+     * POST .../retry is accepted (failed, cancelled or timed out)
+     */
+    readonly can_retry: boolean;
     /**
      * Created At
      */
@@ -456,10 +609,13 @@ export type EvaluationSummary = {
      * Started At
      */
     started_at: string | null;
+    status: EvaluationStatus;
     /**
-     * Status
+     * Terminal
+     *
+     * final: nothing changes any more unless it is retried; stop following it
      */
-    status: string;
+    readonly terminal: boolean;
 };
 
 /**
@@ -787,6 +943,178 @@ export type ValidationError = {
 };
 
 /**
+ * EvaluationDetail
+ */
+export type EvaluationDetailWritable = {
+    /**
+     * Attempts
+     */
+    attempts: number;
+    /**
+     * Cancel Requested
+     */
+    cancel_requested: boolean;
+    /**
+     * Created At
+     */
+    created_at: string;
+    /**
+     * Datasets
+     */
+    datasets: Array<{
+        [key: string]: unknown;
+    }>;
+    /**
+     * Duration S
+     */
+    duration_s: number | null;
+    /**
+     * Error
+     */
+    error: string | null;
+    /**
+     * Finished At
+     */
+    finished_at: string | null;
+    /**
+     * Fraction
+     */
+    fraction: number | null;
+    /**
+     * Heartbeat At
+     */
+    heartbeat_at: string | null;
+    /**
+     * Id
+     */
+    id: number;
+    /**
+     * Log Excerpt
+     */
+    log_excerpt: string | null;
+    /**
+     * Manifest
+     */
+    manifest: {
+        [key: string]: unknown;
+    } | null;
+    /**
+     * Models
+     */
+    models: Array<{
+        [key: string]: unknown;
+    }>;
+    /**
+     * Name
+     */
+    name: string;
+    /**
+     * Pairs
+     */
+    pairs: Array<{
+        [key: string]: unknown;
+    }> | null;
+    /**
+     * Params
+     */
+    params: {
+        [key: string]: unknown;
+    };
+    /**
+     * Progress
+     */
+    progress: {
+        [key: string]: unknown;
+    } | null;
+    /**
+     * Queue
+     */
+    queue: string;
+    /**
+     * Revision
+     */
+    revision: number;
+    /**
+     * Scores
+     */
+    scores: Array<{
+        [key: string]: unknown;
+    }>;
+    /**
+     * Stage
+     */
+    stage: string | null;
+    /**
+     * Started At
+     */
+    started_at: string | null;
+    status: EvaluationStatus;
+    /**
+     * Worker
+     */
+    worker: string | null;
+};
+
+/**
+ * EvaluationSummary
+ */
+export type EvaluationSummaryWritable = {
+    /**
+     * Created At
+     */
+    created_at: string;
+    /**
+     * Datasets
+     */
+    datasets: Array<{
+        [key: string]: unknown;
+    }>;
+    /**
+     * Error
+     */
+    error: string | null;
+    /**
+     * Finished At
+     */
+    finished_at: string | null;
+    /**
+     * Fraction
+     */
+    fraction: number | null;
+    /**
+     * Id
+     */
+    id: number;
+    /**
+     * Models
+     */
+    models: Array<{
+        [key: string]: unknown;
+    }>;
+    /**
+     * Name
+     */
+    name: string;
+    /**
+     * Queue
+     */
+    queue: string;
+    /**
+     * Revision
+     */
+    revision: number;
+    /**
+     * Stage
+     */
+    stage: string | null;
+    /**
+     * Started At
+     */
+    started_at: string | null;
+    status: EvaluationStatus;
+};
+
+/**
  * ModelCreate
  */
 export type ModelCreateWritable = {
@@ -870,6 +1198,28 @@ export type ModelUpdateWritable = {
      * Path
      */
     path?: string | null;
+};
+
+/**
+ * Page[EvaluationSummary]
+ */
+export type PageEvaluationSummaryWritable = {
+    /**
+     * Items
+     */
+    items: Array<EvaluationSummaryWritable>;
+    /**
+     * Page
+     */
+    page: number;
+    /**
+     * Page Size
+     */
+    page_size: number;
+    /**
+     * Total
+     */
+    total: number;
 };
 
 export type CompareModelsApiV1CompareGetData = {
@@ -1051,6 +1401,51 @@ export type RegisterBuiltinApiV1DatasetsBuiltinConfigPostResponses = {
 
 export type RegisterBuiltinApiV1DatasetsBuiltinConfigPostResponse = RegisterBuiltinApiV1DatasetsBuiltinConfigPostResponses[keyof RegisterBuiltinApiV1DatasetsBuiltinConfigPostResponses];
 
+export type UploadRulesApiV1DatasetsUploadRulesGetData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/v1/datasets/upload-rules';
+};
+
+export type UploadRulesApiV1DatasetsUploadRulesGetResponses = {
+    /**
+     * Successful Response
+     */
+    200: DatasetUploadRules;
+};
+
+export type UploadRulesApiV1DatasetsUploadRulesGetResponse = UploadRulesApiV1DatasetsUploadRulesGetResponses[keyof UploadRulesApiV1DatasetsUploadRulesGetResponses];
+
+export type ValidateDatasetApiV1DatasetsValidatePostData = {
+    body: BodyValidateDatasetApiV1DatasetsValidatePost;
+    path?: never;
+    query?: never;
+    url: '/api/v1/datasets/validate';
+};
+
+export type ValidateDatasetApiV1DatasetsValidatePostErrors = {
+    /**
+     * the file is larger than the upload limit
+     */
+    413: unknown;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type ValidateDatasetApiV1DatasetsValidatePostError = ValidateDatasetApiV1DatasetsValidatePostErrors[keyof ValidateDatasetApiV1DatasetsValidatePostErrors];
+
+export type ValidateDatasetApiV1DatasetsValidatePostResponses = {
+    /**
+     * Successful Response
+     */
+    200: DatasetValidation;
+};
+
+export type ValidateDatasetApiV1DatasetsValidatePostResponse = ValidateDatasetApiV1DatasetsValidatePostResponses[keyof ValidateDatasetApiV1DatasetsValidatePostResponses];
+
 export type DeleteDatasetApiV1DatasetsDatasetIdDeleteData = {
     body?: never;
     path: {
@@ -1183,7 +1578,7 @@ export type ListEvaluationsApiV1EvaluationsGetData = {
         /**
          * Status
          */
-        status?: Array<string> | null;
+        status?: Array<EvaluationStatus> | null;
         /**
          * Model Id
          */

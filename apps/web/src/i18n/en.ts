@@ -1,3 +1,5 @@
+import type { EvaluationStatus } from '@/api/types.gen'
+
 export default {
   app: { title: 'AI Eval', subtitle: 'LLM evaluation with OpenCompass', language: 'Language', menu: 'Menu' },
   nav: {
@@ -13,14 +15,15 @@ export default {
     errorTitle: 'Something went wrong', notFound: 'Page not found', goHome: 'Go to the dashboard',
     liveWebsocket: 'live', livePolling: 'polling', liveClosed: 'final', liveConnecting: 'connecting',
   },
+  // Every status of the server's enum needs a name: one it adds is a compile error here (and zh follows en's type).
   status: {
     queued: 'Queued', running: 'Running', succeeded: 'Succeeded', failed: 'Failed', cancelled: 'Cancelled',
-    cancelling: 'Cancelling',
-  },
+    timeout: 'Timed out', cancelling: 'Cancelling',
+  } satisfies Record<EvaluationStatus | 'cancelling', string>,
   stage: {
     preparing: 'preparing', infer: 'inference', eval: 'scoring', summarize: 'summarizing', pending: 'pending',
     inferring: 'inferring', inferred: 'inferred', evaluated: 'scored', failed: 'failed', succeeded: 'done',
-    cancelled: 'cancelled', queued: 'queued',
+    cancelled: 'cancelled', queued: 'queued', timeout: 'timed out',
   },
   dashboard: {
     running: 'Running now', recent: 'Recent evaluations', total: 'Evaluations', succeeded: 'Succeeded',
@@ -67,12 +70,15 @@ export default {
   },
   datasets: {
     title: 'Datasets', upload: 'Upload dataset', custom: 'Custom and registered', builtin: 'Built-in catalogue',
-    dropHint: 'Click or drop a .jsonl or .csv file (MCQ: question, A, B, C, D, answer; QA: question, answer)',
+    dropHint: 'Click or drop a {extensions} file (MCQ: question, A, B, C, D, answer; QA: question, answer)',
+    dropHintAny: 'Click or drop a dataset file (MCQ: question, A, B, C, D, answer; QA: question, answer)',
     dataType: 'Type', detect: 'Detect from columns', scorer: 'Scorer', scorerExact: 'Exact match',
     scorerContains: 'Answer contained in prediction', inferMethod: 'Inference', preview: 'Preview',
-    rowErrors: 'Row errors', line: 'Line', uploadOk: 'Uploaded "{name}"', uploadExisting: 'Same file already uploaded as "{name}"',
+    uploadOk: 'Uploaded "{name}"', uploadExisting: 'Same file already uploaded as "{name}"',
     previewOf: 'First {shown} of {total} rows', fileProblems: 'The file cannot be used', columns: 'Columns',
     register: 'Register', missing: 'Missing', folder: 'Folder', sendUpload: 'Upload', detected: 'Detected: {type}',
+    checking: 'Checking the file…', rowCount: '{n} row | {n} rows', alreadyUploaded: 'this file was uploaded before',
+    tooLarge: 'The file is {size}; the server accepts at most {max}',
   },
   compare: {
     title: 'Compare models', leaderboardTitle: 'Leaderboard', pickModels: 'Models to compare', pickDatasets: 'Datasets (empty: all shared)',

@@ -15,10 +15,14 @@ const zh: typeof en = {
     errorTitle: '出错了', notFound: '页面不存在', goHome: '返回概览',
     liveWebsocket: '实时', livePolling: '轮询', liveClosed: '已结束', liveConnecting: '连接中',
   },
-  status: { queued: '排队中', running: '运行中', succeeded: '已完成', failed: '失败', cancelled: '已取消', cancelling: '取消中' },
+  status: {
+    queued: '排队中', running: '运行中', succeeded: '已完成', failed: '失败', cancelled: '已取消', timeout: '已超时',
+    cancelling: '取消中',
+  },
   stage: {
     preparing: '准备中', infer: '推理中', eval: '评分中', summarize: '汇总中', pending: '等待中', inferring: '推理中',
     inferred: '推理完成', evaluated: '评分完成', failed: '失败', succeeded: '完成', cancelled: '已取消', queued: '排队中',
+    timeout: '已超时',
   },
   dashboard: {
     running: '正在运行', recent: '最近的评测', total: '评测总数', succeeded: '已完成', failed: '失败', active: '进行中',
@@ -60,11 +64,14 @@ const zh: typeof en = {
   },
   datasets: {
     title: '数据集', upload: '上传数据集', custom: '自定义与已注册', builtin: '内置数据集目录',
-    dropHint: '点击或拖入 .jsonl / .csv 文件（选择题：question, A, B, C, D, answer；问答：question, answer）',
+    dropHint: '点击或拖入 {extensions} 文件（选择题：question, A, B, C, D, answer；问答：question, answer）',
+    dropHintAny: '点击或拖入数据集文件（选择题：question, A, B, C, D, answer；问答：question, answer）',
     dataType: '题型', detect: '根据列自动识别', scorer: '评分方式', scorerExact: '完全匹配', scorerContains: '预测包含答案',
-    inferMethod: '推理方式', preview: '预览', rowErrors: '行错误', line: '行号', uploadOk: '已上传“{name}”',
+    inferMethod: '推理方式', preview: '预览', uploadOk: '已上传“{name}”',
     uploadExisting: '相同文件已上传为“{name}”', previewOf: '前 {shown} 行，共 {total} 行', fileProblems: '文件无法使用',
     columns: '列', register: '注册', missing: '缺少', folder: '目录', sendUpload: '上传', detected: '识别为：{type}',
+    checking: '正在检查文件…', rowCount: '{n} 行', alreadyUploaded: '此文件之前已上传过',
+    tooLarge: '文件大小为 {size}，服务器最多接受 {max}',
   },
   compare: {
     title: '模型对比', leaderboardTitle: '排行榜', pickModels: '要对比的模型', pickDatasets: '数据集（留空：所有共同数据集）',

@@ -3,8 +3,6 @@
 // message carries the same objects the generated client's `show`/`list` calls return.
 import type { EvaluationDetail, EvaluationSummary } from '@/api/types.gen'
 
-export const TERMINAL_STATUSES = ['succeeded', 'failed', 'cancelled']
-
 export type LiveMode = 'connecting' | 'websocket' | 'polling' | 'closed'
 
 export interface LiveFeedOptions<T> {

@@ -7,7 +7,7 @@ import {
 } from '@/api/sdk.gen'
 import type { EvaluationDetail } from '@/api/types.gen'
 import { call, describeError } from '@/services/api'
-import { evaluationSocketPath, type EvaluationMessage, LiveFeed, type LiveMode, TERMINAL_STATUSES } from '@/services/live'
+import { evaluationSocketPath, type EvaluationMessage, LiveFeed, type LiveMode } from '@/services/live'
 
 export const LOG_TAIL_LINES = 300
 
@@ -30,7 +30,8 @@ export const useEvaluationStore = defineStore('evaluation', () => {
   let feed: LiveFeed<EvaluationMessage> | null = null
   let watchedId: number | null = null
 
-  const isFinal = computed(() => !!detail.value && TERMINAL_STATUSES.includes(detail.value.status))
+  // The server says when a job is final (timeout included): nothing more to follow, stop polling.
+  const isFinal = computed(() => !!detail.value?.terminal)
   /** Per model × dataset progress: the live event while running, the stored final pairs afterwards. */
   const pairs = computed<PairProgress[]>(() => {
     const d = detail.value

@@ -7,12 +7,12 @@ import {
   listEvaluationsApiV1EvaluationsGet as listEvaluations,
   retryEvaluationApiV1EvaluationsEvaluationIdRetryPost as retryEvaluation,
 } from '@/api/sdk.gen'
-import type { EvaluationSummary } from '@/api/types.gen'
+import type { EvaluationStatus, EvaluationSummary } from '@/api/types.gen'
 import { call, describeError } from '@/services/api'
 import { evaluationListSocketPath, type EvaluationListMessage, LiveFeed, type LiveMode } from '@/services/live'
 
 export interface EvaluationFilters {
-  statuses: string[]
+  statuses: EvaluationStatus[]
   q: string
   modelId: number | null
   datasetId: number | null

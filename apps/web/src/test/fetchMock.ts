@@ -1,5 +1,7 @@
 // A fetch stand-in for the generated client: routes by method + path, records every request.
 import { client } from '@/api/client.gen'
+import type { EvaluationDetail, EvaluationStatus, EvaluationSummary } from '@/api/types.gen'
+import statusFlags from './statusFlags.json'
 
 export interface Recorded { method: string; url: URL; body: unknown }
 type Handler = (request: Recorded) => { status?: number; json?: unknown; text?: string }
@@ -29,17 +31,25 @@ export function mockApi(routes: Record<string, Handler>) {
   return calls
 }
 
-export function summary(id: number, overrides: Record<string, unknown> = {}) {
+type StatusFlags = Pick<EvaluationSummary, 'terminal' | 'can_cancel' | 'can_retry'>
+/** What the server sends with each status. The server's own test (tests/unit/server/
+ *  test_hardening_status_vocabulary.py) reads this same file and checks the server agrees, so these mocks
+ *  cannot drift from it. */
+export const SERVER_STATUS_FLAGS: Record<EvaluationStatus, StatusFlags> = statusFlags
+
+/** An evaluation as the server sends it: the flags follow `overrides.status` (queued by default). */
+export function summary(id: number, overrides: Partial<EvaluationSummary> = {}): EvaluationSummary {
+  const status = overrides.status ?? 'queued'
   return {
-    id, name: `evaluation ${id}`, status: 'queued', queue: 'local', models: [{ id: 1, name: 'demo' }],
+    id, name: `evaluation ${id}`, status, queue: 'local', models: [{ id: 1, name: 'demo' }],
     datasets: [{ id: 1, name: 'demo-mcq' }], created_at: '2026-11-24T00:00:00Z', started_at: null, finished_at: null,
-    fraction: null, stage: null, revision: 0, error: null, ...overrides,
+    fraction: null, stage: null, revision: 0, error: null, ...SERVER_STATUS_FLAGS[status], ...overrides,
   }
 }
 
-export function detail(id: number, overrides: Record<string, unknown> = {}) {
+export function detail(id: number, overrides: Partial<EvaluationDetail> = {}): EvaluationDetail {
   return {
-    ...summary(id), params: {}, attempts: 0, worker: null, heartbeat_at: null, cancel_requested: false, progress: null,
+    ...summary(id, overrides.status ? { status: overrides.status } : {}), params: {}, attempts: 0, worker: null, heartbeat_at: null, cancel_requested: false, progress: null,
     duration_s: null, log_excerpt: null, manifest: null, pairs: null, scores: [], ...overrides,
   }
 }

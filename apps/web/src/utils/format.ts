@@ -1,4 +1,5 @@
 // Small, pure formatting helpers (unit tested): durations, ETAs, percentages, sizes.
+import type { EvaluationStatus } from '@/api/types.gen'
 
 export function formatDuration(seconds: number | null | undefined): string {
   if (seconds == null || !Number.isFinite(seconds) || seconds < 0) return '—'
@@ -37,7 +38,7 @@ export function formatDate(iso: string | null | undefined, locale: string): stri
 }
 
 /** Whole-job progress in 0..100 for a progress bar; finished jobs are full whatever the last event said. */
-export function progressPercent(status: string, fraction: number | null | undefined): number {
+export function progressPercent(status: EvaluationStatus, fraction: number | null | undefined): number {
   if (status === 'succeeded') return 100
   if (fraction == null || !Number.isFinite(fraction)) return 0
   return Math.max(0, Math.min(100, Math.round(fraction * 1000) / 10))
