@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import sys
 import traceback
+
+from aieval_engine.launchers import signal_process_group, stop_with_parent
 
 LOG_NAME = "run.log"
 
@@ -31,12 +34,26 @@ def _seed_everything(seed: int) -> None:
         pass
 
 
-def run_opencompass(job_dir: str, argv: list[str], env: dict[str, str], seed: int) -> int:
-    """Run OpenCompass' CLI in this process, in its own session, writing its output to run.log."""
+def _stop_the_whole_run(*_args) -> None:
+    """SIGKILL this run's process group: OpenCompass' task processes (several workers) die with it instead of
+    being re-parented and running on unattended."""
+    if os.getpgrp() == os.getpid():  # the leader of our own group: never signal a group we do not own
+        signal_process_group(os.getpgrp(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_opencompass(job_dir: str, argv: list[str], env: dict[str, str], seed: int, parent_pid: int) -> int:
+    """Run OpenCompass' CLI in this process, in its own session, writing its output to run.log.
+
+    The run ends with its parent (`parent_pid`: the command, the worker or the fork server that started it):
+    SIGTERM (cancel, or the kernel telling us the parent died) and SIGHUP stop the whole process group."""
     try:
         os.setsid()
     except OSError:
         pass  # already a session leader (cold start with start_new_session=True)
+    signal.signal(signal.SIGTERM, _stop_the_whole_run)
+    signal.signal(signal.SIGHUP, _stop_the_whole_run)
+    stop_with_parent(parent_pid, _stop_the_whole_run, death_signal=signal.SIGTERM)
     os.chdir(job_dir)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -66,5 +83,5 @@ def run_opencompass(job_dir: str, argv: list[str], env: dict[str, str], seed: in
 
 
 if __name__ == "__main__":
-    # argv: job_dir, json(argv), seed; the environment already holds what the run needs.
-    sys.exit(run_opencompass(sys.argv[1], json.loads(sys.argv[2]), {}, int(sys.argv[3])))
+    # argv: job_dir, json(argv), seed, parent pid; the environment already holds what the run needs.
+    sys.exit(run_opencompass(sys.argv[1], json.loads(sys.argv[2]), {}, int(sys.argv[3]), int(sys.argv[4])))

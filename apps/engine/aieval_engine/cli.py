@@ -32,6 +32,10 @@ from .runner import Evaluation, ProgressEvent
 from .spec import EvalSpec, SpecError, load_spec
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
+# Each of these ends the run: cancel it (the whole OpenCompass process group) and exit with 128 + the signal's
+# number, as a shell reports a command killed by it (Ctrl-C: 130). SIGKILL cannot be caught: the child notices
+# that its parent is gone (launchers.stop_with_parent).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def default_data_dir() -> Path:
@@ -85,7 +89,13 @@ def run_spec(spec: EvalSpec, data_dir: Path, *, as_json: bool = False, job_dir: 
             console.print(f"[red]error:[/red] {problem}", markup=True, highlight=False)
         return EXIT_INVALID
 
-    previous = signal.signal(signal.SIGINT, lambda *_: evaluation.cancel())
+    received: list[int] = []
+
+    def stop(signum: int, _frame) -> None:
+        received.append(signum)
+        evaluation.cancel()
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[eta]}")]
     try:
@@ -102,13 +112,14 @@ def run_spec(spec: EvalSpec, data_dir: Path, *, as_json: bool = False, job_dir: 
 
             result = evaluation.run(on_event, resume=resume)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
         print_results(console, result)
     if result.status in ("cancelled",):
-        return EXIT_CANCELLED
+        return 128 + received[0] if received else EXIT_CANCELLED
     return EXIT_OK if result.ok else EXIT_FAILED
 
 

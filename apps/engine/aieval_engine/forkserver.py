@@ -10,7 +10,6 @@ a Celery worker or a script has side effects.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import select
@@ -21,6 +20,12 @@ import sys
 def serve() -> None:
     import aieval_engine._preload  # noqa: F401  (the point of this process)
     from aieval_engine._child import run_opencompass
+    from aieval_engine.launchers import signal_process_group
+
+    # Not PR_SET_PDEATHSIG: the kernel ties it to the parent thread, and the worker starts this server from a
+    # short-lived warm-up thread. Its death shows as end-of-file on stdin, with a getppid() poll as a fallback
+    # (the parent passes its pid: it may already be gone by the time the imports above are done).
+    parent_pid = int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid()
 
     out = sys.stdout
     sys.stdout = sys.stderr  # nothing but protocol lines may reach the parent on stdout
@@ -44,25 +49,28 @@ def serve() -> None:
                 break
             running.discard(pid)
             send({"pid": pid, "code": os.waitstatus_to_exitcode(status)})
-        if not readable:
-            continue
-        chunk = os.read(stdin.fileno(), 1 << 16)
-        if not chunk:
+        chunk = os.read(stdin.fileno(), 1 << 16) if readable else None
+        if chunk == b"" or os.getppid() != parent_pid:
             # The parent (a worker) is gone, killed perhaps: its runs must not outlive it.
             for pid in running:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-            return
+                signal_process_group(pid, signal.SIGKILL)
+            out.flush()
+            # At once: the interpreter's teardown with torch & co. loaded takes seconds and serves nobody.
+            os._exit(0)
+        if not chunk:
+            continue
         buffer += chunk
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
             request = json.loads(line)
+            server_pid = os.getpid()
             pid = os.fork()
             if pid == 0:
                 code = 1
                 try:
                     os.setsid()
-                    code = run_opencompass(request["job_dir"], request["argv"], request["env"], request["seed"])
+                    code = run_opencompass(request["job_dir"], request["argv"], request["env"], request["seed"],
+                                           parent_pid=server_pid)
                 finally:
                     os._exit(code)
             running.add(pid)

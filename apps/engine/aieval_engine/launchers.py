@@ -4,7 +4,9 @@
 - `WarmLauncher` keeps a fork server that imported OpenCompass once and forks each run from it, so a
   long-lived worker pays the imports once (see NOTES.md: 5 s instead of 18-54 s for a small job).
 
-Either way the run is a child in its own session: cancelling signals its whole process group.
+Either way the run is a child in its own session: cancelling signals its whole process group
+(`kill_process_group`). The run also stops by itself when the process that started it ends, however it ends
+(SIGTERM, SIGHUP, SIGKILL, a crash): see `stop_with_parent`, called in the child (_child.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 # Everything a run may need to stay offline; read by huggingface_hub/datasets when they are imported,
@@ -54,10 +57,13 @@ class _ChildRun(subprocess.Popen):
 
 
 class ColdLauncher:
+    """Note: the run stops when the *thread* that called `start` ends (PR_SET_PDEATHSIG follows the thread), so
+    call it from the thread that waits for the run, as `Evaluation.run` does."""
+
     def start(self, job_dir: str, argv: list[str], env: dict[str, str], seed: int) -> RunProcess:
         child_env = {**os.environ, **OFFLINE_ENV, **env}
         return _ChildRun(
-            [sys.executable, "-m", "aieval_engine._child", job_dir, json.dumps(argv), str(seed)],
+            [sys.executable, "-m", "aieval_engine._child", job_dir, json.dumps(argv), str(seed), str(os.getpid())],
             env=child_env,
             cwd=job_dir,
             stdin=subprocess.DEVNULL,
@@ -106,7 +112,7 @@ class WarmLauncher:
         if self._server is not None and self._server.poll() is None:
             return self._server
         server = subprocess.Popen(
-            [self._python, "-m", "aieval_engine.forkserver"],
+            [self._python, "-m", "aieval_engine.forkserver", str(os.getpid())],
             env={**os.environ, **OFFLINE_ENV},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -134,8 +140,7 @@ class WarmLauncher:
             # The server is gone and can no longer report or reap its runs: stop them and call them killed.
             for pid in self._started:
                 if pid not in self._exits:
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(pid, signal.SIGKILL)
+                    signal_process_group(pid, signal.SIGKILL)
                     self._exits[pid] = -signal.SIGKILL
             self._changed.notify_all()
 
@@ -167,25 +172,28 @@ class WarmLauncher:
                 self._server = None
 
 
+def signal_process_group(pgid: int, sig: int) -> None:
+    """Send `sig` to the process group `pgid` (a run: its leader's pid), or to the leader alone if it has not
+    called setsid() yet. The one place that signals a run's processes: cancel, timeout, a dead fork server,
+    a run whose parent is gone."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:  # the child has not called setsid() yet
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pgid, sig)
+
+
 def kill_process_group(process: RunProcess, grace_s: float = 5.0) -> None:
     """SIGTERM the run's whole process group, then SIGKILL whatever is left after `grace_s`."""
-
-    def signal_group(sig: int) -> None:
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
-        except PermissionError:  # the child has not called setsid() yet
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, sig)
-
-    signal_group(signal.SIGTERM)
+    signal_process_group(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         if process.poll() is not None and not _group_alive(process.pid):
             return
         time.sleep(0.1)
-    signal_group(signal.SIGKILL)
+    signal_process_group(process.pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and (process.poll() is None or _group_alive(process.pid)):
         time.sleep(0.05)
@@ -197,3 +205,31 @@ def _group_alive(pgid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+
+
+def stop_with_parent(parent_pid: int, stop: Callable[[], None], death_signal: int | None,
+                     poll_s: float = 0.5) -> None:
+    """Make this process stop when `parent_pid`, the process that started it, ends, however it ends.
+
+    On Linux the kernel sends `death_signal` at once (PR_SET_PDEATHSIG; the caller decides what that signal
+    does). The kernel ties it to the parent *thread*, and it is lost if the parent died before this call, so a
+    daemon thread also polls getppid() (the process is re-parented when its parent dies) and calls `stop`
+    within `poll_s`: the fallback, and the only mechanism on other systems. `death_signal=None`: poll only.
+    """
+    if death_signal is not None and sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(death_signal))
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        stop()
+
+    if os.getppid() != parent_pid:  # already gone, before the kernel could be asked to tell us
+        stop()
+        return
+    threading.Thread(target=watch, daemon=True, name="aieval-parent-watch").start()

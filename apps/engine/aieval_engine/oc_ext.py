@@ -81,7 +81,8 @@ class SecretKeyOpenAISDK(OpenAISDK):
         if self.tokenizer_path and os.path.isdir(self.tokenizer_path):
             from transformers import AutoTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path)
+            # Only the vocabulary is needed to count tokens: a tokenizer folder's own Python code never runs.
+            self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path, trust_remote_code=False)
             self.tokenizer_type = "hf"
         else:
             self.tokenizer = _ApproximateTokenizer()

@@ -1,7 +1,6 @@
 """SQLAlchemy tables. The database is the source of truth for every evaluation's state."""
 
 from .tables import (
-    TERMINAL_STATUSES,
     Dataset,
     Evaluation,
     EvaluationDataset,
@@ -11,7 +10,6 @@ from .tables import (
 )
 
 __all__ = [
-    "TERMINAL_STATUSES",
     "Dataset",
     "Evaluation",
     "EvaluationDataset",

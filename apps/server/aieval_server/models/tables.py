@@ -19,7 +19,6 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from ..db import Base
-from ..enums import TERMINAL as TERMINAL_STATUSES  # noqa: F401  (defined once in enums; imported from here too)
 from ..enums import EvaluationStatus
 
 # Ids are never given out twice, so a deleted evaluation's URL can never show later data. SQLite would

@@ -12,6 +12,7 @@ import contextlib
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from ..schemas.ids import DatabaseId
 from ..services.live_hub import Close, LiveHub, Subscription
 
 router = APIRouter(tags=["live"])
@@ -47,7 +48,7 @@ async def _forward(websocket: WebSocket, subscription: Subscription) -> None:
 
 
 @router.websocket("/evaluations/{evaluation_id}/ws")
-async def evaluation_updates(websocket: WebSocket, evaluation_id: int):
+async def evaluation_updates(websocket: WebSocket, evaluation_id: DatabaseId):
     """`{"type": "update", "evaluation": <show>}` now and on every change, `{"type": "log", "lines": [...]}`
     as the run logs (with Redis); closed with 1000 once the evaluation is final, 4404 if there is none."""
     await websocket.accept()

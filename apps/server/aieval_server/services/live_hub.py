@@ -28,7 +28,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ..config import Settings
 from ..db import session_scope
-from ..models import TERMINAL_STATUSES, Evaluation
+from ..enums import ACTIVE, TERMINAL
+from ..models import Evaluation
 from . import evaluations as service
 from .errors import NotFound
 from .events import channel, channel_pattern, list_channel
@@ -164,7 +165,7 @@ class ListTopic(Topic):
 
     def load(self) -> list[dict[str, Any]]:
         with session_scope(self.hub.settings.database_url) as session:
-            active = select(Evaluation.id).where(Evaluation.status.in_(("queued", "running")))
+            active = select(Evaluation.id).where(Evaluation.status.in_([s.value for s in ACTIVE]))
             recent = select(Evaluation.id).order_by(Evaluation.created_at.desc()).limit(LIST_WINDOW)
             ids = set(session.scalars(active)) | set(session.scalars(recent))
             rows = session.execute(select(*service.SUMMARY_COLUMNS).where(Evaluation.id.in_(ids))).all()
@@ -211,7 +212,7 @@ class EvaluationTopic(Topic):
             self.revision = state.revision
             self.last_update = encode({"type": "update", "evaluation": state.model_dump(mode="json")})
             self.broadcast(self.last_update)
-        if state.status in TERMINAL_STATUSES:
+        if state.status in TERMINAL:
             self.broadcast(Close(1000))
             return False
         return True
