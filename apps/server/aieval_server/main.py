@@ -12,6 +12,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 
 from .api_docs import add_api_docs
@@ -100,6 +102,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         problems = _problem_lines(exc)
         return JSONResponse({"detail": "the request is not valid: " + "; ".join(problems), "problems": problems},
                             status_code=422)
+
+    @app.exception_handler(StaleDataError)
+    @app.exception_handler(IntegrityError)
+    async def _concurrent_change(_request: Request, exc: Exception):
+        # Another request deleted or changed the same rows between this one's read and its write (the services
+        # check first, so only a race gets here): the caller can reload and decide again.
+        log.info("concurrent change refused: %s", str(exc).splitlines()[0][:300])
+        return JSONResponse({"detail": "another request changed or deleted the same item at the same time; reload "
+                                       "and try again", "problems": []}, status_code=409)
 
     @app.exception_handler(StorageError)
     async def _storage_error(_request: Request, exc: StorageError):
