@@ -199,6 +199,14 @@ def kill_process_group(process: RunProcess, grace_s: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+def kill_orphaned_group(pgid: int, wait_s: float = 5.0) -> None:
+    """SIGKILL a process group this process did not start (a dead worker's run) and wait until it is gone."""
+    signal_process_group(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and _group_alive(pgid):
+        time.sleep(0.05)
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)

@@ -58,3 +58,4 @@ def queued_messages(settings):
         return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
     return messages
+

@@ -6,32 +6,21 @@ commit slowed down, a read right after a write must see it."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import event
 from sqlalchemy.orm import Session
-
-from aieval_engine.local_server import free_port
+from threaded_server import uvicorn_in_thread
 
 
 @pytest.fixture
 def live_url(settings):
     from aieval_server.main import create_app
 
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{server.config.port}/api/v1"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with uvicorn_in_thread(create_app(settings)) as server:
+        yield f"http://127.0.0.1:{server.config.port}/api/v1"
 
 
 @pytest.fixture

@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-import uvicorn
+from threaded_server import uvicorn_in_thread
 
-from aieval_engine.local_server import free_port
 from aieval_server.upload_limit import MULTIPART_MARGIN
 
 LIMIT = 2 * 1024 * 1024  # above Starlette's 1 MiB in-memory spool, so a spooled upload reaches the disk
@@ -41,16 +40,8 @@ def server(settings, spool_dir):
     from aieval_server.main import create_app
 
     settings.max_upload_bytes = LIMIT
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield server
-    server.should_exit = True
-    thread.join(timeout=10)
+    with uvicorn_in_thread(create_app(settings)) as running:
+        yield running
 
 
 def spooled_bytes(folder: Path) -> int:

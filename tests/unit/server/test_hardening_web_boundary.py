@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
-import time
 from html.parser import HTMLParser
 from http.client import HTTPConnection
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import uvicorn
+from threaded_server import uvicorn_in_thread
 from websockets.sync.client import connect as websocket_connect
-
-from aieval_engine.local_server import free_port
 
 JSONL = b'{"question": "1+1?", "answer": "2"}\n{"question": "2+2?", "answer": "4"}\n'
 EVIL = "http://evil.example"
@@ -40,17 +36,8 @@ def live(settings, web_dist):
     from aieval_server.main import create_app
 
     settings = settings.model_copy(update={"web_dist": web_dist})
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=free_port(),
-                                           log_level="warning", server_header=False, proxy_headers=True))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with uvicorn_in_thread(create_app(settings), server_header=False, proxy_headers=True) as server:
+        yield f"http://127.0.0.1:{server.config.port}"
 
 
 @pytest.fixture

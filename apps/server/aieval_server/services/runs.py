@@ -12,7 +12,6 @@ import collections
 import logging
 import os
 import shutil
-import signal
 import socket
 import threading
 import time
@@ -25,7 +24,7 @@ from typing import Any
 from sqlalchemy import delete, select, true, update
 
 from aieval_engine import workdir
-from aieval_engine.launchers import Launcher, RunProcess
+from aieval_engine.launchers import Launcher, RunProcess, kill_orphaned_group
 from aieval_engine.runner import Evaluation as EngineEvaluation
 from aieval_engine.runner import ProgressEvent
 from aieval_engine.spec import SpecError
@@ -169,17 +168,10 @@ def _stop_orphan(previous: dict[str, Any], job_dir: Path) -> None:
     try:
         if Path(f"/proc/{pgid}/cwd").resolve() != job_dir.resolve():
             return  # the id now belongs to an unrelated process
-        os.killpg(pgid, signal.SIGKILL)
-        log.warning("stopped the orphaned run (process group %s) of the previous attempt", pgid)
-    except (OSError, ProcessLookupError):
+    except OSError:  # no such process any more
         return
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except OSError:
-            return
-        time.sleep(0.05)
+    kill_orphaned_group(pgid)
+    log.warning("stopped the orphaned run (process group %s) of the previous attempt", pgid)
 
 
 # ---- running --------------------------------------------------------------------------------------
