@@ -99,13 +99,14 @@ def _check_runnable(settings: Settings, models: list[Model], datasets: list[Data
         if model.kind not in model_service.EVALUABLE_KINDS:
             problems.append(f"model {model.name!r}: {model.kind} models cannot be evaluated")
         if model.kind == "huggingface" and settings.check_model_paths:
-            # The roots first: a row saved before they existed must not tell whether a folder outside them exists.
-            resolved = model_service.under_model_roots(str(model.settings["path"]), settings.checkpoint_roots)
-            if resolved is None:
-                problems.append(f"model {model.name!r}: its checkpoint is not under the model roots "
-                                f"({', '.join(map(str, settings.checkpoint_roots))}); edit the model's path")
+            # The server's rules first (roots, remote code): a row saved before they existed must not tell whether
+            # a folder outside the roots exists.
+            try:
+                spec = model_service.engine_spec(model, settings)
+            except Invalid as exc:
+                problems.extend(f"{exc.message}: {problem}" for problem in exc.problems)
                 continue
-            path = resolved
+            path = Path(spec.path)
             if not (path / "config.json").is_file():
                 hint = " (the demo model is still being prepared; try again in a minute)" if model.is_demo else ""
                 problems.append(f"model {model.name!r}: no Hugging Face checkpoint at {path}{hint}")
