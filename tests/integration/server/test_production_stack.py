@@ -54,6 +54,8 @@ def stack(tmp_path_factory, postgres_url, redis_url, s3_endpoint, tiny_models):
         "AIEVAL_STALE_AFTER_S": "5",
         "AIEVAL_SWEEP_INTERVAL_S": "1",
         "AIEVAL_CHECKPOINT_INTERVAL_S": "1",
+        # The fake model endpoints listen on loopback, which production refuses unless an administrator lists it.
+        "AIEVAL_OUTBOUND_ALLOW_NETWORKS": '["127.0.0.1/32"]',
         **model_roots_env(tiny_models[0].parent),
     }
     # Production does not migrate on start: the script does it, as an operator would.
@@ -182,7 +184,7 @@ def test_endpoint_model_key_reaches_only_the_endpoint(stack, tiny_models):
         model = created.json()
         assert model["api_key_hint"] == "…" + secret[-4:]
         probe = stack.client.post(f"/models/{model['id']}/test").json()
-        assert probe["ok"] is True and probe["reply"] == "A" and probe["latency_ms"] > 0
+        assert probe["ok"] is True and probe["reply"] == "A" and probe["latency_ms"] > 0, probe
         dataset = stack.upload_dataset("even-12.jsonl", mcq_rows(12))
         evaluation = stack.client.post("/evaluations", json={
             "name": "endpoint", "model_ids": [model["id"]], "dataset_ids": [dataset["id"]], "params": {"max_out_len": 8}})
