@@ -13,6 +13,7 @@ import zipfile
 
 import pytest
 from playwright.sync_api import Page, expect
+from waiting import wait_until
 
 pytestmark = pytest.mark.timeout(300)
 RUN_TIMEOUT_MS = 240_000  # the first job of a fresh worker also pays the OpenCompass import
@@ -57,7 +58,7 @@ def wizard_run(browser, server, tiny_model_dir, tmp_path_factory):
     page.click("[data-test=kind-hf]")
     page.fill("[data-test=model-path] input", str(tiny_model_dir))
     page.click("[data-test=model-save]")
-    tiny = next(m for m in _wait_for(lambda: [m for m in api(server, "/models") if m["name"] == "tiny e2e model"]))
+    tiny = next(m for m in wait_until(lambda: [m for m in api(server, "/models") if m["name"] == "tiny e2e model"], 10, what="the tiny model"))
     expect(page.locator(f"[data-test=model-choice-{tiny['id']}]")).to_be_checked()
     page.click("[data-test=model-test]")
     # For a local checkpoint the server loads it and generates once: seconds, more on a cold process.
@@ -83,7 +84,7 @@ def wizard_run(browser, server, tiny_model_dir, tmp_path_factory):
     page.click("[data-test=dataset-scorer]")
     page.click(".n-base-select-option:has-text('Answer contained in prediction')")
     page.click("[data-test=dataset-upload]")
-    uploaded = _wait_for(lambda: [d for d in api(server, "/datasets") if d["name"] == "e2e-capitals"])[0]
+    uploaded = wait_until(lambda: [d for d in api(server, "/datasets") if d["name"] == "e2e-capitals"], 10, what="the uploaded dataset")[0]
     assert (uploaded["data_type"], uploaded["scorer"], uploaded["rows"]) == ("qa", "contains", len(CAPITALS))
     page.click("[data-test=step-datasets] .n-tabs-tab[data-name=registered]")
     expect(page.locator(f"[data-test=dataset-choice-{uploaded['id']}]")).to_be_checked()
@@ -122,16 +123,6 @@ def wizard_run(browser, server, tiny_model_dir, tmp_path_factory):
     yield {"id": evaluation_id, "page": page, "percents": percents, "statuses": statuses, "tiny": tiny,
            "test_result": test_result_text, "live_mode": live_mode, "errors": errors}
     context.close()
-
-
-def _wait_for(fetch, timeout: float = 10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fetch()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting")
 
 
 def test_wizard_creates_an_evaluation_whose_progress_bar_reaches_done(wizard_run, server):

@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import httpx
+from waiting import wait_until  # noqa: F401  (re-exported: the server tests import it from here)
 
 from aieval_engine.local_server import free_port as engine_free_port
 
@@ -24,16 +24,6 @@ REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 def free_port() -> int:
     """A free port in 18000-18999 (the range reserved for test servers)."""
     return engine_free_port(18000, 18999)
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def processes_in(directory: Path) -> list[int]:

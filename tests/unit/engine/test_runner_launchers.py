@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 from aieval_engine import runner as runner_module
 from aieval_engine.launchers import OFFLINE_ENV, _ChildRun, kill_process_group
@@ -43,22 +44,13 @@ def group_members(pgid: int) -> list[tuple[int, str]]:
     return members
 
 
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 # ---- kill_process_group ---------------------------------------------------------------------------------
 
 
 def test_kill_process_group_kills_the_whole_tree():
     process = subprocess.Popen(["bash", "-c", "sleep 300 & sleep 300 & wait"], start_new_session=True)
     try:
-        assert wait_for(lambda: len(group_members(process.pid)) == 3)
+        wait_until(lambda: len(group_members(process.pid)) == 3, 5, interval=0.02)
         kill_process_group(process, grace_s=5)
         assert process.poll() == -signal.SIGTERM
         assert group_members(process.pid) == []
@@ -71,7 +63,7 @@ def test_kill_process_group_escalates_to_sigkill():
     # Ignores SIGTERM (and so do the children, which inherit the disposition).
     process = subprocess.Popen(["bash", "-c", "trap '' TERM; sleep 300 & sleep 300 & wait"], start_new_session=True)
     try:
-        assert wait_for(lambda: len(group_members(process.pid)) == 3)
+        wait_until(lambda: len(group_members(process.pid)) == 3, 5, interval=0.02)
         started = time.monotonic()
         kill_process_group(process, grace_s=0.3)
         assert process.poll() == -signal.SIGKILL
@@ -499,10 +491,10 @@ def test_warm_run_is_reported_finished_when_the_fork_server_dies(tmp_path, fake_
     launcher = WarmLauncher(python=fake_python)
     run = launcher.start(str(tmp_path), [], {}, 0)
     try:
-        assert wait_for(lambda: launcher._server.poll() is not None)
+        wait_until(lambda: launcher._server.poll() is not None, 5, interval=0.02)
         # nobody can reap or report the run any more: it is killed and reported as killed
         assert run.wait_exit(5) == -signal.SIGKILL and run.poll() == -9
-        assert wait_for(lambda: not _pid_alive(run.pid))  # (reaped by init once the server is gone)
+        wait_until(lambda: not _pid_alive(run.pid), 5, interval=0.02)  # (reaped by init once the server is gone)
     finally:
         with __import__("contextlib").suppress(ProcessLookupError):
             os.killpg(run.pid, signal.SIGKILL)

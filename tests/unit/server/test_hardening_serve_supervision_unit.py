@@ -13,18 +13,9 @@ import time
 from pathlib import Path
 
 import psutil
+from waiting import wait_until
 
 from aieval_server.cli import WorkerSupervisor
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def child(stamps: Path, then: str) -> list[str]:
@@ -42,10 +33,10 @@ def test_a_killed_worker_is_reaped_and_started_again_with_the_reason_logged(tmp_
     caplog.set_level(logging.WARNING, logger="aieval_server.serve")
     supervisor.start()
     try:
-        first = wait_for(lambda: supervisor.process if len(starts(stamps)) == 1 else None, 20, "the worker")
+        first = wait_until(lambda: supervisor.process if len(starts(stamps)) == 1 else None, 20, interval=0.02, what="the worker")
         os.kill(first.pid, signal.SIGKILL)
-        wait_for(lambda: not psutil.pid_exists(first.pid), 5, "the killed worker to be reaped (not left a zombie)")
-        second = wait_for(lambda: supervisor.process if len(starts(stamps)) == 2 else None, 20, "a new worker")
+        wait_until(lambda: not psutil.pid_exists(first.pid), 5, interval=0.02, what="the killed worker to be reaped (not left a zombie)")
+        second = wait_until(lambda: supervisor.process if len(starts(stamps)) == 2 else None, 20, interval=0.02, what="a new worker")
         assert second.pid != first.pid and second.poll() is None
         assert f"the worker (pid {first.pid}) was killed by SIGKILL" in caplog.text
     finally:
@@ -62,7 +53,7 @@ def test_restarts_back_off_doubling_to_a_ceiling_and_reset_after_a_healthy_run(t
     caplog.set_level(logging.WARNING, logger="aieval_server.serve")
     supervisor.start()
     try:
-        wait_for(lambda: len(starts(failing)) >= 5, 60, "five starts")
+        wait_until(lambda: len(starts(failing)) >= 5, 60, interval=0.02, what="five starts")
     finally:
         supervisor.stop()
     at = starts(failing)
@@ -78,7 +69,7 @@ def test_restarts_back_off_doubling_to_a_ceiling_and_reset_after_a_healthy_run(t
                                   first_delay_s=0.2, max_delay_s=5, healthy_after_s=0.5)
     supervisor.start()
     try:
-        wait_for(lambda: len(starts(healthy)) >= 4, 60, "four starts")
+        wait_until(lambda: len(starts(healthy)) >= 4, 60, interval=0.02, what="four starts")
     finally:
         supervisor.stop()
     assert logged_delays(caplog.text)[:3] == [0.2, 0.2, 0.2], "a worker that ran long enough resets the pause"
