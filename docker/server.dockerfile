@@ -1,7 +1,8 @@
 # ai-eval-system server image: the API (default command) or a worker (override the command).
 #
 #   docker build -f docker/server.dockerfile -t aieval-server .
-#   docker run -p 8000:8000 aieval-server                       # embedded default: API + worker, SQLite
+#   docker run -p 8000:8000 -e AIEVAL_INITIAL_ADMIN_USERNAME=admin -e AIEVAL_INITIAL_ADMIN_PASSWORD=<12+ chars> \
+#       aieval-server                                           # embedded default: API + worker, SQLite, sign-in
 #   docker run --env-file .env -e AIEVAL_ENV=prod aieval-server python apps/server/start_fastapi_server.py
 #   docker run --env-file .env -e AIEVAL_ENV=prod aieval-server python apps/server/start_celery_worker.py --queues api
 #
@@ -28,4 +29,6 @@ USER aieval
 VOLUME /data
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/api/v1/health').status != 200)"
+# A container listens on all its addresses, which `aieval serve` allows only with sign-in on (docs/SECURITY.md).
+ENV AIEVAL_AUTH_ENABLED=true
 CMD ["python", "-m", "aieval_server", "serve", "--host", "0.0.0.0", "--port", "8000", "--data-dir", "/data"]

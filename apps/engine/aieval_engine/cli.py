@@ -5,8 +5,8 @@
     aieval demo [--limit N]         prepare the offline demo model and evaluate it on the demo data
     aieval datasets [--available]   list OpenCompass' built-in dataset configs
 
-Other packages add commands (the server adds `serve`) through the `aieval.commands` entry point group:
-each entry point is a function taking the argparse subparsers object.
+Other packages add commands (the server adds `serve`, `submit`...) through the `aieval.commands` entry point
+group: each entry point is a function taking the argparse subparsers object.
 """
 
 from __future__ import annotations
@@ -53,11 +53,18 @@ def _new_job_dir(data_dir: Path, name: str) -> Path:
     return data_dir / "jobs" / f"{safe}-{stamp}"
 
 
-def print_results(console: Console, result: EvalResult) -> None:
-    table = Table(title=f"Results ({result.status})")
-    models = list(dict.fromkeys(s.model for s in result.scores))
-    rows = list(dict.fromkeys((s.dataset, s.metric) for s in result.scores))
-    values = result.score_table()
+def progress_columns() -> list:
+    """The progress bar's columns; a task's fields: description, completed/total samples and `eta` (text)."""
+    return [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[eta]}")]
+
+
+def score_table(title: str, scores: list[tuple[str, str, str, float]]) -> Table:
+    """Scores as (model, dataset, metric, value): one row per dataset and metric, one column per model."""
+    table = Table(title=title)
+    models = list(dict.fromkeys(model for model, _, _, _ in scores))
+    rows = list(dict.fromkeys((dataset, metric) for _, dataset, metric, _ in scores))
+    values = {(model, dataset, metric): value for model, dataset, metric, value in scores}
     table.add_column("dataset")
     table.add_column("metric")
     for model in models:
@@ -65,7 +72,12 @@ def print_results(console: Console, result: EvalResult) -> None:
     for dataset, metric in rows:
         cells = [values.get((m, dataset, metric)) for m in models]
         table.add_row(dataset, metric, *("-" if v is None else f"{v:.2f}" for v in cells))
-    console.print(table)
+    return table
+
+
+def print_results(console: Console, result: EvalResult) -> None:
+    console.print(score_table(f"Results ({result.status})",
+                              [(s.model, s.dataset, s.metric, s.value) for s in result.scores]))
     if result.error:
         console.print(f"[red]{result.error}[/red]")
     if result.log_excerpt and not result.ok:
@@ -96,10 +108,8 @@ def run_spec(spec: EvalSpec, data_dir: Path, *, as_json: bool = False, job_dir: 
         evaluation.cancel()
 
     previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[eta]}")]
     try:
-        with Progress(*columns, console=console, transient=False) as progress:
+        with Progress(*progress_columns(), console=console, transient=False) as progress:
             bar = progress.add_task("starting OpenCompass", total=None, eta="")
 
             def on_event(event: ProgressEvent) -> None:
@@ -203,7 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.set_defaults(handler=_cmd_datasets)
 
     for entry in entry_points(group="aieval.commands"):
-        entry.load()(commands)
+        # A broken plugin costs its own command, not `aieval run`: the engine must stay usable on its own.
+        try:
+            add_command = entry.load()
+        except Exception as exc:
+            print(f"aieval: the '{entry.name}' command is unavailable ({type(exc).__name__}: {exc})", file=sys.stderr)
+            continue
+        add_command(commands)
     return parser
 
 

@@ -1,10 +1,13 @@
-"""`aieval serve`: the embedded default — API, UI files and a worker from one command.
+"""`aieval serve`: the embedded default — API, UI files and a worker from one command. `aieval create-admin`:
+an administrator account for sign-in (AIEVAL_AUTH_ENABLED).
 
 Registered in the `aieval.commands` entry point group (see aieval_engine.cli)."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import ipaddress
 import logging
 import os
 import signal
@@ -33,6 +36,73 @@ def _cmd_serve(args) -> int:
     data_dir = args.serve_data_dir or args.data_dir
     os.environ["AIEVAL_DATA_DIR"] = str(Path(data_dir).resolve())
     return serve(args.host, args.port, worker=not args.no_worker, concurrency=args.workers)
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: may resolve to anything
+
+
+SIGN_IN_NEEDED = (
+    "refusing to listen on {host}: other machines could use this server without signing in. Turn sign-in on "
+    "with AIEVAL_AUTH_ENABLED=true (in .env or the environment), create an administrator with\n"
+    "  aieval create-admin <username>\n"
+    "(or set AIEVAL_INITIAL_ADMIN_USERNAME and AIEVAL_INITIAL_ADMIN_PASSWORD for the first start), then start "
+    "again. Without sign-in, listen on 127.0.0.1 only."
+)
+
+
+def add_create_admin_command(commands) -> None:
+    create = commands.add_parser("create-admin", help="create an administrator account (for AIEVAL_AUTH_ENABLED)")
+    create.add_argument("username")
+    create.add_argument("--display-name", default=None)
+    create.add_argument("--password-stdin", action="store_true",
+                        help="read the password from the first line of standard input instead of asking for it")
+    create.set_defaults(handler=_cmd_create_admin)
+
+
+def _read_password(from_stdin: bool) -> str | None:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Password again: ") != password:
+        print("the two passwords differ; nothing was created", file=sys.stderr)
+        return None
+    return password
+
+
+def _cmd_create_admin(args) -> int:
+    """The password is asked for (twice) or read from stdin: never a command-line value, which other users of
+    the machine could see in the process list and which shells keep in their history."""
+    os.environ.setdefault("AIEVAL_DATA_DIR", str(Path(args.data_dir).resolve()))
+    from .config import get_settings
+    from .enums import UserRole
+    from .services import accounts, bootstrap
+    from .services.errors import ServiceError
+
+    settings = get_settings()
+    password = _read_password(args.password_stdin)
+    if password is None:
+        return 1
+    try:
+        accounts.check_username(args.username)
+        accounts.check_password(password)
+        bootstrap.prepare_database(settings)
+        from .db import session_scope
+
+        with session_scope(settings.database_url) as session:
+            user = accounts.create_user(session, args.username, password, UserRole.admin, args.display_name)
+            username = user.username
+    except ServiceError as exc:
+        print(f"aieval create-admin: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"created the administrator {username!r}" + ("" if settings.auth_enabled else
+          "; sign-in is still off: set AIEVAL_AUTH_ENABLED=true to require it"))
+    return 0
 
 
 def _exit_status(code: int) -> str:
@@ -115,16 +185,23 @@ def serve(host: str, port: int, *, worker: bool = True, concurrency: int = 1) ->
 
     from .config import get_settings
     from .main import create_app
+    from .services.accounts import has_admin
     from .services.bootstrap import prepare_database
 
     settings = get_settings()
     settings.check_production_ready()
+    if not settings.auth_enabled and not is_loopback(host):
+        print(SIGN_IN_NEEDED.format(host=host), file=sys.stderr)
+        return 2
     prepare_database(settings)  # before the worker starts, so the two never race on migrations
     supervisor = None
     stop_sweeping = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.auth_enabled and not has_admin(settings):
+        log.warning("sign-in is on and there is no administrator yet: create one with `aieval create-admin "
+                    "<username>` (or AIEVAL_INITIAL_ADMIN_USERNAME/_PASSWORD at the next start)")
     if worker:
         from .worker import start_sweeper
 

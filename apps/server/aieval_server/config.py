@@ -100,6 +100,27 @@ class Settings(BaseSettings):
     worker_concurrency: int = 1
     model_test_timeout_s: float = 30.0
 
+    # ---- accounts and sign-in (issue 9; services/accounts.py, docs/SECURITY.md "Accounts and sign-in") --------
+    # Off (embedded default): no sign-in, every caller is the single local user (role admin). On (prod.yaml):
+    # every /api/v1 route except /health, /auth/login and /auth/me needs a session (cookie `aieval_session`),
+    # and `aieval serve` may listen on other addresses than loopback.
+    auth_enabled: bool = False
+    # How long a sign-in lasts (seconds, from the sign-in; not extended by use).
+    session_ttl_s: float = 8 * 3600
+    # An API process keeps a looked-up session this long before reading it again (one indexed query per miss).
+    # Sign-out, password changes and account changes take effect at once in the process that made them, and in
+    # other API processes within this many seconds.
+    session_cache_ttl_s: float = 5.0
+    # Failed sign-ins allowed per account and per client address within the window before answering 429. Kept in
+    # memory per API process: with several API processes, each counts on its own.
+    login_failures_per_account: int = 10
+    login_failures_per_address: int = 50
+    login_failure_window_s: float = 900.0
+    # The first administrator, created at start when there is no admin yet (the username is logged, the password
+    # never). Set both, sign in, then remove the password from the environment. `aieval create-admin` does the same.
+    initial_admin_username: str = ""
+    initial_admin_password: SecretStr | None = None
+
     # ---- what models registered through the API may make a worker do (issue 8; docs/SECURITY.md) -------------
     # Environment variables a model registered through the API may name as `api_key_env` (the worker would read
     # the variable from its own environment and send it to the model's URL). Empty: none; such keys are given
@@ -109,7 +130,7 @@ class Settings(BaseSettings):
     # symlinks. Empty: <data_dir>/models, where the demo model is converted.
     model_roots: list[Path] = []
     # Lets models registered through the API set `trust_remote_code: true`, so that the worker runs the Python
-    # files shipped in a checkpoint. There are no accounts yet: turning this on lets every API caller do it.
+    # files shipped in a checkpoint. Turning this on lets every API caller do it (per-role limits come later).
     allow_remote_code_models: bool = False
     # Outbound policy for model URLs (connection tests and evaluations; aieval_engine/netpolicy.py): link-local and
     # cloud metadata addresses are always refused; loopback and private ranges (10/8, 172.16/12, 192.168/16,

@@ -37,3 +37,17 @@ CANCELLABLE: frozenset[EvaluationStatus] = ACTIVE
 RETRYABLE: frozenset[EvaluationStatus] = frozenset({
     EvaluationStatus.failed, EvaluationStatus.cancelled, EvaluationStatus.timeout,
 })
+
+
+class UserRole(str, Enum):
+    """What an account may do. admin: everything, including managing accounts; member: work with models,
+    datasets and evaluations; viewer: read only (enforced from the next increment of issue 9 on)."""
+
+    admin = "admin"
+    member = "member"
+    viewer = "viewer"
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__

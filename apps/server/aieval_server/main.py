@@ -6,7 +6,7 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import PurePosixPath
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
@@ -18,7 +18,8 @@ from starlette.exceptions import HTTPException
 
 from .api_docs import add_api_docs
 from .config import Settings, get_settings
-from .routers import compare, datasets, evaluations, health, live, models
+from .routers import auth, compare, datasets, evaluations, health, live, models, users
+from .routers.deps import caller_dep
 from .security import RequestGuard, ResponseHardening
 from .services.errors import ServiceError
 from .storage import StorageError
@@ -126,8 +127,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestGuard, settings=settings)
     # Outermost: its headers and request id are also on the guard's refusals, the 413 above and every error.
     app.add_middleware(ResponseHardening)
-    for module in (health, models, datasets, evaluations, live, compare):
-        app.include_router(module.router, prefix=API_PREFIX)
+    # Only these answer without a session when sign-in is on; every other router gets the caller dependency
+    # here, so no route can forget it (routers/deps.caller_dep: 401, CSRF check, WebSockets refused).
+    for router in (health.router, auth.public):
+        app.include_router(router, prefix=API_PREFIX)
+    for router in (auth.router, users.router, models.router, datasets.router, evaluations.router, live.router,
+                   compare.router):
+        app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(caller_dep)])
     if (settings.web_dist / "index.html").is_file():
         app.mount("/", SinglePageApp(directory=settings.web_dist, html=True), name="web")
     return app

@@ -2,14 +2,18 @@ import { createPinia } from 'pinia'
 import { createApp } from 'vue'
 import App from './App.vue'
 import { createAppI18n } from './i18n'
-import { createAppRouter } from './router'
+import { createAppRouter, installSessionGuard } from './router'
 import './services/api' // configures the generated client before any view calls it
+import { useSessionStore } from './stores/session'
 import './style.css'
 
 const app = createApp(App)
-app.use(createPinia())
+const pinia = createPinia()
+app.use(pinia)
 app.use(createAppI18n())
-app.use(createAppRouter())
+const router = createAppRouter()
+installSessionGuard(router, useSessionStore(pinia))
+app.use(router)
 // A render error in one view shows a message instead of a blank page.
 app.config.errorHandler = (error, _instance, info) => {
   console.error('UI error', info, error)

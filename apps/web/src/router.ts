@@ -1,9 +1,20 @@
-import { createRouter, createWebHistory, type RouteRecordRaw } from 'vue-router'
+import { createRouter, createWebHistory, type Router, type RouteRecordRaw } from 'vue-router'
+import { onUnauthorized } from '@/services/api'
+import { safeNextPath } from '@/services/session'
+import type { useSessionStore } from '@/stores/session'
+
+declare module 'vue-router' {
+  interface RouteMeta {
+    /** Rendered alone, without the header and navigation (the sign-in page). */
+    bare?: boolean
+  }
+}
 
 // History mode: clean URLs (/evaluations/5) for bookmarks and shared links. A reload or a pasted deep link
 // reaches the server, which answers every non-API path that is not a file with index.html (the embedded
 // server's SPA fallback in aieval_server/main.py, `try_files ... /index.html` in docker/nginx.conf).
 export const routes: RouteRecordRaw[] = [
+  { path: '/sign-in', name: 'sign-in', component: () => import('@/views/SignInView.vue'), meta: { bare: true } },
   { path: '/', name: 'dashboard', component: () => import('@/views/DashboardView.vue') },
   { path: '/evaluations/new', name: 'new-evaluation', component: () => import('@/views/NewEvaluationView.vue') },
   { path: '/evaluations', name: 'evaluations', component: () => import('@/views/EvaluationsView.vue') },
@@ -26,4 +37,23 @@ export function createAppRouter(base: string = import.meta.env.BASE_URL) {
   const legacy = legacyHashTarget(window.location, base)
   if (legacy) window.history.replaceState(window.history.state, '', legacy)
   return createRouter({ history: createWebHistory(base), routes })
+}
+
+/** With sign-in on, every page but the sign-in page needs a session: without one (never signed in, expired,
+ *  revoked: any 401 from the API) the user is sent to /sign-in?next=<where they were>, and back there after. */
+export function installSessionGuard(router: Router, session: ReturnType<typeof useSessionStore>) {
+  router.beforeEach(async (to) => {
+    await session.load()
+    if (to.name === 'sign-in') return session.mustSignIn ? true : safeNextPath(to.query.next)
+    if (session.mustSignIn) return { name: 'sign-in', query: { next: to.fullPath } }
+    return true
+  })
+  onUnauthorized(() => {
+    session.forget()
+    const current = router.currentRoute.value
+    // Before the first page is shown the guard above does this itself.
+    if (current.matched.length && current.name !== 'sign-in') {
+      void router.push({ name: 'sign-in', query: { next: current.fullPath } })
+    }
+  })
 }

@@ -11,12 +11,16 @@ import uuid
 from pathlib import Path
 
 import httpx
+from signed_in import sign_in
 from waiting import wait_until  # noqa: F401  (re-exported: the server tests import it from here)
 
 from aieval_engine.local_server import free_port as engine_free_port
 
 REPO = Path(__file__).resolve().parents[3]
 PYTHON = sys.executable
+# The administrator every stack gets at its first start (AIEVAL_INITIAL_ADMIN_*): production-like stacks have
+# sign-in on (prod.yaml), and Stack signs its client in as this user.
+STACK_ADMIN, STACK_ADMIN_PASSWORD = "it-admin", "it-admin-password"
 PG_ADMIN_URL = os.environ.get("AIEVAL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
@@ -47,7 +51,8 @@ class Stack:
     """An API process and worker processes sharing one configuration (environment variables)."""
 
     def __init__(self, env: dict[str, str], logs: Path):
-        self.env = {**os.environ, **env}
+        self.env = {"AIEVAL_INITIAL_ADMIN_USERNAME": STACK_ADMIN, "AIEVAL_INITIAL_ADMIN_PASSWORD": STACK_ADMIN_PASSWORD,
+                    **os.environ, **env}
         self.logs = logs
         self.api: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
@@ -75,6 +80,18 @@ class Stack:
                 return False
 
         wait_until(healthy, 90, what="the API health check")
+        if self.client.get("/auth/me").status_code == 401:  # sign-in is on: sign in as a browser would
+            sign_in_client = httpx.Client(base_url=self.url, timeout=60)
+            sign_in(sign_in_client, self.env["AIEVAL_INITIAL_ADMIN_USERNAME"], self.env["AIEVAL_INITIAL_ADMIN_PASSWORD"])
+            self.client.cookies = sign_in_client.cookies
+            self.client.headers["X-CSRF-Token"] = sign_in_client.headers["X-CSRF-Token"]
+            sign_in_client.close()
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """The session cookie as a header, for WebSocket clients (empty with sign-in off)."""
+        token = self.client.cookies.get("aieval_session") if self.client is not None else None
+        return {"Cookie": f"aieval_session={token}"} if token else {}
 
     def start_worker(self, queues: str = "api,local", concurrency: int = 2, data_dir: Path | None = None) -> subprocess.Popen:
         """A worker; with its own `data_dir` it stands for one on another machine (no job dir in common)."""
@@ -150,7 +167,8 @@ class Stack:
 
     def watch(self, evaluation_id: int) -> LiveWatch:
         """The evaluation's WebSocket, read in the background (see LiveWatch)."""
-        return LiveWatch(self.url.replace("http://", "ws://") + f"/api/v1/evaluations/{evaluation_id}/ws")
+        return LiveWatch(self.url.replace("http://", "ws://") + f"/api/v1/evaluations/{evaluation_id}/ws",
+                         headers=self.auth_headers)
 
 
 class LiveWatch:
@@ -158,7 +176,7 @@ class LiveWatch:
     socket ended (close code 1000 = the evaluation is final; anything else = dropped, clients fall back to
     polling)."""
 
-    def __init__(self, url: str, open_timeout: float = 10):
+    def __init__(self, url: str, open_timeout: float = 10, headers: dict[str, str] | None = None):
         import threading
 
         from websockets.sync.client import connect
@@ -166,7 +184,8 @@ class LiveWatch:
         self.messages: list[dict] = []
         self.close_code: int | None = None
         self.error: str | None = None
-        self.socket = connect(url, open_timeout=open_timeout, close_timeout=5, legacy=True)
+        self.socket = connect(url, open_timeout=open_timeout, close_timeout=5, legacy=True,
+                              additional_headers=headers)
         self.thread = threading.Thread(target=self._read, daemon=True, name="live-watch")
         self.thread.start()
 

@@ -93,7 +93,7 @@ def watch(stack, evaluation_id: int, timeout: float = 240) -> list[dict]:
     """Every WebSocket message for one evaluation until the server closes the socket at the end."""
     messages = []
     url = stack.url.replace("http://", "ws://") + f"/api/v1/evaluations/{evaluation_id}/ws"
-    with connect(url, open_timeout=10, close_timeout=5) as socket:
+    with connect(url, open_timeout=10, close_timeout=5, additional_headers=stack.auth_headers) as socket:
         deadline_socket = socket
         while True:
             try:

@@ -236,3 +236,18 @@ def test_print_results(tmp_path):
     assert "62.50" in text and "50.00" in text
     assert "1 of 4 tasks failed: b/mcq" in text and "KeyError: 'x'" in text
     assert f"Artifacts: {tmp_path / 'run'}" in text
+
+
+def test_a_plugin_command_that_fails_to_load_leaves_the_others_working(monkeypatch, capsys):
+    from aieval_engine import cli
+
+    class BrokenEntryPoint:
+        name = "broken"
+
+        def load(self):
+            raise ImportError("cannot import name 'add_broken_command'")
+
+    monkeypatch.setattr(cli, "entry_points", lambda group: [BrokenEntryPoint()])
+    parser = cli.build_parser()
+    assert parser.parse_args(["check", "spec.yaml"]).command == "check"
+    assert "the 'broken' command is unavailable (ImportError" in capsys.readouterr().err

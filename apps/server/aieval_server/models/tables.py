@@ -19,12 +19,12 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from ..db import Base
-from ..enums import EvaluationStatus
+from ..enums import EvaluationStatus, UserRole
 
 # Ids are never given out twice, so a deleted evaluation's URL can never show later data. SQLite would
 # otherwise give the newest row's id again once that row is deleted (max(rowid) + 1); AUTOINCREMENT makes it
 # remember the largest id ever used. PostgreSQL's sequences never go back. (Migration 0003.)
-NEVER_REUSED_IDS = ("models", "datasets", "evaluations", "scores")
+NEVER_REUSED_IDS = ("models", "datasets", "evaluations", "scores", "users")
 
 
 def utcnow() -> datetime:
@@ -173,3 +173,36 @@ class Score(Base):
     metric: Mapped[str] = mapped_column(String(100))
     value: Mapped[float] = mapped_column(Float)
     evaluation: Mapped[Evaluation] = relationship(back_populates="scores")
+
+
+class User(Base):
+    """An account (only used with AIEVAL_AUTH_ENABLED; services/accounts.py)."""
+
+    __tablename__ = "users"
+    __table_args__ = {"sqlite_autoincrement": True}  # see NEVER_REUSED_IDS
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Stored lower-case (services/accounts.normalize_username), so the unique constraint is case-insensitive.
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    # argon2id, in the PHC string format (parameters and salt included); never the password.
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(20), default=UserRole.member.value)  # one of enums.UserRole
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class AuthSession(Base):
+    """A signed-in browser (or CLI). The id is the SHA-256 of the random session token; the token itself is only
+    in the client's cookie, so a copy of the database signs no one in."""
+
+    __tablename__ = "sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # Sent back in X-CSRF-Token by state-changing requests; alone it grants nothing (the session token is needed).
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    user: Mapped[User] = relationship()

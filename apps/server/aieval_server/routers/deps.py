@@ -1,14 +1,26 @@
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.exceptions import HTTPException, WebSocketException
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
 from ..config import Settings
 from ..db import session_scope
+from ..security import STATE_CHANGING_METHODS
+from ..services import accounts
+from ..services.accounts import Caller
 from ..storage import Storage, get_storage
+
+SESSION_COOKIE = "aieval_session"
+CSRF_HEADER = "X-CSRF-Token"
+SIGN_IN_FIRST = "sign in first"
+WRONG_CSRF = "missing or wrong CSRF token; reload the page"
 
 
 async def settings_dep(request: Request) -> Settings:
@@ -30,3 +42,49 @@ SettingsDep = Annotated[Settings, Depends(settings_dep)]
 # code after the response, so a client that saves and immediately reloads could read the old row.
 SessionDep = Annotated[Session, Depends(session_dep, scope="function")]
 StorageDep = Annotated[Storage, Depends(storage_dep)]
+
+
+def session_token(connection: HTTPConnection) -> tuple[str | None, bool]:
+    """(the session token, whether it came from the cookie). `Authorization: Bearer` wins: scripts and the CLI
+    send it (a browser never adds it by itself, so such requests need no CSRF token)."""
+    scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip(), False
+    return connection.cookies.get(SESSION_COOKIE), True
+
+
+async def caller_dep(connection: HTTPConnection) -> Caller:
+    """Who is calling; applied to every /api/v1 router in main.create_app, so no route can forget it.
+
+    Sign-in off: the local user. On: the session's user, else 401 (a WebSocket handshake is refused with 1008
+    before it is accepted); a state-changing request authenticated by the cookie must also carry the session's
+    CSRF token in X-CSRF-Token (403 otherwise)."""
+    settings: Settings = connection.app.state.settings
+    if not settings.auth_enabled:
+        return accounts.LOCAL_CALLER
+    token, from_cookie = session_token(connection)
+    caller = None
+    if token:  # a cached session costs no thread hop
+        caller = accounts.cached_session(settings, token) or await run_in_threadpool(accounts.lookup_session,
+                                                                                      settings, token)
+    is_websocket = connection.scope["type"] == "websocket"
+    if caller is None:
+        if is_websocket:
+            raise WebSocketException(code=1008, reason=SIGN_IN_FIRST)
+        raise HTTPException(401, SIGN_IN_FIRST)
+    if from_cookie and not is_websocket and connection.scope["method"] in STATE_CHANGING_METHODS:
+        sent = connection.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(sent.encode(), (caller.csrf_token or "").encode()):
+            raise HTTPException(403, WRONG_CSRF)
+    connection.state.caller = caller  # for code outside the routes (FastAPI already reuses it within a request)
+    return caller
+
+
+async def admin_dep(caller: Annotated[Caller, Depends(caller_dep)]) -> Caller:
+    if not caller.is_admin:
+        raise HTTPException(403, "only administrators may do this")
+    return caller
+
+
+CurrentUser = Annotated[Caller, Depends(caller_dep)]
+AdminUser = Annotated[Caller, Depends(admin_dep)]

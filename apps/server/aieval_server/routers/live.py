@@ -3,7 +3,10 @@ clients may equally poll. The reading is shared: one reader per watched thing pe
 number of sockets (services/live_hub.py); a socket only forwards what its queue receives.
 
 A socket outlives a restart of Redis or the database (the hub polls the database while Redis is away, and
-waits while the database is away)."""
+waits while the database is away).
+
+With sign-in on, a handshake without a valid session is refused before it is accepted (close 1008, HTTP 403):
+main.create_app puts routers/deps.caller_dep on this router as on every other."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, computed_field
 
 from aieval_engine.spec import DisplayName as Name
 
-from ..enums import CANCELLABLE, RETRYABLE, TERMINAL, EvaluationStatus
+from ..enums import CANCELLABLE, RETRYABLE, TERMINAL, EvaluationStatus, UserRole
 from .ids import DatabaseId
 
 
@@ -238,3 +238,65 @@ class CompareTable(BaseModel):
     # cells[model_id][dataset_id] -> best-known (latest) score
     cells: dict[str, dict[str, CompareCell]]
     averages: dict[str, float | None]
+
+
+# ---- accounts and sign-in (services/accounts.py) ----------------------------------------------------------------
+class WithPasswords(BaseModel):
+    """Passwords are taken exactly as typed (no whitespace stripping) and never echoed in errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+Password = Field(max_length=1024)
+
+
+class CallerRead(BaseModel):
+    """Who the request is from. With sign-in off: the local user (id null, is_local true, role admin)."""
+
+    id: int | None
+    username: str
+    display_name: str
+    role: UserRole
+    is_local: bool
+
+
+class AuthState(BaseModel):
+    user: CallerRead
+    auth_enabled: bool
+    csrf_token: str | None = Field(description="send it as X-CSRF-Token with every POST/PUT/PATCH/DELETE "
+                                                "authenticated by the session cookie; null with sign-in off")
+
+
+class LoginRequest(WithPasswords):
+    username: str = Field(max_length=200)
+    password: str = Password
+
+
+class PasswordChange(WithPasswords):
+    current_password: str = Password
+    new_password: str = Field(max_length=1024, description="at least 12 characters")
+
+
+class UserRead(BaseModel):
+    id: int
+    username: str
+    display_name: str
+    role: UserRole
+    disabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class UserCreate(WithPasswords):
+    username: str = Field(max_length=200, description="stored lower-case; letters, digits, '.', '_', '-'")
+    password: str = Field(max_length=1024, description="at least 12 characters")
+    role: UserRole
+    display_name: str | None = Field(default=None, max_length=200)
+
+
+class UserUpdate(WithPasswords):
+    role: UserRole | None = None
+    disabled: bool | None = None
+    password: str | None = Field(default=None, max_length=1024, description="at least 12 characters; signs the "
+                                                                                "user out everywhere")
+    display_name: str | None = Field(default=None, max_length=200)

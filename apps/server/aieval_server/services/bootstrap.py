@@ -33,6 +33,19 @@ def prepare_database(settings: Settings) -> None:
     protect_data_dir(settings)
     if settings.auto_migrate:
         upgrade(settings.database_url)
+    create_initial_admin(settings)
+
+
+def create_initial_admin(settings: Settings) -> None:
+    """AIEVAL_INITIAL_ADMIN_USERNAME + _PASSWORD: the first administrator (once, when there is no admin). A
+    password the account rules refuse stops the start with the reason (the password itself is never shown)."""
+    from ..config import NotProductionReady
+    from .accounts import ensure_initial_admin
+
+    try:
+        ensure_initial_admin(settings)
+    except ServiceError as exc:
+        raise NotProductionReady(f"AIEVAL_INITIAL_ADMIN_USERNAME/AIEVAL_INITIAL_ADMIN_PASSWORD: {exc.message}") from None
 
 
 def register_demo(settings: Settings) -> None:

@@ -2,7 +2,7 @@
 
 import { type Client, formDataBodySerializer, type Options as Options2, type TDataShape } from './client';
 import { client } from './client.gen';
-import type { BuiltinCatalogueApiV1DatasetsBuiltinGetData, BuiltinCatalogueApiV1DatasetsBuiltinGetErrors, BuiltinCatalogueApiV1DatasetsBuiltinGetResponses, CancelEvaluationApiV1EvaluationsEvaluationIdCancelPostData, CancelEvaluationApiV1EvaluationsEvaluationIdCancelPostErrors, CancelEvaluationApiV1EvaluationsEvaluationIdCancelPostResponses, CompareModelsApiV1CompareGetData, CompareModelsApiV1CompareGetErrors, CompareModelsApiV1CompareGetResponses, CreateEvaluationApiV1EvaluationsPostData, CreateEvaluationApiV1EvaluationsPostErrors, CreateEvaluationApiV1EvaluationsPostResponses, CreateModelApiV1ModelsPostData, CreateModelApiV1ModelsPostErrors, CreateModelApiV1ModelsPostResponses, DeleteDatasetApiV1DatasetsDatasetIdDeleteData, DeleteDatasetApiV1DatasetsDatasetIdDeleteErrors, DeleteDatasetApiV1DatasetsDatasetIdDeleteResponses, DeleteEvaluationApiV1EvaluationsEvaluationIdDeleteData, DeleteEvaluationApiV1EvaluationsEvaluationIdDeleteErrors, DeleteEvaluationApiV1EvaluationsEvaluationIdDeleteResponses, DeleteModelApiV1ModelsModelIdDeleteData, DeleteModelApiV1ModelsModelIdDeleteErrors, DeleteModelApiV1ModelsModelIdDeleteResponses, EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetData, EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetErrors, EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetResponses, EvaluationResultsApiV1EvaluationsEvaluationIdResultsGetData, EvaluationResultsApiV1EvaluationsEvaluationIdResultsGetErrors, EvaluationResultsApiV1EvaluationsEvaluationIdResultsGetResponses, EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetData, EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetErrors, EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetResponses, ExportEvaluationApiV1EvaluationsEvaluationIdExportGetData, ExportEvaluationApiV1EvaluationsEvaluationIdExportGetErrors, ExportEvaluationApiV1EvaluationsEvaluationIdExportGetResponses, HealthApiV1HealthGetData, HealthApiV1HealthGetResponses, LeaderboardApiV1LeaderboardGetData, LeaderboardApiV1LeaderboardGetErrors, LeaderboardApiV1LeaderboardGetResponses, ListDatasetsApiV1DatasetsGetData, ListDatasetsApiV1DatasetsGetErrors, ListDatasetsApiV1DatasetsGetResponses, ListEvaluationsApiV1EvaluationsGetData, ListEvaluationsApiV1EvaluationsGetErrors, ListEvaluationsApiV1EvaluationsGetResponses, ListModelsApiV1ModelsGetData, ListModelsApiV1ModelsGetErrors, ListModelsApiV1ModelsGetResponses, PreviewDatasetApiV1DatasetsDatasetIdPreviewGetData, PreviewDatasetApiV1DatasetsDatasetIdPreviewGetErrors, PreviewDatasetApiV1DatasetsDatasetIdPreviewGetResponses, RegisterBuiltinApiV1DatasetsBuiltinConfigPostData, RegisterBuiltinApiV1DatasetsBuiltinConfigPostErrors, RegisterBuiltinApiV1DatasetsBuiltinConfigPostResponses, RetryEvaluationApiV1EvaluationsEvaluationIdRetryPostData, RetryEvaluationApiV1EvaluationsEvaluationIdRetryPostErrors, RetryEvaluationApiV1EvaluationsEvaluationIdRetryPostResponses, ShowDatasetApiV1DatasetsDatasetIdGetData, ShowDatasetApiV1DatasetsDatasetIdGetErrors, ShowDatasetApiV1DatasetsDatasetIdGetResponses, ShowEvaluationApiV1EvaluationsEvaluationIdGetData, ShowEvaluationApiV1EvaluationsEvaluationIdGetErrors, ShowEvaluationApiV1EvaluationsEvaluationIdGetResponses, ShowModelApiV1ModelsModelIdGetData, ShowModelApiV1ModelsModelIdGetErrors, ShowModelApiV1ModelsModelIdGetResponses, TestModelApiV1ModelsModelIdTestPostData, TestModelApiV1ModelsModelIdTestPostErrors, TestModelApiV1ModelsModelIdTestPostResponses, UpdateDatasetApiV1DatasetsDatasetIdPatchData, UpdateDatasetApiV1DatasetsDatasetIdPatchErrors, UpdateDatasetApiV1DatasetsDatasetIdPatchResponses, UpdateModelApiV1ModelsModelIdPatchData, UpdateModelApiV1ModelsModelIdPatchErrors, UpdateModelApiV1ModelsModelIdPatchResponses, UploadDatasetApiV1DatasetsPostData, UploadDatasetApiV1DatasetsPostErrors, UploadDatasetApiV1DatasetsPostResponses, UploadRulesApiV1DatasetsUploadRulesGetData, UploadRulesApiV1DatasetsUploadRulesGetResponses, ValidateDatasetApiV1DatasetsValidatePostData, ValidateDatasetApiV1DatasetsValidatePostErrors, ValidateDatasetApiV1DatasetsValidatePostResponses } from './types.gen';
+import type { BuiltinCatalogueApiV1DatasetsBuiltinGetData, BuiltinCatalogueApiV1DatasetsBuiltinGetErrors, BuiltinCatalogueApiV1DatasetsBuiltinGetResponses, CancelEvaluationApiV1EvaluationsEvaluationIdCancelPostData, CancelEvaluationApiV1EvaluationsEvaluationIdCancelPostErrors, CancelEvaluationApiV1EvaluationsEvaluationIdCancelPostResponses, ChangePasswordApiV1AuthPasswordPostData, ChangePasswordApiV1AuthPasswordPostErrors, ChangePasswordApiV1AuthPasswordPostResponses, CompareModelsApiV1CompareGetData, CompareModelsApiV1CompareGetErrors, CompareModelsApiV1CompareGetResponses, CreateEvaluationApiV1EvaluationsPostData, CreateEvaluationApiV1EvaluationsPostErrors, CreateEvaluationApiV1EvaluationsPostResponses, CreateModelApiV1ModelsPostData, CreateModelApiV1ModelsPostErrors, CreateModelApiV1ModelsPostResponses, CreateUserApiV1UsersPostData, CreateUserApiV1UsersPostErrors, CreateUserApiV1UsersPostResponses, DeleteDatasetApiV1DatasetsDatasetIdDeleteData, DeleteDatasetApiV1DatasetsDatasetIdDeleteErrors, DeleteDatasetApiV1DatasetsDatasetIdDeleteResponses, DeleteEvaluationApiV1EvaluationsEvaluationIdDeleteData, DeleteEvaluationApiV1EvaluationsEvaluationIdDeleteErrors, DeleteEvaluationApiV1EvaluationsEvaluationIdDeleteResponses, DeleteModelApiV1ModelsModelIdDeleteData, DeleteModelApiV1ModelsModelIdDeleteErrors, DeleteModelApiV1ModelsModelIdDeleteResponses, EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetData, EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetErrors, EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetResponses, EvaluationResultsApiV1EvaluationsEvaluationIdResultsGetData, EvaluationResultsApiV1EvaluationsEvaluationIdResultsGetErrors, EvaluationResultsApiV1EvaluationsEvaluationIdResultsGetResponses, EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetData, EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetErrors, EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetResponses, ExportEvaluationApiV1EvaluationsEvaluationIdExportGetData, ExportEvaluationApiV1EvaluationsEvaluationIdExportGetErrors, ExportEvaluationApiV1EvaluationsEvaluationIdExportGetResponses, HealthApiV1HealthGetData, HealthApiV1HealthGetResponses, LeaderboardApiV1LeaderboardGetData, LeaderboardApiV1LeaderboardGetErrors, LeaderboardApiV1LeaderboardGetResponses, ListDatasetsApiV1DatasetsGetData, ListDatasetsApiV1DatasetsGetErrors, ListDatasetsApiV1DatasetsGetResponses, ListEvaluationsApiV1EvaluationsGetData, ListEvaluationsApiV1EvaluationsGetErrors, ListEvaluationsApiV1EvaluationsGetResponses, ListModelsApiV1ModelsGetData, ListModelsApiV1ModelsGetErrors, ListModelsApiV1ModelsGetResponses, ListUsersApiV1UsersGetData, ListUsersApiV1UsersGetErrors, ListUsersApiV1UsersGetResponses, LoginApiV1AuthLoginPostData, LoginApiV1AuthLoginPostErrors, LoginApiV1AuthLoginPostResponses, LogoutApiV1AuthLogoutPostData, LogoutApiV1AuthLogoutPostResponses, MeApiV1AuthMeGetData, MeApiV1AuthMeGetErrors, MeApiV1AuthMeGetResponses, PreviewDatasetApiV1DatasetsDatasetIdPreviewGetData, PreviewDatasetApiV1DatasetsDatasetIdPreviewGetErrors, PreviewDatasetApiV1DatasetsDatasetIdPreviewGetResponses, RegisterBuiltinApiV1DatasetsBuiltinConfigPostData, RegisterBuiltinApiV1DatasetsBuiltinConfigPostErrors, RegisterBuiltinApiV1DatasetsBuiltinConfigPostResponses, RetryEvaluationApiV1EvaluationsEvaluationIdRetryPostData, RetryEvaluationApiV1EvaluationsEvaluationIdRetryPostErrors, RetryEvaluationApiV1EvaluationsEvaluationIdRetryPostResponses, ShowDatasetApiV1DatasetsDatasetIdGetData, ShowDatasetApiV1DatasetsDatasetIdGetErrors, ShowDatasetApiV1DatasetsDatasetIdGetResponses, ShowEvaluationApiV1EvaluationsEvaluationIdGetData, ShowEvaluationApiV1EvaluationsEvaluationIdGetErrors, ShowEvaluationApiV1EvaluationsEvaluationIdGetResponses, ShowModelApiV1ModelsModelIdGetData, ShowModelApiV1ModelsModelIdGetErrors, ShowModelApiV1ModelsModelIdGetResponses, TestModelApiV1ModelsModelIdTestPostData, TestModelApiV1ModelsModelIdTestPostErrors, TestModelApiV1ModelsModelIdTestPostResponses, UpdateDatasetApiV1DatasetsDatasetIdPatchData, UpdateDatasetApiV1DatasetsDatasetIdPatchErrors, UpdateDatasetApiV1DatasetsDatasetIdPatchResponses, UpdateModelApiV1ModelsModelIdPatchData, UpdateModelApiV1ModelsModelIdPatchErrors, UpdateModelApiV1ModelsModelIdPatchResponses, UpdateUserApiV1UsersUserIdPatchData, UpdateUserApiV1UsersUserIdPatchErrors, UpdateUserApiV1UsersUserIdPatchResponses, UploadDatasetApiV1DatasetsPostData, UploadDatasetApiV1DatasetsPostErrors, UploadDatasetApiV1DatasetsPostResponses, UploadRulesApiV1DatasetsUploadRulesGetData, UploadRulesApiV1DatasetsUploadRulesGetResponses, ValidateDatasetApiV1DatasetsValidatePostData, ValidateDatasetApiV1DatasetsValidatePostErrors, ValidateDatasetApiV1DatasetsValidatePostResponses } from './types.gen';
 
 export type Options<TData extends TDataShape = TDataShape, ThrowOnError extends boolean = boolean, TResponse = unknown> = Options2<TData, ThrowOnError, TResponse> & {
     /**
@@ -17,6 +17,49 @@ export type Options<TData extends TDataShape = TDataShape, ThrowOnError extends 
      */
     meta?: Record<string, unknown>;
 };
+
+/**
+ * Login
+ *
+ * Sign in: sets the `aieval_session` cookie (HttpOnly, SameSite=Lax, Secure over https) and returns the
+ * CSRF token to send as X-CSRF-Token. Wrong password, unknown user and disabled account get the same 401.
+ */
+export const loginApiV1AuthLoginPost = <ThrowOnError extends boolean = false>(options: Options<LoginApiV1AuthLoginPostData, ThrowOnError>) => (options.client ?? client).post<LoginApiV1AuthLoginPostResponses, LoginApiV1AuthLoginPostErrors, ThrowOnError>({
+    url: '/api/v1/auth/login',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Logout
+ *
+ * Sign out: the session is revoked on the server and the cookie cleared.
+ */
+export const logoutApiV1AuthLogoutPost = <ThrowOnError extends boolean = false>(options?: Options<LogoutApiV1AuthLogoutPostData, ThrowOnError>) => (options?.client ?? client).post<LogoutApiV1AuthLogoutPostResponses, unknown, ThrowOnError>({ url: '/api/v1/auth/logout', ...options });
+
+/**
+ * Me
+ *
+ * Who is signed in, whether sign-in is on, and the CSRF token of this session.
+ */
+export const meApiV1AuthMeGet = <ThrowOnError extends boolean = false>(options?: Options<MeApiV1AuthMeGetData, ThrowOnError>) => (options?.client ?? client).get<MeApiV1AuthMeGetResponses, MeApiV1AuthMeGetErrors, ThrowOnError>({ url: '/api/v1/auth/me', ...options });
+
+/**
+ * Change Password
+ *
+ * Change your own password; your other sessions (other browsers, the CLI) are signed out.
+ */
+export const changePasswordApiV1AuthPasswordPost = <ThrowOnError extends boolean = false>(options: Options<ChangePasswordApiV1AuthPasswordPostData, ThrowOnError>) => (options.client ?? client).post<ChangePasswordApiV1AuthPasswordPostResponses, ChangePasswordApiV1AuthPasswordPostErrors, ThrowOnError>({
+    url: '/api/v1/auth/password',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
 
 /**
  * Compare Models
@@ -212,3 +255,37 @@ export const updateModelApiV1ModelsModelIdPatch = <ThrowOnError extends boolean 
  * Test Model
  */
 export const testModelApiV1ModelsModelIdTestPost = <ThrowOnError extends boolean = false>(options: Options<TestModelApiV1ModelsModelIdTestPostData, ThrowOnError>) => (options.client ?? client).post<TestModelApiV1ModelsModelIdTestPostResponses, TestModelApiV1ModelsModelIdTestPostErrors, ThrowOnError>({ url: '/api/v1/models/{model_id}/test', ...options });
+
+/**
+ * List Users
+ */
+export const listUsersApiV1UsersGet = <ThrowOnError extends boolean = false>(options?: Options<ListUsersApiV1UsersGetData, ThrowOnError>) => (options?.client ?? client).get<ListUsersApiV1UsersGetResponses, ListUsersApiV1UsersGetErrors, ThrowOnError>({ url: '/api/v1/users', ...options });
+
+/**
+ * Create User
+ *
+ * A new account; the password must be at least 12 characters long.
+ */
+export const createUserApiV1UsersPost = <ThrowOnError extends boolean = false>(options: Options<CreateUserApiV1UsersPostData, ThrowOnError>) => (options.client ?? client).post<CreateUserApiV1UsersPostResponses, CreateUserApiV1UsersPostErrors, ThrowOnError>({
+    url: '/api/v1/users',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Update User
+ *
+ * Change role, name, password or disable the account. Disabling, a new password or losing the admin role
+ * signs the user out everywhere. The last active administrator cannot be disabled or demoted (409).
+ */
+export const updateUserApiV1UsersUserIdPatch = <ThrowOnError extends boolean = false>(options: Options<UpdateUserApiV1UsersUserIdPatchData, ThrowOnError>) => (options.client ?? client).patch<UpdateUserApiV1UsersUserIdPatchResponses, UpdateUserApiV1UsersUserIdPatchErrors, ThrowOnError>({
+    url: '/api/v1/users/{user_id}',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});

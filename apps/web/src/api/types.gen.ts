@@ -5,6 +5,23 @@ export type ClientOptions = {
 };
 
 /**
+ * AuthState
+ */
+export type AuthState = {
+    /**
+     * Auth Enabled
+     */
+    auth_enabled: boolean;
+    /**
+     * Csrf Token
+     *
+     * send it as X-CSRF-Token with every POST/PUT/PATCH/DELETE authenticated by the session cookie; null with sign-in off
+     */
+    csrf_token: string | null;
+    user: CallerRead;
+};
+
+/**
  * Body_upload_dataset_api_v1_datasets_post
  */
 export type BodyUploadDatasetApiV1DatasetsPost = {
@@ -80,6 +97,31 @@ export type BuiltinDatasetRead = {
      * Registered Id
      */
     registered_id?: number | null;
+};
+
+/**
+ * CallerRead
+ *
+ * Who the request is from. With sign-in off: the local user (id null, is_local true, role admin).
+ */
+export type CallerRead = {
+    /**
+     * Display Name
+     */
+    display_name: string;
+    /**
+     * Id
+     */
+    id: number | null;
+    /**
+     * Is Local
+     */
+    is_local: boolean;
+    role: UserRole;
+    /**
+     * Username
+     */
+    username: string;
 };
 
 /**
@@ -629,6 +671,20 @@ export type HttpValidationError = {
 };
 
 /**
+ * LoginRequest
+ */
+export type LoginRequest = {
+    /**
+     * Password
+     */
+    password: string;
+    /**
+     * Username
+     */
+    username: string;
+};
+
+/**
  * ModelCreate
  */
 export type ModelCreate = {
@@ -847,6 +903,22 @@ export type PageSampleRead = {
 };
 
 /**
+ * PasswordChange
+ */
+export type PasswordChange = {
+    /**
+     * Current Password
+     */
+    current_password: string;
+    /**
+     * New Password
+     *
+     * at least 12 characters
+     */
+    new_password: string;
+};
+
+/**
  * SampleRead
  */
 export type SampleRead = {
@@ -912,6 +984,89 @@ export type ScoreRead = {
      * Value
      */
     value: number;
+};
+
+/**
+ * UserCreate
+ */
+export type UserCreate = {
+    /**
+     * Display Name
+     */
+    display_name?: string | null;
+    /**
+     * Password
+     *
+     * at least 12 characters
+     */
+    password: string;
+    role: UserRole;
+    /**
+     * Username
+     *
+     * stored lower-case; letters, digits, '.', '_', '-'
+     */
+    username: string;
+};
+
+/**
+ * UserRead
+ */
+export type UserRead = {
+    /**
+     * Created At
+     */
+    created_at: string;
+    /**
+     * Disabled
+     */
+    disabled: boolean;
+    /**
+     * Display Name
+     */
+    display_name: string;
+    /**
+     * Id
+     */
+    id: number;
+    role: UserRole;
+    /**
+     * Updated At
+     */
+    updated_at: string;
+    /**
+     * Username
+     */
+    username: string;
+};
+
+/**
+ * UserRole
+ *
+ * What an account may do. admin: everything, including managing accounts; member: work with models,
+ * datasets and evaluations; viewer: read only (enforced from the next increment of issue 9 on).
+ */
+export type UserRole = 'admin' | 'member' | 'viewer';
+
+/**
+ * UserUpdate
+ */
+export type UserUpdate = {
+    /**
+     * Disabled
+     */
+    disabled?: boolean | null;
+    /**
+     * Display Name
+     */
+    display_name?: string | null;
+    /**
+     * Password
+     *
+     * at least 12 characters; signs the user out everywhere
+     */
+    password?: string | null;
+    role?: UserRole | null;
 };
 
 /**
@@ -1221,6 +1376,103 @@ export type PageEvaluationSummaryWritable = {
      */
     total: number;
 };
+
+export type LoginApiV1AuthLoginPostData = {
+    body: LoginRequest;
+    path?: never;
+    query?: never;
+    url: '/api/v1/auth/login';
+};
+
+export type LoginApiV1AuthLoginPostErrors = {
+    /**
+     * wrong username or password
+     */
+    401: unknown;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+    /**
+     * too many failed sign-ins (see Retry-After)
+     */
+    429: unknown;
+};
+
+export type LoginApiV1AuthLoginPostError = LoginApiV1AuthLoginPostErrors[keyof LoginApiV1AuthLoginPostErrors];
+
+export type LoginApiV1AuthLoginPostResponses = {
+    /**
+     * Successful Response
+     */
+    200: AuthState;
+};
+
+export type LoginApiV1AuthLoginPostResponse = LoginApiV1AuthLoginPostResponses[keyof LoginApiV1AuthLoginPostResponses];
+
+export type LogoutApiV1AuthLogoutPostData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/v1/auth/logout';
+};
+
+export type LogoutApiV1AuthLogoutPostResponses = {
+    /**
+     * Successful Response
+     */
+    204: void;
+};
+
+export type LogoutApiV1AuthLogoutPostResponse = LogoutApiV1AuthLogoutPostResponses[keyof LogoutApiV1AuthLogoutPostResponses];
+
+export type MeApiV1AuthMeGetData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/v1/auth/me';
+};
+
+export type MeApiV1AuthMeGetErrors = {
+    /**
+     * sign-in is on and this request has no valid session
+     */
+    401: unknown;
+};
+
+export type MeApiV1AuthMeGetResponses = {
+    /**
+     * Successful Response
+     */
+    200: AuthState;
+};
+
+export type MeApiV1AuthMeGetResponse = MeApiV1AuthMeGetResponses[keyof MeApiV1AuthMeGetResponses];
+
+export type ChangePasswordApiV1AuthPasswordPostData = {
+    body: PasswordChange;
+    path?: never;
+    query?: never;
+    url: '/api/v1/auth/password';
+};
+
+export type ChangePasswordApiV1AuthPasswordPostErrors = {
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type ChangePasswordApiV1AuthPasswordPostError = ChangePasswordApiV1AuthPasswordPostErrors[keyof ChangePasswordApiV1AuthPasswordPostErrors];
+
+export type ChangePasswordApiV1AuthPasswordPostResponses = {
+    /**
+     * Successful Response
+     */
+    204: void;
+};
+
+export type ChangePasswordApiV1AuthPasswordPostResponse = ChangePasswordApiV1AuthPasswordPostResponses[keyof ChangePasswordApiV1AuthPasswordPostResponses];
 
 export type CompareModelsApiV1CompareGetData = {
     body?: never;
@@ -2159,3 +2411,91 @@ export type TestModelApiV1ModelsModelIdTestPostResponses = {
 };
 
 export type TestModelApiV1ModelsModelIdTestPostResponse = TestModelApiV1ModelsModelIdTestPostResponses[keyof TestModelApiV1ModelsModelIdTestPostResponses];
+
+export type ListUsersApiV1UsersGetData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/v1/users';
+};
+
+export type ListUsersApiV1UsersGetErrors = {
+    /**
+     * only administrators may do this
+     */
+    403: unknown;
+};
+
+export type ListUsersApiV1UsersGetResponses = {
+    /**
+     * Response List Users Api V1 Users Get
+     *
+     * Successful Response
+     */
+    200: Array<UserRead>;
+};
+
+export type ListUsersApiV1UsersGetResponse = ListUsersApiV1UsersGetResponses[keyof ListUsersApiV1UsersGetResponses];
+
+export type CreateUserApiV1UsersPostData = {
+    body: UserCreate;
+    path?: never;
+    query?: never;
+    url: '/api/v1/users';
+};
+
+export type CreateUserApiV1UsersPostErrors = {
+    /**
+     * only administrators may do this
+     */
+    403: unknown;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type CreateUserApiV1UsersPostError = CreateUserApiV1UsersPostErrors[keyof CreateUserApiV1UsersPostErrors];
+
+export type CreateUserApiV1UsersPostResponses = {
+    /**
+     * Successful Response
+     */
+    201: UserRead;
+};
+
+export type CreateUserApiV1UsersPostResponse = CreateUserApiV1UsersPostResponses[keyof CreateUserApiV1UsersPostResponses];
+
+export type UpdateUserApiV1UsersUserIdPatchData = {
+    body: UserUpdate;
+    path: {
+        /**
+         * User Id
+         */
+        user_id: number;
+    };
+    query?: never;
+    url: '/api/v1/users/{user_id}';
+};
+
+export type UpdateUserApiV1UsersUserIdPatchErrors = {
+    /**
+     * only administrators may do this
+     */
+    403: unknown;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type UpdateUserApiV1UsersUserIdPatchError = UpdateUserApiV1UsersUserIdPatchErrors[keyof UpdateUserApiV1UsersUserIdPatchErrors];
+
+export type UpdateUserApiV1UsersUserIdPatchResponses = {
+    /**
+     * Successful Response
+     */
+    200: UserRead;
+};
+
+export type UpdateUserApiV1UsersUserIdPatchResponse = UpdateUserApiV1UsersUserIdPatchResponses[keyof UpdateUserApiV1UsersUserIdPatchResponses];

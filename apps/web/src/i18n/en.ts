@@ -1,4 +1,5 @@
 import type { EvaluationStatus } from '@/api/types.gen'
+import type { Role } from '@/services/session'
 
 export default {
   app: { title: 'AI Eval', subtitle: 'LLM evaluation with OpenCompass', language: 'Language', menu: 'Menu' },
@@ -84,5 +85,16 @@ export default {
     title: 'Compare models', leaderboardTitle: 'Leaderboard', pickModels: 'Models to compare', pickDatasets: 'Datasets (empty: all shared)',
     average: 'Average', rank: 'Rank', noData: 'No finished scores for this selection yet.', fromEvaluation: 'from evaluation #{id}',
     sharedOnly: 'Only datasets every model has', allDatasets: 'Datasets (empty: all)', metric: 'Metric',
+  },
+  auth: {
+    title: 'Sign in', username: 'Username', password: 'Password', submit: 'Sign in',
+    failed: 'Sign-in failed', retryAfter: 'Try again in {n} s', needBoth: 'Enter your username and password',
+    localUserNote: 'no sign-in', localUserShort: 'Local user', account: 'Account', localUser: 'Local user — no sign-in',
+    localUserHint: 'Sign-in is off on this server: everyone who can reach it acts as its administrator.',
+    changePassword: 'Change password', currentPassword: 'Current password', newPassword: 'New password',
+    confirmPassword: 'Repeat the new password', mismatch: 'The two new passwords differ',
+    passwordChanged: 'Password changed; your other sessions were signed out', passwordFailed: 'The password was not changed',
+    signOut: 'Sign out', signedOut: 'Signed out', signOutFailed: 'Could not sign out',
+    roles: { admin: 'Administrator', member: 'Member', viewer: 'Viewer' } satisfies Record<Role, string>,
   },
 }

@@ -78,5 +78,16 @@ const zh: typeof en = {
     average: '平均分', rank: '排名', noData: '所选范围内还没有完成的得分。', fromEvaluation: '来自评测 #{id}',
     sharedOnly: '只看所有模型都有的数据集', allDatasets: '数据集（留空：全部）', metric: '指标',
   },
+  auth: {
+    title: '登录', username: '用户名', password: '密码', submit: '登录',
+    failed: '登录失败', retryAfter: '请在 {n} 秒后重试', needBoth: '请输入用户名和密码',
+    localUserNote: '未启用登录', localUserShort: '本地用户', account: '账户', localUser: '本地用户（未启用登录）',
+    localUserHint: '此服务器未启用登录：能访问它的人都以管理员身份操作。',
+    changePassword: '修改密码', currentPassword: '当前密码', newPassword: '新密码',
+    confirmPassword: '再次输入新密码', mismatch: '两次输入的新密码不一致',
+    passwordChanged: '密码已修改；您在其他地方的登录已退出', passwordFailed: '密码未修改',
+    signOut: '退出登录', signedOut: '已退出登录', signOutFailed: '无法退出登录',
+    roles: { admin: '管理员', member: '成员', viewer: '只读用户' },
+  },
 }
 export default zh

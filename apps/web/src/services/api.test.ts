@@ -1,7 +1,7 @@
 import { beforeEach, describe, expect, it } from 'vitest'
 import { showEvaluationApiV1EvaluationsEvaluationIdGet as showEvaluation } from '@/api/sdk.gen'
 import { mockApi } from '@/test/fetchMock'
-import { ApiError, call, describeError } from './api'
+import { ApiError, call, describeError, retryAfterSeconds } from './api'
 
 describe('api error handling', () => {
   beforeEach(() => {
@@ -35,5 +35,14 @@ describe('api error handling', () => {
     expect(describeError(new TypeError('Failed to fetch')).message).toMatch(/Cannot reach the server/)
     expect(describeError(undefined, 502).message).toBe('The server answered HTTP 502')
     expect(describeError({ detail: 'x', problems: ['line 2: y'] })).toEqual({ message: 'x', problems: ['line 2: y'] })
+  })
+})
+
+describe('Retry-After', () => {
+  it('reads seconds or an HTTP date, and ignores anything else', () => {
+    expect(retryAfterSeconds('30')).toBe(30)
+    expect(retryAfterSeconds('Tue, 01 Dec 2026 12:00:30 GMT', Date.parse('Tue, 01 Dec 2026 12:00:00 GMT'))).toBe(30)
+    expect(retryAfterSeconds('soon')).toBeNull()
+    expect(retryAfterSeconds(null)).toBeNull()
   })
 })

@@ -3,8 +3,8 @@ import { client } from '@/api/client.gen'
 import type { EvaluationDetail, EvaluationStatus, EvaluationSummary } from '@/api/types.gen'
 import statusFlags from './statusFlags.json'
 
-export interface Recorded { method: string; url: URL; body: unknown }
-type Handler = (request: Recorded) => { status?: number; json?: unknown; text?: string }
+export interface Recorded { method: string; url: URL; body: unknown; headers: Headers }
+type Handler = (request: Recorded) => { status?: number; json?: unknown; text?: string; headers?: Record<string, string> }
 
 export function mockApi(routes: Record<string, Handler>) {
   const calls: Recorded[] = []
@@ -14,17 +14,17 @@ export function mockApi(routes: Record<string, Handler>) {
     const text = request.method === 'GET' ? '' : await request.clone().text()
     let body: unknown = text
     try { body = text ? JSON.parse(text) : undefined } catch { /* form data stays text */ }
-    const recorded = { method: request.method, url, body }
+    const recorded = { method: request.method, url, body, headers: new Headers(request.headers) }
     calls.push(recorded)
     const key = `${request.method} ${url.pathname}`
     const handler = routes[key]
     if (!handler) return new Response(JSON.stringify({ detail: `no mock for ${key}` }), { status: 599 })
     const result = handler(recorded)
-    if (result.status === 204) return new Response(null, { status: 204 })
+    if (result.status === 204) return new Response(null, { status: 204, headers: result.headers })
     const payload = result.text ?? JSON.stringify(result.json ?? null)
     return new Response(payload, {
       status: result.status ?? 200,
-      headers: { 'content-type': result.text !== undefined ? 'text/plain' : 'application/json' },
+      headers: { 'content-type': result.text !== undefined ? 'text/plain' : 'application/json', ...result.headers },
     })
   }
   client.setConfig({ baseUrl: 'http://localhost', fetch: fetchMock as typeof fetch })
