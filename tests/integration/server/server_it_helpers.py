@@ -215,6 +215,22 @@ class LiveWatch:
         self.thread.join(5)
 
 
+def embedded_stack(data_dir: Path, logs: Path) -> Stack:
+    """`aieval serve` as a user starts it: no AIEVAL_* settings at all, except skipping the minute-long demo model
+    conversion in tests. Call start_embedded() once the data dir is prepared."""
+    kept = ("AIEVAL_PREPARE_DEMO_MODEL", "AIEVAL_ENV")
+    stack = Stack({"AIEVAL_PREPARE_DEMO_MODEL": "false", "AIEVAL_ENV": "dev"}, logs)
+    for key in [k for k in stack.env if k.startswith("AIEVAL_") and k not in kept]:
+        del stack.env[key]
+    stack.data_dir = data_dir
+    return stack
+
+
+def start_embedded(stack: Stack) -> None:
+    stack.start_api([PYTHON, "-m", "aieval_server", "serve", "--host", "127.0.0.1", "--port", str(free_port()),
+                     "--data-dir", str(stack.data_dir)])
+
+
 def model_roots_env(*folders: Path) -> dict[str, str]:
     """AIEVAL_MODEL_ROOTS for a stack: the folders its Hugging Face checkpoints may be registered from (the test
     models are built outside every data dir, so that several stacks and "machines" share them)."""

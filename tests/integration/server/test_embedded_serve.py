@@ -10,21 +10,19 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from server_it_helpers import PYTHON, Stack, free_port, processes_in, wait_until
+from server_it_helpers import (
+    embedded_stack,
+    processes_in,
+    start_embedded,
+    wait_until,
+)
 from websockets.sync.client import connect
 
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("embedded-data")
-    # No AIEVAL_* settings at all except skipping the minute-long demo model conversion in tests.
-    stack = Stack({"AIEVAL_PREPARE_DEMO_MODEL": "false", "AIEVAL_ENV": "dev"}, tmp_path_factory.mktemp("embedded-logs"))
-    for key in [k for k in stack.env if k.startswith("AIEVAL_") and k not in ("AIEVAL_PREPARE_DEMO_MODEL", "AIEVAL_ENV")]:
-        del stack.env[key]
-    stack.data_dir = data_dir
-    port = free_port()
-    stack.start_api([PYTHON, "-m", "aieval_server", "serve", "--host", "127.0.0.1", "--port", str(port),
-                     "--data-dir", str(data_dir)])
+    stack = embedded_stack(tmp_path_factory.mktemp("embedded-data"), tmp_path_factory.mktemp("embedded-logs"))
+    start_embedded(stack)
     try:
         yield stack
     finally:

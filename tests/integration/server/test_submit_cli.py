@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fake_openai import FakeChatEndpoint
-from server_it_helpers import PYTHON, REPO, Stack, free_port
+from server_it_helpers import PYTHON, REPO, embedded_stack, free_port, start_embedded
 
 from aieval_server.submit import SIGN_IN_MESSAGE
 
@@ -26,15 +26,10 @@ QA_ROWS = [{"question": "What is the capital of France?", "answer": "Paris"},
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_models):
     data_dir = tmp_path_factory.mktemp("submit-data")
-    stack = Stack({"AIEVAL_PREPARE_DEMO_MODEL": "false", "AIEVAL_ENV": "dev"}, tmp_path_factory.mktemp("submit-logs"))
-    for key in [k for k in stack.env if k.startswith("AIEVAL_") and k not in ("AIEVAL_PREPARE_DEMO_MODEL", "AIEVAL_ENV")]:
-        del stack.env[key]
-    stack.data_dir = data_dir
+    stack = embedded_stack(data_dir, tmp_path_factory.mktemp("submit-logs"))
     # Checkpoints are registered from under the model roots: by default <data dir>/models.
     stack.tiny = shutil.copytree(tiny_models[0], data_dir / "models" / "tiny")
-    port = free_port()
-    stack.start_api([PYTHON, "-m", "aieval_server", "serve", "--host", "127.0.0.1", "--port", str(port),
-                     "--data-dir", str(data_dir)])
+    start_embedded(stack)
     try:
         yield stack
     finally:

@@ -34,7 +34,7 @@ from ..db import session_scope
 from ..enums import UserRole
 from ..models import AuthSession, User
 from ..models.tables import utcnow
-from .errors import Conflict, Invalid, NotFound, ServiceError
+from .errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +49,6 @@ LAST_SEEN_PRECISION = timedelta(minutes=1)
 _hasher = PasswordHasher()  # argon2id
 # Verified against when the username is unknown, so that an unknown name takes as long as a wrong password.
 _UNKNOWN_USER_HASH = _hasher.hash(secrets.token_urlsafe(16))
-
-
-class Unauthorized(ServiceError):
-    status_code = 401
-
-
-class Forbidden(ServiceError):
-    status_code = 403
-
-
-class RateLimited(ServiceError):
-    status_code = 429
-
-    def __init__(self, message: str, retry_after_s: int):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)

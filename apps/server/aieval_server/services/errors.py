@@ -12,6 +12,14 @@ class ServiceError(Exception):
         self.problems = problems or []
 
 
+class Unauthorized(ServiceError):
+    status_code = 401
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+
+
 class NotFound(ServiceError):
     status_code = 404
 
@@ -30,3 +38,11 @@ class TooLarge(ServiceError):
 
 class Unavailable(ServiceError):
     status_code = 503
+
+
+class RateLimited(ServiceError):
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
