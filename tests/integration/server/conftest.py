@@ -36,6 +36,22 @@ def postgres_url() -> Iterator[str]:
         admin.close()
 
 
+@pytest.fixture
+def own_postgres_url(postgres_url) -> Iterator[str]:
+    """A database of this test's own on the same server, for a test that changes everything it can reach (the API
+    fuzzer): what it leaves behind cannot surprise the tests that share `postgres_url`."""
+    import psycopg
+
+    name = f"aieval_own_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     import redis

@@ -24,8 +24,8 @@ MAX_EXAMPLES = int(os.environ.get("AIEVAL_FUZZ_EXAMPLES", "40"))
 
 
 @pytest.fixture
-def api(tmp_path, postgres_url):
-    stack = Stack({"AIEVAL_DATA_DIR": str(tmp_path / "data"), "AIEVAL_DB_URL": postgres_url,
+def api(tmp_path, own_postgres_url):
+    stack = Stack({"AIEVAL_DATA_DIR": str(tmp_path / "data"), "AIEVAL_DB_URL": own_postgres_url,
                    # demo datasets give the fuzzer real ids to find; no worker converts or runs anything
                    "AIEVAL_REGISTER_DEMO": "true", "AIEVAL_PREPARE_DEMO_MODEL": "false"}, tmp_path)
     stack.start_api()
