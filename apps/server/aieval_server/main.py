@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
@@ -21,7 +21,7 @@ from .config import Settings, get_settings
 from .routers import auth, compare, datasets, evaluations, health, live, models, users
 from .routers.deps import caller_dep
 from .security import RequestGuard, ResponseHardening
-from .services.errors import ServiceError
+from .services.errors import ServiceError, error_response
 from .storage import StorageError
 from .upload_limit import RefuseOversizedUploads
 
@@ -92,17 +92,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The app's error shape also for the router's own 404/405 (an unknown /api/... path is JSON, not the UI).
         if exc.status_code in (204, 304):  # no body allowed
             return Response(status_code=exc.status_code, headers=exc.headers)
-        return JSONResponse({"detail": exc.detail, "problems": []}, status_code=exc.status_code, headers=exc.headers)
+        return error_response(exc.status_code, exc.detail, headers=exc.headers)
 
     @app.exception_handler(ServiceError)
     async def _service_error(_request: Request, exc: ServiceError):
-        return JSONResponse({"detail": exc.message, "problems": exc.problems}, status_code=exc.status_code)
+        return error_response(exc.status_code, exc.message, exc.problems)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError):
         problems = _problem_lines(exc)
-        return JSONResponse({"detail": "the request is not valid: " + "; ".join(problems), "problems": problems},
-                            status_code=422)
+        return error_response(422, "the request is not valid: " + "; ".join(problems), problems)
 
     @app.exception_handler(StaleDataError)
     @app.exception_handler(IntegrityError)
@@ -110,12 +109,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Another request deleted or changed the same rows between this one's read and its write (the services
         # check first, so only a race gets here): the caller can reload and decide again.
         log.info("concurrent change refused: %s", str(exc).splitlines()[0][:300])
-        return JSONResponse({"detail": "another request changed or deleted the same item at the same time; reload "
-                                       "and try again", "problems": []}, status_code=409)
+        return error_response(409, "another request changed or deleted the same item at the same time; reload and "
+                                   "try again")
 
     @app.exception_handler(StorageError)
     async def _storage_error(_request: Request, exc: StorageError):
-        return JSONResponse({"detail": str(exc), "problems": []}, status_code=404)
+        return error_response(404, str(exc))
 
     app.add_middleware(RefuseOversizedUploads, paths=(f"{API_PREFIX}/datasets", f"{API_PREFIX}/datasets/validate"),
                        settings=settings)

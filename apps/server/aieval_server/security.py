@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
+
+from .services.errors import error_response
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -112,7 +113,7 @@ class RequestGuard:
         status, detail = refusal
         log.warning("refused %s %s: %s", scope.get("method", "WEBSOCKET"), scope["path"], detail)
         if scope["type"] == "http":
-            return await JSONResponse({"detail": detail, "problems": []}, status_code=status)(scope, receive, send)
+            return await error_response(status, detail)(scope, receive, send)
         # Closed before accept: the server answers the handshake with 403. (A JSON denial response would reach no
         # one: browsers show scripts only a close event, and uvicorn logs it as an error.) The log line says why.
         websocket = WebSocket(scope, receive, send)
@@ -225,6 +226,5 @@ class ResponseHardening:
             log.exception("unexpected error in %s %s, request id %s", scope["method"], scope["path"], request_id)
             if response_started:  # too late for an error response: let the server drop the connection
                 raise
-            response = JSONResponse({"detail": "internal error", "problems": [], "request_id": request_id},
-                                    status_code=500)
+            response = error_response(500, "internal error", request_id=request_id)
             await response(scope, receive, send_hardened)

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import Settings
+from .services.errors import error_response
 
 # Room for the multipart framing around the file (boundaries, part headers, the small form fields); the upload
 # service checks the file part itself against the exact limit.
@@ -32,8 +33,7 @@ class RefuseOversizedUploads:
 
     def _refusal(self) -> JSONResponse:
         limit = self.settings.max_upload_bytes // (1024 * 1024)
-        return JSONResponse({"detail": f"the file is larger than the limit of {limit} MiB", "problems": []},
-                            status_code=413)
+        return error_response(413, f"the file is larger than the limit of {limit} MiB")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:

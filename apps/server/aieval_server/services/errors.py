@@ -1,5 +1,17 @@
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
+from starlette.responses import JSONResponse
+
+
+def error_response(status_code: int, detail: str, problems: Sequence[str] = (), *,
+                   headers: Mapping[str, str] | None = None, **extra) -> JSONResponse:
+    """The app's one error shape, {"detail": a sentence for a person, "problems": one line per item}, for every
+    refusal: route handlers, the exception handlers and the plain-ASGI guards in front of them."""
+    return JSONResponse({"detail": detail, "problems": list(problems), **extra}, status_code=status_code,
+                        headers=headers)
+
 
 class ServiceError(Exception):
     """A request that cannot be done, with a message for a person and optional per-item problems."""
