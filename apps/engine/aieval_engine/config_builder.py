@@ -202,7 +202,10 @@ def plan_datasets(spec: EvalSpec, canonical_dir: Path | None = None) -> list[Pla
 
 def _endpoint_fields(model, key_env: str | None, max_out_len: int) -> dict:
     """What every remote model (EndpointModelSpec) sets the same way."""
+    # Only a model with a shared budget gets the field, so every other config stays as it was.
+    budget = {"shared_budget": model.shared_budget.model_dump()} if model.shared_budget else {}
     return {
+        **budget,
         "key_env": key_env,
         "meta_template": API_META_TEMPLATE,
         "query_per_second": model.query_per_second,

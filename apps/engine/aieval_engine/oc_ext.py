@@ -7,6 +7,10 @@ These subclass OpenCompass' public classes (nothing of OpenCompass is patched):
 - Both remote model classes connect only where the outbound policy allows (netpolicy.py): the policy comes
   from the environment of this process (AIEVAL_OUTBOUND_POLICY), their HTTP clients use its guarded
   transport, and a base URL it refuses stops the task when the model is built, with the reason in the log.
+- Both remote model classes take a slot of their model's shared request budget (budget.py), when the config
+  gives one, around every request: OpenCompass calls `acquire()` / `release()` around each request (after and
+  before its own rate limiting), so that is where the slot is taken and returned; prompts and answers are
+  untouched.
 - `DifyChatModel` evaluates a Dify chat app: each prompt is the `query` of one blocking chat-messages
   request (built and parsed by `dify.py`, shared with the server's connection test), its key read from a
   named environment variable like `SecretKeyOpenAISDK`.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import string
+import threading
 import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +37,7 @@ from opencompass.openicl.icl_evaluator import BaseEvaluator
 from opencompass.partitioners import NaivePartitioner, NumWorkerPartitioner
 from opencompass.registry import ICL_EVALUATORS, MODELS, PARTITIONERS
 
+from .budget import Budget, open_budget
 from .dify import DifyError, send_chat_message
 from .netpolicy import GuardedTransport, OutboundPolicy, guarded_client
 
@@ -63,9 +69,39 @@ def _policy_for(base_url: str | list[str]) -> OutboundPolicy:
     return policy
 
 
+class _SharedBudget:
+    """Mixin for BaseAPIModel subclasses: every request also holds a slot of the shared budget named in the config
+    (`shared_budget={'key': ..., 'max_concurrency': n}`), in the store this process was given (budget.py)."""
+
+    _budget: Budget | None = None
+
+    def _open_budget(self, shared_budget: dict | None) -> None:
+        self._budget = None
+        self._budget_holders = threading.local()  # acquire() and release() of one request run on one thread
+        if shared_budget:
+            self._budget = open_budget(str(shared_budget["key"]), int(shared_budget["max_concurrency"]))
+
+    def acquire(self):
+        super().acquire()  # the rate limit first: a slot is not held while waiting for the next allowed moment
+        if self._budget is not None:
+            held = getattr(self._budget_holders, "stack", None)
+            if held is None:
+                held = self._budget_holders.stack = []
+            held.append(self._budget.acquire())
+
+    def release(self):
+        try:
+            held = getattr(self._budget_holders, "stack", None) if self._budget is not None else None
+            if held:
+                self._budget.release(held.pop())
+        finally:
+            super().release()
+
+
 @MODELS.register_module()
-class SecretKeyOpenAISDK(OpenAISDK):
-    def __init__(self, key_env: str | None = None, **kwargs):
+class SecretKeyOpenAISDK(_SharedBudget, OpenAISDK):
+    def __init__(self, key_env: str | None = None, shared_budget: dict | None = None, **kwargs):
+        self._open_budget(shared_budget)
         kwargs["key"] = (os.environ.get(key_env) if key_env else None) or "EMPTY"
         self.outbound_policy = _policy_for(kwargs.get("openai_api_base") or [])
         # OpenAISDK builds its own httpx.Client from http_client_cfg; the guarded transport takes the place
@@ -109,7 +145,7 @@ def prompt_to_query(prompt) -> str:
 
 
 @MODELS.register_module()
-class DifyChatModel(BaseAPIModel):
+class DifyChatModel(_SharedBudget, BaseAPIModel):
     """A Dify chat app as an OpenCompass API model: one blocking chat-messages call per sample, the app's
     `answer` as the prediction. Retries rate limits (429), server errors (5xx) and network failures with
     backoff; any other error (bad key, bad request) stops the task at once with Dify's own message."""
@@ -129,8 +165,10 @@ class DifyChatModel(BaseAPIModel):
         retry: int = 2,
         max_seq_len: int = 4096,
         meta_template: dict | None = None,
+        shared_budget: dict | None = None,
         **kwargs,
     ):
+        self._open_budget(shared_budget)
         super().__init__(path=path or base_url, query_per_second=query_per_second, retry=retry,
                          max_seq_len=max_seq_len, meta_template=meta_template, **kwargs)
         self.base_url = base_url

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import workdir
 from ._child import LOG_NAME
+from .budget import BUDGET_STORE_ENV, store_from_env
 from .catalogue import data_hint, missing_data
 from .config_builder import BuiltConfig, build_config
 from .launchers import ColdLauncher, Launcher, RunProcess, kill_process_group
@@ -92,15 +93,20 @@ class Evaluation:
         launcher: Launcher | None = None,
         environ: dict[str, str] | None = None,
         outbound_policy: OutboundPolicy | None = None,
+        budget_store: str | None = None,
     ):
         """`outbound_policy`: where the run's model calls may connect (netpolicy.py); by default the one in
-        environ's AIEVAL_OUTBOUND_POLICY, else the engine's default (everything but link-local/metadata)."""
+        environ's AIEVAL_OUTBOUND_POLICY, else the engine's default (everything but link-local/metadata).
+        `budget_store`: where models' shared request budgets live (budget.py: a Redis URL, shared by machines,
+        or a directory, shared by this machine's processes); by default environ's AIEVAL_BUDGET_STORE, else a
+        directory in the user's cache."""
         self.spec = spec
         self.job_dir = Path(job_dir).resolve()
         self.data_cache = Path(data_cache).resolve() if data_cache else default_data_cache()
         self.launcher = launcher or ColdLauncher()
         self.environ = dict(os.environ if environ is None else environ)
         self.outbound_policy = outbound_policy or OutboundPolicy.from_env(self.environ)
+        self.budget_store = budget_store or store_from_env(self.environ)
         self.built: BuiltConfig | None = None
         self._cancel = threading.Event()
         self._cancel_reason = "cancelled"
@@ -168,6 +174,9 @@ class Evaluation:
         built = self.built or self.prepare()
         env = {"COMPASS_DATA_CACHE": str(self.data_cache), POLICY_ENV: self.outbound_policy.to_env(),
                **built.secret_env}
+        if any(getattr(model, "shared_budget", None) for model in self.spec.models):
+            # By the environment, never the config file: a Redis URL may hold a password.
+            env[BUDGET_STORE_ENV] = self.budget_store
         process = self.launcher.start(str(self.job_dir), self._argv(resume), env, self.spec.params.seed)
         emit(ProgressEvent("status", "running", time.monotonic() - started))
         monitor = _Monitor(self, built, started)

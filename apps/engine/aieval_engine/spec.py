@@ -82,6 +82,21 @@ def check_base_url(value: str) -> str:
     return value.rstrip("/") + "/"
 
 
+class SharedBudgetSpec(_Strict):
+    """A cap on requests in flight shared by every run whose model names the same key (budget.py): three runs
+    against one model server share its cap instead of each sending its own `concurrency`."""
+
+    key: Annotated[str, Field(min_length=1, max_length=300, description="runs naming the same key share the cap")]
+    max_concurrency: Annotated[int, Field(ge=1, le=100_000, description="requests in flight across those runs")]
+
+    @field_validator("key")
+    @classmethod
+    def _check_key(cls, value: str) -> str:
+        if CONTROL_CHARS.search(value):
+            raise ValueError("must not contain control characters")
+        return value
+
+
 class EndpointModelSpec(_Strict):
     """What every remote model reached over HTTP shares: its address, its key and how hard to call it."""
 
@@ -98,6 +113,9 @@ class EndpointModelSpec(_Strict):
     query_per_second: Annotated[int, Field(ge=1, le=1000)] = 8
     timeout: Annotated[int, Field(ge=1, le=3600)] = 120
     retries: Annotated[int, Field(ge=0, le=10)] = 2
+    shared_budget: SharedBudgetSpec | None = Field(
+        default=None, description="a request cap shared with other runs against the same server"
+    )
 
     @field_validator("base_url")
     @classmethod

@@ -57,11 +57,18 @@ SIGN_IN_NEEDED = (
 
 
 def add_create_admin_command(commands) -> None:
-    create = commands.add_parser("create-admin", help="create an administrator account (for AIEVAL_AUTH_ENABLED)")
+    create = commands.add_parser(
+        "create-admin", help="create an administrator account (for AIEVAL_AUTH_ENABLED), or with --reset give an "
+                             "existing one a new password")
     create.add_argument("username")
     create.add_argument("--display-name", default=None)
     create.add_argument("--password-stdin", action="store_true",
                         help="read the password from the first line of standard input instead of asking for it")
+    create.add_argument("--reset", action="store_true",
+                        help="for a locked-out team: a new password for this existing administrator, who is signed "
+                             "out everywhere")
+    create.add_argument("--promote", action="store_true",
+                        help="with --reset: also make the user an administrator and enable the account if disabled")
     create.set_defaults(handler=_cmd_create_admin)
 
 
@@ -70,7 +77,7 @@ def _read_password(from_stdin: bool) -> str | None:
         return sys.stdin.readline().rstrip("\r\n")
     password = getpass.getpass("Password: ")
     if getpass.getpass("Password again: ") != password:
-        print("the two passwords differ; nothing was created", file=sys.stderr)
+        print("the two passwords differ; nothing was changed", file=sys.stderr)
         return None
     return password
 
@@ -82,8 +89,12 @@ def _cmd_create_admin(args) -> int:
     from .config import get_settings
     from .enums import UserRole
     from .services import accounts, bootstrap
-    from .services.errors import ServiceError
+    from .services.errors import Conflict, ServiceError
 
+    if args.promote and not args.reset:
+        print("aieval create-admin: --promote goes with --reset (a new account is an administrator anyway)",
+              file=sys.stderr)
+        return 2
     settings = get_settings()
     password = _read_password(args.password_stdin)
     if password is None:
@@ -95,14 +106,53 @@ def _cmd_create_admin(args) -> int:
         from .db import session_scope
 
         with session_scope(settings.database_url) as session:
-            user = accounts.create_user(session, args.username, password, UserRole.admin, args.display_name)
-            username = user.username
+            if args.reset:
+                username = _reset_admin(session, args.username, password, promote=args.promote)
+            else:
+                user = accounts.create_user(session, args.username, password, UserRole.admin, args.display_name)
+                username = user.username
+    except Conflict as exc:
+        hint = "" if args.reset else " (to give that administrator a new password: add --reset)"
+        print(f"aieval create-admin: {exc.message}{hint}", file=sys.stderr)
+        return 1
     except ServiceError as exc:
         print(f"aieval create-admin: {exc.message}", file=sys.stderr)
         return 1
+    if args.reset:
+        print(f"set a new password for the administrator {username!r} and signed them out everywhere")
+        return 0
     print(f"created the administrator {username!r}" + ("" if settings.auth_enabled else
           "; sign-in is still off: set AIEVAL_AUTH_ENABLED=true to require it"))
     return 0
+
+
+CLI_ACTOR = "aieval create-admin"  # the audit log's actor for changes made on the server's machine
+
+
+def _reset_admin(session, username: str, password: str, *, promote: bool) -> str:
+    """A new password for an active administrator (with `promote`: for any user, who becomes an active
+    administrator); the user's sessions are revoked. Audited as an update by the command."""
+    from sqlalchemy import select
+
+    from .enums import AuditAction, AuditTarget, UserRole
+    from .models import User
+    from .services import accounts, audit
+    from .services.errors import Invalid, NotFound
+
+    user = session.scalar(select(User).where(User.username == accounts.normalize_username(username)))
+    if user is None:
+        raise NotFound(f"there is no user {accounts.normalize_username(username)!r}; leave out --reset to create "
+                       "this administrator")
+    if not promote and (user.role != UserRole.admin.value or user.disabled):
+        state = "a disabled administrator" if user.role == UserRole.admin.value else f"a {user.role}"
+        raise Invalid(f"{user.username!r} is {state}; add --promote to make them an active administrator")
+    before = {"role": user.role, "disabled": user.disabled}
+    accounts.update_user(session, user.id, password=password,
+                         role=UserRole.admin if promote else None, disabled=False if promote else None)
+    detail = audit.changed_fields(before, {"role": user.role, "disabled": user.disabled})
+    audit.record_as(session, None, CLI_ACTOR, AuditAction.updated, AuditTarget.user, user.id, user.username,
+                    {**detail, "password": "set"})
+    return user.username
 
 
 def _exit_status(code: int) -> str:

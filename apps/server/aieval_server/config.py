@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 from aieval_engine.netpolicy import OutboundPolicy
 
+from .enums import UserRole, Visibility
 from .security import normalize_origin, normalize_trusted_host
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -120,6 +121,30 @@ class Settings(BaseSettings):
     # never). Set both, sign in, then remove the password from the environment. `aieval create-admin` does the same.
     initial_admin_username: str = ""
     initial_admin_password: SecretStr | None = None
+    # Lets anyone who can reach the sign-in page make a member account (POST /auth/register). Off: administrators
+    # create accounts (or single sign-on does, below).
+    self_registration: bool = False
+    # Who may read a model, dataset or evaluation a user creates without saying (services/access.py): "private"
+    # (its owner and administrators) or "shared" (every signed-in user). The owner may change it later.
+    default_visibility: Visibility = Visibility.private
+
+    # ---- single sign-on with OpenID Connect (services/oidc.py; docs/SECURITY.md "Single sign-on") ---------------
+    # On when an issuer is set: the sign-in page offers "Sign in with <oidc_display_name>"; an account is made
+    # at the first sign-in (role oidc_default_role), matched later by (issuer, subject).
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr | None = None
+    oidc_scopes: str = "openid email profile"
+    oidc_display_name: str = "SSO"
+    oidc_default_role: UserRole = UserRole.member
+    # The claim that becomes the username at the first sign-in (made unique and valid if it is not).
+    oidc_username_claim: str = "preferred_username"
+
+    # ---- quotas and scheduling (services/quotas.py, services/scheduling.py) ------------------------------------
+    # Per-user limits unless an administrator set others on the account: evaluations queued or running at once
+    # (429 above it) and bytes of uploaded datasets kept (403 above it). 0: no limit.
+    default_max_active_evaluations: int = 20
+    default_max_stored_bytes: int = 10 * 1024**3
 
     # ---- what models registered through the API may make a worker do (issue 8; docs/SECURITY.md) -------------
     # Environment variables a model registered through the API may name as `api_key_env` (the worker would read
@@ -186,6 +211,16 @@ class Settings(BaseSettings):
     @property
     def celery_broker_url(self) -> str:
         return self.broker_url or "filesystem://"
+
+    @property
+    def budget_store(self) -> str:
+        """Where models' shared request caps live (aieval_engine.budget): Redis when there is one (shared by every
+        worker machine), else lock files under the data dir (shared by this machine's processes)."""
+        if self.redis_url:
+            return self.redis_url
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return str(self.data_dir / "budget")
 
     @property
     def broker_dir(self) -> Path:

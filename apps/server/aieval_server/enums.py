@@ -41,11 +41,73 @@ RETRYABLE: frozenset[EvaluationStatus] = frozenset({
 
 class UserRole(str, Enum):
     """What an account may do. admin: everything, including managing accounts; member: work with models,
-    datasets and evaluations; viewer: read only (enforced from the next increment of issue 9 on)."""
+    datasets and evaluations; viewer: read shared work only (services/access.py)."""
 
     admin = "admin"
     member = "member"
     viewer = "viewer"
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+class Visibility(str, Enum):
+    """Who may read a model, dataset or evaluation: its owner (and administrators) only, or every signed-in user.
+    Changing or deleting it stays with its owner and administrators either way (services/access.py)."""
+
+    private = "private"
+    shared = "shared"
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+class TokenScope(str, Enum):
+    """What a personal API token may do. read: GET requests only; run: everything its owner's role allows except
+    managing accounts and tokens (a leaked CI token cannot mint more tokens or change a password)."""
+
+    read = "read"
+    run = "run"
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+class AuditAction(str, Enum):
+    """What an audit event records (services/audit.py). The target says on what: model, dataset, evaluation,
+    user, token or session."""
+
+    created = "created"
+    updated = "updated"
+    deleted = "deleted"
+    submitted = "submitted"
+    cancelled = "cancelled"
+    retried = "retried"
+    signed_in = "signed_in"
+    signed_out = "signed_out"
+    sign_in_failed = "sign_in_failed"
+    password_changed = "password_changed"
+    revoked = "revoked"
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+class AuditTarget(str, Enum):
+    model = "model"
+    dataset = "dataset"
+    evaluation = "evaluation"
+    user = "user"
+    token = "token"
+    session = "session"
 
     def __str__(self) -> str:
         return self.value

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 
 from .api_docs import add_api_docs
 from .config import Settings, get_settings
-from .routers import auth, compare, datasets, evaluations, health, live, models, users
+from .routers import audit, auth, compare, datasets, evaluations, health, live, models, sso, tokens, users
 from .routers.deps import caller_dep
 from .security import RequestGuard, ResponseHardening
 from .services.errors import ServiceError, error_response
@@ -96,7 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ServiceError)
     async def _service_error(_request: Request, exc: ServiceError):
-        return error_response(exc.status_code, exc.message, exc.problems)
+        retry_after = getattr(exc, "retry_after_s", None)  # RateLimited: when asking again can succeed
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return error_response(exc.status_code, exc.message, exc.problems, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError):
@@ -128,10 +130,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ResponseHardening)
     # Only these answer without a session when sign-in is on; every other router gets the caller dependency
     # here, so no route can forget it (routers/deps.caller_dep: 401, CSRF check, WebSockets refused).
-    for router in (health.router, auth.public):
+    for router in (health.router, auth.public, sso.public):
         app.include_router(router, prefix=API_PREFIX)
     for router in (auth.router, users.router, models.router, datasets.router, evaluations.router, live.router,
-                   compare.router):
+                   compare.router, tokens.router, audit.router):
         app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(caller_dep)])
     if (settings.web_dist / "index.html").is_file():
         app.mount("/", SinglePageApp(directory=settings.web_dist, html=True), name="web")

@@ -53,8 +53,8 @@ EXIT_INTERRUPTED = 130
 TOKEN_ENV = "AIEVAL_TOKEN"
 CONFIG_ENV = "AIEVAL_CONFIG"
 DEFAULT_CONFIG = Path("~/.config/aieval/config.toml")
-SIGN_IN_MESSAGE = ("the server requires sign-in: create a personal API token (coming with accounts) and set "
-                   f"{TOKEN_ENV}")
+SIGN_IN_MESSAGE = ("the server requires sign-in: create a personal API token with scope run on the Tokens page "
+                   f"(or POST /api/v1/tokens) and set {TOKEN_ENV}")
 # While following an evaluation, the server may restart (a deployment): keep asking this long before giving up.
 UNREACHABLE_GRACE_S = 120.0
 # Every engine model field the server keeps as the model's settings, apart from these: the name is how the model is

@@ -16,7 +16,8 @@ from threaded_server import uvicorn_in_thread
 from websockets.exceptions import InvalidStatus
 
 ADMIN, ADMIN_PASSWORD = "root", "correct horse battery"
-EXEMPT = {("GET", "/api/v1/health"), ("POST", "/api/v1/auth/login")}
+EXEMPT = {("GET", "/api/v1/health"), ("POST", "/api/v1/auth/login"), ("POST", "/api/v1/auth/register"),
+          ("GET", "/api/v1/auth/sso"), ("GET", "/api/v1/auth/sso/login"), ("GET", "/api/v1/auth/sso/callback")}
 
 
 @pytest.fixture

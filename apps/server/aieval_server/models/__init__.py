@@ -1,6 +1,8 @@
 """SQLAlchemy tables. The database is the source of truth for every evaluation's state."""
 
 from .tables import (
+    ApiToken,
+    AuditEvent,
     AuthSession,
     Dataset,
     Evaluation,
@@ -12,6 +14,8 @@ from .tables import (
 )
 
 __all__ = [
+    "ApiToken",
+    "AuditEvent",
     "AuthSession",
     "Dataset",
     "Evaluation",

@@ -14,17 +14,18 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from ..db import Base
-from ..enums import EvaluationStatus, UserRole
+from ..enums import EvaluationStatus, UserRole, Visibility
 
 # Ids are never given out twice, so a deleted evaluation's URL can never show later data. SQLite would
 # otherwise give the newest row's id again once that row is deleted (max(rowid) + 1); AUTOINCREMENT makes it
 # remember the largest id ever used. PostgreSQL's sequences never go back. (Migration 0003.)
-NEVER_REUSED_IDS = ("models", "datasets", "evaluations", "scores", "users")
+NEVER_REUSED_IDS = ("models", "datasets", "evaluations", "scores", "users", "api_tokens", "audit_events")
 
 
 def utcnow() -> datetime:
@@ -48,7 +49,20 @@ class UTCDateTime(TypeDecorator):
         return value
 
 
-class Model(Base):
+class Owned:
+    """Who owns a row and who may read it (services/access.py). owner_id NULL: made before sign-in was turned on
+    (or by the local user of the embedded default): it belongs to the installation, administrators manage it."""
+
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True,
+                                                 index=True)
+    visibility: Mapped[str] = mapped_column(String(10), default=Visibility.shared.value)  # enums.Visibility
+
+    @declared_attr
+    def owner(cls) -> Mapped[User | None]:  # noqa: N805 (SQLAlchemy calls it on the class)
+        return relationship("User", foreign_keys=lambda: [cls.owner_id])
+
+
+class Model(Owned, Base):
     """An evaluation target: an OpenAI-compatible endpoint, a Dify app or a local HF checkpoint."""
 
     __tablename__ = "models"
@@ -61,20 +75,27 @@ class Model(Base):
     api_key_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
     api_key_hint: Mapped[str | None] = mapped_column(String(20), nullable=True)  # e.g. "sk-…9f2a"
     is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Requests in flight to this model server across every job that uses it (NULL: no shared cap).
+    max_concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
-class Dataset(Base):
+class Dataset(Owned, Base):
     """A built-in OpenCompass config (by name) or an uploaded file stored content-addressed."""
 
     __tablename__ = "datasets"
-    __table_args__ = {"sqlite_autoincrement": True}  # see NEVER_REUSED_IDS
+    __table_args__ = (
+        UniqueConstraint("owner_id", "sha256"),
+        {"sqlite_autoincrement": True},  # see NEVER_REUSED_IDS
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     kind: Mapped[str] = mapped_column(String(20))  # builtin | custom
     builtin_config: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
-    sha256: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    # One row per owner and file: the same bytes uploaded by two users are two datasets (each with its own
+    # visibility) over one stored file.
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     storage_key: Mapped[str | None] = mapped_column(String(500), nullable=True)
     file_format: Mapped[str | None] = mapped_column(String(10), nullable=True)  # jsonl | csv
     data_type: Mapped[str | None] = mapped_column(String(10), nullable=True)  # mcq | qa
@@ -88,7 +109,7 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class Evaluation(Base):
+class Evaluation(Owned, Base):
     __tablename__ = "evaluations"
     __table_args__ = (
         Index("ix_evaluations_status_created", "status", "created_at"),
@@ -102,6 +123,8 @@ class Evaluation(Base):
     status: Mapped[str] = mapped_column(String(20), default=EvaluationStatus.queued.value, index=True)
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     queue: Mapped[str] = mapped_column(String(50), default="local")
+    # Higher runs first among queued jobs (administrators' jobs get 1); fair order within (services/scheduling).
+    priority: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -179,7 +202,10 @@ class User(Base):
     """An account (only used with AIEVAL_AUTH_ENABLED; services/accounts.py)."""
 
     __tablename__ = "users"
-    __table_args__ = {"sqlite_autoincrement": True}  # see NEVER_REUSED_IDS
+    __table_args__ = (
+        UniqueConstraint("oidc_issuer", "oidc_subject"),
+        {"sqlite_autoincrement": True},  # see NEVER_REUSED_IDS
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # Stored lower-case (services/accounts.normalize_username), so the unique constraint is case-insensitive.
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -188,6 +214,12 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(20), default=UserRole.member.value)  # one of enums.UserRole
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Accounts made by single sign-on: the provider's issuer and subject ("" password hash: no password sign-in).
+    oidc_issuer: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    oidc_subject: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # Quotas; NULL: the installation's default (Settings.default_max_active_evaluations / _max_stored_bytes).
+    max_active_evaluations: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_stored_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -206,3 +238,45 @@ class AuthSession(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     user: Mapped[User] = relationship()
+
+
+class ApiToken(Base):
+    """A personal API token for scripts and CI (services/tokens.py). Only the SHA-256 of the token is kept; the
+    token is shown once, when it is made."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = {"sqlite_autoincrement": True}  # see NEVER_REUSED_IDS
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The token's first characters, shown in lists so a user can tell tokens apart (never enough to use one).
+    prefix: Mapped[str] = mapped_column(String(16))
+    scope: Mapped[str] = mapped_column(String(10))  # enums.TokenScope
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    user: Mapped[User] = relationship()
+
+
+class AuditEvent(Base):
+    """Who did what to what, and when (services/audit.py). Names are copied, so an event still reads right after
+    its actor or target is deleted."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_target", "target_type", "target_id"),
+        {"sqlite_autoincrement": True},  # see NEVER_REUSED_IDS
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True,
+                                                 index=True)
+    actor_name: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(30))  # enums.AuditAction
+    target_type: Mapped[str] = mapped_column(String(20))  # enums.AuditTarget
+    target_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    target_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -9,11 +9,19 @@ from fastapi.responses import FileResponse, PlainTextResponse
 from ..celery_app import enqueue
 from ..db import session_scope
 from ..enums import EvaluationStatus
-from ..schemas.api import EvaluationCreate, EvaluationDetail, EvaluationSummary, Page, SampleRead, ScoreRead
+from ..schemas.api import (
+    EvaluationCreate,
+    EvaluationDetail,
+    EvaluationSummary,
+    EvaluationUpdate,
+    Page,
+    SampleRead,
+    ScoreRead,
+)
 from ..schemas.ids import DatabaseId, PageNumber
-from ..services import artifacts
+from ..services import access, artifacts
 from ..services import evaluations as service
-from .deps import SessionDep, SettingsDep, StorageDep
+from .deps import CurrentUser, SessionDep, SettingsDep, StorageDep
 
 router = APIRouter(prefix="/evaluations", tags=["evaluations"])
 
@@ -25,73 +33,84 @@ hot_reads = CapacityLimiter(2)
 
 @router.post("", response_model=EvaluationDetail, status_code=201)
 def create_evaluation(*, body: EvaluationCreate, session: SessionDep,
-                      settings: SettingsDep, storage: StorageDep):
-    evaluation = service.create(session, settings, storage, body)
+                      settings: SettingsDep, storage: StorageDep, caller: CurrentUser):
+    evaluation = service.create(session, settings, storage, body, caller)
     session.commit()  # the row exists before the message: a worker always finds what it is told to run
     enqueue(settings, evaluation.id, evaluation.queue)
-    return service.show(session, evaluation.id)
+    return service.show(session, evaluation.id, caller)
 
 
 @router.get("", response_model=Page[EvaluationSummary])
 async def list_evaluations(*, status: Annotated[list[EvaluationStatus] | None, Query()] = None, model_id: DatabaseId | None = None,
                            dataset_id: DatabaseId | None = None, q: Annotated[str | None, Query(max_length=200)] = None,
                            page: PageNumber = 1, page_size: Annotated[int, Query(ge=1, le=200)] = 20,
-                           settings: SettingsDep):
+                           scope: access.ListScope = "all", settings: SettingsDep, caller: CurrentUser):
+    """The evaluations the caller may read ("all") or owns ("mine"), newest first."""
     # The hottest endpoints: all database work in one thread hop, serialized once (no re-validation).
     def work() -> bytes:
         with session_scope(settings.database_url) as session:
-            items, total = service.list_evaluations(session, status=status, model_id=model_id, dataset_id=dataset_id,
-                                                    q=q, page=page, page_size=page_size)
+            items, total = service.list_evaluations(session, caller, status=status, model_id=model_id,
+                                                    dataset_id=dataset_id, q=q, page=page, page_size=page_size,
+                                                    scope=scope)
             return Page[EvaluationSummary](items=items, total=total, page=page, page_size=page_size).model_dump_json().encode()
 
     return Response(await to_thread.run_sync(work, limiter=hot_reads), media_type="application/json")
 
 
 @router.get("/{evaluation_id}", response_model=EvaluationDetail)
-async def show_evaluation(*, evaluation_id: DatabaseId, settings: SettingsDep):
+async def show_evaluation(*, evaluation_id: DatabaseId, settings: SettingsDep, caller: CurrentUser):
     def work() -> bytes:
         with session_scope(settings.database_url) as session:
-            return service.show(session, evaluation_id).model_dump_json().encode()
+            return service.show(session, evaluation_id, caller).model_dump_json().encode()
 
     return Response(await to_thread.run_sync(work, limiter=hot_reads), media_type="application/json")
 
 
-@router.post("/{evaluation_id}/cancel", response_model=EvaluationDetail)
-def cancel_evaluation(*, evaluation_id: DatabaseId, session: SessionDep):
-    service.cancel(session, evaluation_id)
+@router.patch("/{evaluation_id}", response_model=EvaluationDetail)
+def update_evaluation(*, evaluation_id: DatabaseId, body: EvaluationUpdate, session: SessionDep,
+                      caller: CurrentUser):
+    """Rename it or change who may read it (its owner and administrators)."""
+    service.edit(session, evaluation_id, body, caller)
     session.commit()
-    return service.show(session, evaluation_id)
+    return service.show(session, evaluation_id, caller)
+
+
+@router.post("/{evaluation_id}/cancel", response_model=EvaluationDetail)
+def cancel_evaluation(*, evaluation_id: DatabaseId, session: SessionDep, caller: CurrentUser):
+    service.cancel(session, evaluation_id, caller)
+    session.commit()
+    return service.show(session, evaluation_id, caller)
 
 
 @router.post("/{evaluation_id}/retry", response_model=EvaluationDetail)
 def retry_evaluation(*, evaluation_id: DatabaseId, session: SessionDep,
-                     settings: SettingsDep, storage: StorageDep):
-    evaluation = service.retry(session, settings, storage, evaluation_id)
+                     settings: SettingsDep, storage: StorageDep, caller: CurrentUser):
+    evaluation = service.retry(session, settings, storage, evaluation_id, caller)
     session.commit()
     enqueue(settings, evaluation.id, evaluation.queue)
-    return service.show(session, evaluation_id)
+    return service.show(session, evaluation_id, caller)
 
 
 @router.delete("/{evaluation_id}", status_code=204)
 def delete_evaluation(*, evaluation_id: DatabaseId, session: SessionDep,
-                      settings: SettingsDep, storage: StorageDep):
-    service.delete(session, settings, storage, evaluation_id)
+                      settings: SettingsDep, storage: StorageDep, caller: CurrentUser):
+    service.delete(session, settings, storage, evaluation_id, caller)
     return Response(status_code=204)
 
 
 @router.get("/{evaluation_id}/logs", response_class=PlainTextResponse)
 def evaluation_logs(*, evaluation_id: DatabaseId, tail: Annotated[int | None, Query(ge=1, le=100_000)] = 200,
                     download: bool = False, session: SessionDep,
-                    storage: StorageDep):
-    evaluation = service.get(session, evaluation_id)
+                    storage: StorageDep, caller: CurrentUser):
+    evaluation = service.readable(session, evaluation_id, caller)
     text = artifacts.log_text(evaluation, storage, None if download else tail)
     headers = {"Content-Disposition": f'attachment; filename="evaluation-{evaluation_id}.log"'} if download else {}
     return PlainTextResponse(text, headers=headers)
 
 
 @router.get("/{evaluation_id}/results", response_model=list[ScoreRead])
-def evaluation_results(*, evaluation_id: DatabaseId, session: SessionDep):
-    return service.score_rows(service.get(session, evaluation_id, scores=True))
+def evaluation_results(*, evaluation_id: DatabaseId, session: SessionDep, caller: CurrentUser):
+    return service.score_rows(service.readable(session, evaluation_id, caller, scores=True))
 
 
 @router.get("/{evaluation_id}/samples", response_model=Page[SampleRead])
@@ -99,8 +118,8 @@ def evaluation_samples(*, evaluation_id: DatabaseId, model: str | None = None, d
                        correct: bool | None = None, q: Annotated[str | None, Query(max_length=500)] = None,
                        page: PageNumber = 1, page_size: Annotated[int, Query(ge=1, le=500)] = 50,
                        session: SessionDep, settings: SettingsDep,
-                       storage: StorageDep):
-    evaluation = service.get(session, evaluation_id)
+                       storage: StorageDep, caller: CurrentUser):
+    evaluation = service.readable(session, evaluation_id, caller)
     items, total = artifacts.samples(settings, storage, evaluation, model=model, dataset=dataset, correct=correct, q=q,
                                      page=page, page_size=page_size)
     return Page(items=items, total=total, page=page, page_size=page_size)
@@ -110,11 +129,11 @@ def evaluation_samples(*, evaluation_id: DatabaseId, model: str | None = None, d
 def export_evaluation(*, evaluation_id: DatabaseId, background: BackgroundTasks,
                       format: Literal["csv", "json", "md", "zip"] = "json",
                       session: SessionDep, settings: SettingsDep,
-                      storage: StorageDep):
-    evaluation = service.get(session, evaluation_id, scores=True)
+                      storage: StorageDep, caller: CurrentUser):
+    evaluation = service.readable(session, evaluation_id, caller, scores=True)
     stem = f"evaluation-{evaluation_id}"
     if format == "zip":
-        path = artifacts.export_zip(settings, storage, evaluation)
+        path = artifacts.export_zip(settings, storage, evaluation, caller)
         background.add_task(path.unlink, missing_ok=True)
         return FileResponse(path, media_type="application/zip", filename=f"{stem}.zip")
     body, media = {
@@ -122,5 +141,5 @@ def export_evaluation(*, evaluation_id: DatabaseId, background: BackgroundTasks,
         "json": (artifacts.export_json, "application/json"),
         "md": (artifacts.export_markdown, "text/markdown"),
     }[format]
-    return Response(body(evaluation), media_type=f"{media}; charset=utf-8",
+    return Response(body(evaluation, caller), media_type=f"{media}; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{stem}.{format}"'})

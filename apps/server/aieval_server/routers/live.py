@@ -17,6 +17,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from ..schemas.ids import DatabaseId
 from ..services.live_hub import Close, LiveHub, Subscription
+from .deps import CurrentUser
 
 router = APIRouter(tags=["live"])
 
@@ -51,16 +52,17 @@ async def _forward(websocket: WebSocket, subscription: Subscription) -> None:
 
 
 @router.websocket("/evaluations/{evaluation_id}/ws")
-async def evaluation_updates(websocket: WebSocket, evaluation_id: DatabaseId):
+async def evaluation_updates(websocket: WebSocket, evaluation_id: DatabaseId, caller: CurrentUser):
     """`{"type": "update", "evaluation": <show>}` now and on every change, `{"type": "log", "lines": [...]}`
-    as the run logs (with Redis); closed with 1000 once the evaluation is final, 4404 if there is none."""
+    as the run logs (with Redis); closed with 1000 once the evaluation is final, 4404 if there is none or the
+    caller may not read it (the same answer: services/access.py)."""
     await websocket.accept()
-    await _forward(websocket, _hub(websocket).watch_evaluation(evaluation_id))
+    await _forward(websocket, _hub(websocket).watch_evaluation(evaluation_id, caller))
 
 
 @router.websocket("/evaluations/ws")
-async def list_updates(websocket: WebSocket):
+async def list_updates(websocket: WebSocket, caller: CurrentUser):
     """`{"type": "evaluations", "items": [<summary>...]}`: the newest evaluations and every active one now,
-    then the items whose revision changed."""
+    then the items whose revision changed; only those the caller may read."""
     await websocket.accept()
-    await _forward(websocket, _hub(websocket).watch_list())
+    await _forward(websocket, _hub(websocket).watch_list(caller))

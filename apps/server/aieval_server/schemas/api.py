@@ -7,12 +7,33 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, computed_field
 
 from aieval_engine.spec import DisplayName as Name
 
-from ..enums import CANCELLABLE, RETRYABLE, TERMINAL, EvaluationStatus, UserRole
+from ..enums import CANCELLABLE, RETRYABLE, TERMINAL, EvaluationStatus, UserRole, Visibility
 from .ids import DatabaseId
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+# ---- ownership (services/access.py) ----------------------------------------------------------------
+class OwnerRead(BaseModel):
+    id: int
+    username: str
+    display_name: str
+
+
+class OwnedRead(BaseModel):
+    """Who owns it, who may read it, and whether the caller may change it (so clients ask instead of guessing)."""
+
+    owner: OwnerRead | None = Field(description="null: belongs to the installation (administrators manage it)")
+    visibility: Visibility
+    can_change: bool = Field(description="the caller may edit, delete, cancel or retry it")
+
+
+VisibilityField = Field(default=None, description="private: its owner and administrators; shared: every signed-in "
+                                                  "user. Default: the server's AIEVAL_DEFAULT_VISIBILITY")
+MaxConcurrency = Field(default=None, ge=0, le=100_000,
+                       description="requests in flight to this model across all jobs; 0 or null: no shared cap")
 
 
 # ---- models -----------------------------------------------------------------------------------
@@ -28,6 +49,8 @@ class ModelCreate(Strict):
     mode: Literal["chat", "base"] | None = None
     # tuning, passed through to the engine's model spec (validated there)
     options: dict[str, Any] = Field(default_factory=dict)
+    visibility: Visibility | None = VisibilityField
+    max_concurrency: int | None = MaxConcurrency
 
 
 class ModelUpdate(Strict):
@@ -39,9 +62,11 @@ class ModelUpdate(Strict):
     path: str | None = Field(default=None, max_length=4096)
     mode: Literal["chat", "base"] | None = None
     options: dict[str, Any] | None = None
+    visibility: Visibility | None = None
+    max_concurrency: int | None = Field(default=None, ge=0, le=100_000, description="0: remove the shared cap")
 
 
-class ModelRead(BaseModel):
+class ModelRead(OwnedRead):
     id: int
     name: str
     kind: str
@@ -49,6 +74,7 @@ class ModelRead(BaseModel):
     has_api_key: bool
     api_key_hint: str | None
     is_demo: bool
+    max_concurrency: int | None
     created_at: datetime
     updated_at: datetime
 
@@ -61,7 +87,7 @@ class ModelTestResult(BaseModel):
 
 
 # ---- datasets ---------------------------------------------------------------------------------
-class DatasetRead(BaseModel):
+class DatasetRead(OwnedRead):
     id: int
     name: str
     kind: str
@@ -86,6 +112,7 @@ class DatasetUpdate(Strict):
     name: Name | None = None
     scorer: Literal["exact", "contains"] | None = None
     infer_method: Literal["gen", "ppl"] | None = None
+    visibility: Visibility | None = None
 
 
 class DatasetUploadResult(BaseModel):
@@ -157,9 +184,15 @@ class EvaluationCreate(Strict):
         default_factory=list, max_length=512, description="OpenCompass config names, e.g. gsm8k_gen"
     )
     params: EvaluationParams = EvaluationParams()
+    visibility: Visibility | None = VisibilityField
 
 
-class EvaluationSummary(BaseModel):
+class EvaluationUpdate(Strict):
+    name: Name | None = None
+    visibility: Visibility | None = None
+
+
+class EvaluationSummary(OwnedRead):
     id: int
     name: str
     status: EvaluationStatus
@@ -283,6 +316,9 @@ class UserRead(BaseModel):
     display_name: str
     role: UserRole
     disabled: bool
+    sso: bool = Field(description="the account signs in through single sign-on (it has no password)")
+    max_active_evaluations: int | None = Field(description="null: the installation's default")
+    max_stored_bytes: int | None = Field(description="null: the installation's default")
     created_at: datetime
     updated_at: datetime
 
@@ -300,3 +336,7 @@ class UserUpdate(WithPasswords):
     password: str | None = Field(default=None, max_length=1024, description="at least 12 characters; signs the "
                                                                                 "user out everywhere")
     display_name: str | None = Field(default=None, max_length=200)
+    max_active_evaluations: int | None = Field(default=None, ge=-1, le=100_000, description="-1: back to the "
+                                               "installation's default; 0: no limit")
+    max_stored_bytes: int | None = Field(default=None, ge=-1, le=2**62, description="-1: back to the "
+                                         "installation's default; 0: no limit")

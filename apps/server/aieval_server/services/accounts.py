@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..db import session_scope
-from ..enums import UserRole
+from ..enums import TokenScope, UserRole
 from ..models import AuthSession, User
 from ..models.tables import utcnow
 from .errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
@@ -64,6 +64,9 @@ class Caller:
     session_id: str | None = None  # sha256 of the token, never the token
     csrf_token: str | None = None
     expires_at: datetime | None = None
+    # Set when a personal API token signed the request in (services/tokens.py): what the token may do.
+    token_id: int | None = None
+    token_scope: TokenScope | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -72,6 +75,8 @@ class Caller:
 
 LOCAL_CALLER = Caller(user_id=None, username="local", display_name="Local user", role=UserRole.admin,
                       is_local=True)
+# The server itself, for what it does at start (the demo model and datasets): owned by the installation.
+SYSTEM_CALLER = Caller(user_id=None, username="system", display_name="System", role=UserRole.admin)
 
 
 # ---- usernames and passwords --------------------------------------------------------------------------------

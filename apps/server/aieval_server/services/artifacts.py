@@ -20,6 +20,7 @@ from ..config import Settings
 from ..models import Evaluation
 from ..schemas.api import SampleRead
 from ..storage import Storage, StorageError
+from .accounts import Caller
 from .errors import Invalid, NotFound
 from .evaluations import artifacts_prefix, detail, score_rows
 
@@ -92,7 +93,7 @@ def _csv_cell(value: object) -> object:
     return value
 
 
-def export_csv(evaluation: Evaluation) -> str:
+def export_csv(evaluation: Evaluation, caller: Caller) -> str:  # noqa: ARG001 (one signature for every format)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["evaluation_id", "model", "dataset", "metric", "value"])
@@ -102,8 +103,8 @@ def export_csv(evaluation: Evaluation) -> str:
     return out.getvalue()
 
 
-def export_json(evaluation: Evaluation) -> str:
-    return detail(evaluation).model_dump_json(indent=2)
+def export_json(evaluation: Evaluation, caller: Caller) -> str:
+    return detail(evaluation, caller).model_dump_json(indent=2)
 
 
 # Characters that would make a name a link, an image (fetched from anywhere when the report is rendered),
@@ -129,8 +130,8 @@ def _code_span(text: str) -> str:
     return f"{fence} {text} {fence}" if text.startswith("`") or text.endswith("`") else f"{fence}{text}{fence}"
 
 
-def export_markdown(evaluation: Evaluation) -> str:
-    info = detail(evaluation)
+def export_markdown(evaluation: Evaluation, caller: Caller) -> str:
+    info = detail(evaluation, caller)
     lines = [f"# Evaluation {evaluation.id}: {_md(evaluation.name)}", ""]
     lines += [f"- Status: **{info.status}**", f"- Created: {info.created_at.isoformat()}"]
     if info.duration_s is not None:
@@ -161,15 +162,15 @@ def export_markdown(evaluation: Evaluation) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export_zip(settings: Settings, storage: Storage, evaluation: Evaluation) -> Path:
+def export_zip(settings: Settings, storage: Storage, evaluation: Evaluation, caller: Caller) -> Path:
     """A zip of every stored artifact plus the JSON/CSV/Markdown exports, in a temporary file."""
     prefix = artifacts_prefix(evaluation.id)
     keys = storage.list(prefix) if evaluation.artifacts_stored else []
     handle = tempfile.NamedTemporaryFile(prefix=f"evaluation-{evaluation.id}-", suffix=".zip", delete=False)
     with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("evaluation.json", export_json(evaluation))
-        archive.writestr("scores.csv", export_csv(evaluation))
-        archive.writestr("report.md", export_markdown(evaluation))
+        archive.writestr("evaluation.json", export_json(evaluation, caller))
+        archive.writestr("scores.csv", export_csv(evaluation, caller))
+        archive.writestr("report.md", export_markdown(evaluation, caller))
         for key in keys:
             with storage.open(key) as source, archive.open(f"artifacts/{key[len(prefix) + 1:]}", "w") as target:
                 for chunk in _chunks(source):

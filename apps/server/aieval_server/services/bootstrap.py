@@ -15,6 +15,7 @@ from ..models import Dataset, Model
 from ..private_paths import private_dir
 from ..storage import get_storage
 from . import datasets as dataset_service
+from .accounts import SYSTEM_CALLER
 from .errors import ServiceError
 from .models import under_model_roots
 
@@ -73,8 +74,8 @@ def register_demo(settings: Settings) -> None:
                 continue
             try:
                 with open(path, "rb") as handle:
-                    dataset_service.upload(session, settings, storage, handle, path.name, name, None, scorer, "gen",
-                                           is_demo=True)
+                    dataset_service.upload(session, settings, storage, SYSTEM_CALLER, handle, path.name, name, None,
+                                           scorer, "gen", is_demo=True)
             except (ServiceError, IntegrityError) as exc:
                 log.warning("demo dataset %s not registered: %s", name, exc)
                 session.rollback()

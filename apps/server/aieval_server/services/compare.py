@@ -7,19 +7,26 @@ from sqlalchemy.orm import Session
 
 from ..models import Dataset, Evaluation, Model, Score
 from ..schemas.api import CompareCell, CompareTable
+from . import access
+from .accounts import Caller
 
 PREFERRED_METRICS = ("accuracy", "score", "naive_average")
 
 
-def compare(session: Session, model_ids: list[int] | None, dataset_ids: list[int] | None, metric: str | None,
-            shared_only: bool) -> CompareTable:
+def compare(session: Session, caller: Caller, model_ids: list[int] | None, dataset_ids: list[int] | None,
+            metric: str | None, shared_only: bool) -> CompareTable:
+    """Only scores of evaluations the caller may read, of models the caller may read."""
     query = (
         select(Score, Evaluation.finished_at)
         .join(Evaluation, Score.evaluation_id == Evaluation.id)
-        .where(Evaluation.status == "succeeded", Score.model_id.is_not(None), Score.dataset_id.is_not(None))
+        .join(Model, Score.model_id == Model.id)
+        .where(Evaluation.status == "succeeded", Score.model_id.is_not(None), Score.dataset_id.is_not(None),
+               access.readable_clause(caller, Evaluation), access.readable_clause(caller, Model))
         .order_by(Evaluation.finished_at.desc(), Evaluation.id.desc())
     )
     if model_ids:
+        readable_models = select(Model.id).where(Model.id.in_(model_ids), access.readable_clause(caller, Model))
+        model_ids = list(session.scalars(readable_models))
         query = query.where(Score.model_id.in_(model_ids))
     if dataset_ids:
         query = query.where(Score.dataset_id.in_(dataset_ids))

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from aieval_engine.catalogue import UnknownDatasetError, list_builtin_names, missing_data, resolve_builtin
 from aieval_engine.datafiles import (
@@ -30,16 +30,20 @@ from aieval_engine.datafiles import (
 from aieval_engine.spec import CONTROL_CHARS, clean_display_name
 
 from ..config import Settings
+from ..enums import AuditAction, AuditTarget, Visibility
 from ..models import Dataset, EvaluationDataset
 from ..schemas.api import (
     BuiltinDatasetRead,
     DatasetPreview,
     DatasetRead,
+    DatasetUpdate,
     DatasetUploadRules,
     DatasetValidation,
 )
 from ..storage import Storage
-from .errors import Conflict, Invalid, NotFound, TooLarge
+from . import access, audit, quotas
+from .accounts import Caller
+from .errors import Conflict, Invalid, TooLarge
 
 ACCEPTED_EXTENSIONS = tuple(f".{file_format}" for file_format in FILE_FORMATS)
 PREVIEW_MAX_ROWS = 100
@@ -55,7 +59,7 @@ def builtin_missing(settings: Settings, config: str) -> list[str]:
     return [str(p) for p in missing_data(resolve_builtin(config), settings.compass_data_cache)]
 
 
-def to_read(dataset: Dataset, settings: Settings) -> DatasetRead:
+def to_read(dataset: Dataset, settings: Settings, caller: Caller) -> DatasetRead:
     available = True
     if dataset.kind == "builtin":
         try:
@@ -63,6 +67,7 @@ def to_read(dataset: Dataset, settings: Settings) -> DatasetRead:
         except UnknownDatasetError:
             available = False
     return DatasetRead(
+        **access.owned_fields(caller, dataset),
         id=dataset.id, name=dataset.name, kind=dataset.kind, builtin_config=dataset.builtin_config,
         sha256=dataset.sha256, file_format=dataset.file_format, data_type=dataset.data_type,
         scorer=dataset.scorer, infer_method=dataset.infer_method, columns=list(dataset.columns or []),
@@ -105,8 +110,10 @@ def builtin_catalogue(session: Session, settings: Settings, q: str | None, avail
     return items, total
 
 
-def get_or_register_builtin(session: Session, settings: Settings, config: str) -> Dataset:
-    """The dataset row of a built-in config; refuses unknown names and absent data."""
+def get_or_register_builtin(session: Session, settings: Settings, config: str, caller: Caller) -> Dataset:
+    """The dataset row of a built-in config; refuses unknown names and absent data. Built-in configs belong to the
+    installation and are shared: anyone who may run evaluations may register one."""
+    access.require_member(caller)
     config = config.strip().removesuffix(".py")
     existing = session.scalar(select(Dataset).where(Dataset.builtin_config == config))
     try:
@@ -121,9 +128,12 @@ def get_or_register_builtin(session: Session, settings: Settings, config: str) -
         )
     if existing is not None:
         return existing
-    dataset = Dataset(name=config, kind="builtin", builtin_config=config, columns=[])
+    dataset = Dataset(name=config, kind="builtin", builtin_config=config, columns=[], owner_id=None,
+                      visibility=Visibility.shared.value)
     session.add(dataset)
     session.flush()
+    audit.record(session, caller, AuditAction.created, AuditTarget.dataset, dataset.id, dataset.name,
+                 {"kind": "builtin"})
     return dataset
 
 
@@ -183,8 +193,9 @@ class UploadCheck:
     name_taken: bool = False  # would be a 409 (unless the same file exists: then the upload returns that)
 
 
-def check_upload(session: Session, settings: Settings, stream: BinaryIO, staging: Path, filename: str | None,
-                 name: str | None, data_type: str | None, scorer: str, infer_method: str) -> UploadCheck:
+def check_upload(session: Session, settings: Settings, caller: Caller, stream: BinaryIO, staging: Path,
+                 filename: str | None, name: str | None, data_type: str | None, scorer: str,
+                 infer_method: str) -> UploadCheck:
     """Receive the file into `staging` and decide everything an upload decides, storing nothing.
 
     Raises TooLarge (413) when the file is over the limit; every other refusal is in the returned problems."""
@@ -229,15 +240,20 @@ def check_upload(session: Session, settings: Settings, stream: BinaryIO, staging
         check.columns, check.data_type = exc.columns, exc.data_type
     else:
         check.columns, check.data_type = check.info.columns, check.info.data_type
-        check.existing = session.scalar(select(Dataset).where(Dataset.sha256 == check.info.sha256))
+        # The same file already uploaded and readable by this caller (their own first) is returned instead of
+        # stored twice; another user's private copy is not revealed: this caller gets a row of their own.
+        check.existing = session.scalar(
+            select(Dataset).where(Dataset.sha256 == check.info.sha256, access.readable_clause(caller, Dataset))
+            .order_by((Dataset.owner_id == caller.user_id).desc(), Dataset.id).limit(1))
     return check
 
 
-def validate_upload(session: Session, settings: Settings, stream: BinaryIO, filename: str | None, name: str | None,
-                    data_type: str | None, scorer: str, infer_method: str) -> DatasetValidation:
+def validate_upload(session: Session, settings: Settings, caller: Caller, stream: BinaryIO, filename: str | None,
+                    name: str | None, data_type: str | None, scorer: str, infer_method: str) -> DatasetValidation:
     """The upload's dry run: what `upload` with the same arguments would answer, without storing anything."""
+    access.require_member(caller)
     with tempfile.TemporaryDirectory(prefix="aieval-validate-") as staging:
-        check = check_upload(session, settings, stream, Path(staging), filename, name, data_type, scorer, infer_method)
+        check = check_upload(session, settings, caller, stream, Path(staging), filename, name, data_type, scorer, infer_method)
         preview: list[dict] = []
         if check.staged is not None:
             with open(check.staged, "rb") as handle:
@@ -252,12 +268,13 @@ def validate_upload(session: Session, settings: Settings, stream: BinaryIO, file
     )
 
 
-def upload(session: Session, settings: Settings, storage: Storage, stream: BinaryIO, filename: str | None,
-           name: str | None, data_type: str | None, scorer: str, infer_method: str,
-           is_demo: bool = False) -> tuple[Dataset, bool]:
+def upload(session: Session, settings: Settings, storage: Storage, caller: Caller, stream: BinaryIO,
+           filename: str | None, name: str | None, data_type: str | None, scorer: str, infer_method: str,
+           visibility: Visibility | None = None, is_demo: bool = False) -> tuple[Dataset, bool]:
     """Validate and store an uploaded file; returns (dataset, existing)."""
+    access.require_member(caller)
     with tempfile.TemporaryDirectory(prefix="aieval-upload-") as staging:
-        check = check_upload(session, settings, stream, Path(staging), filename, name, data_type, scorer, infer_method)
+        check = check_upload(session, settings, caller, stream, Path(staging), filename, name, data_type, scorer, infer_method)
         if check.problems:
             raise Invalid(check.headline, check.problems)
         assert check.info is not None and check.staged is not None and check.name is not None
@@ -265,12 +282,15 @@ def upload(session: Session, settings: Settings, storage: Storage, stream: Binar
             return check.existing, True
         if check.name_taken:
             raise Conflict(_name_taken_message(check.name))
+        quotas.check_storage(session, settings, caller, check.size)
         info = check.info
         key = storage_key(info.sha256, info.format)
         dataset = Dataset(
             name=check.name, kind="custom", sha256=info.sha256, storage_key=key, file_format=info.format,
             data_type=info.data_type, scorer=scorer, infer_method=infer_method, columns=list(info.columns),
             rows=info.rows, size_bytes=check.size, original_filename=check.filename[:300], is_demo=is_demo,
+            **({"owner_id": None, "visibility": Visibility.shared.value} if is_demo
+               else access.ownership(caller, visibility, settings.default_visibility)),
         )
         session.add(dataset)
         try:
@@ -278,6 +298,9 @@ def upload(session: Session, settings: Settings, storage: Storage, stream: Binar
         except IntegrityError:
             session.rollback()
             raise Conflict("the same dataset was uploaded concurrently; upload again to see it") from None
+        audit.record(session, caller, AuditAction.created, AuditTarget.dataset, dataset.id, dataset.name,
+                     {"kind": "custom", "rows": dataset.rows, "size_bytes": dataset.size_bytes,
+                      "visibility": dataset.visibility})
         stored_before = storage.exists(key)
         storage.put_file(key, check.staged)
         try:
@@ -289,17 +312,16 @@ def upload(session: Session, settings: Settings, storage: Storage, stream: Binar
     return dataset, False
 
 
-def get(session: Session, dataset_id: int) -> Dataset:
-    dataset = session.get(Dataset, dataset_id)
-    if dataset is None:
-        raise NotFound(f"dataset {dataset_id} does not exist")
-    return dataset
+def get(session: Session, dataset_id: int, caller: Caller) -> Dataset:
+    """The dataset if the caller may read it (NotFound otherwise, as if there were none)."""
+    return access.readable(caller, session.get(Dataset, dataset_id), "dataset", dataset_id)
 
 
-def update(session: Session, dataset_id: int, name: str | None, scorer: str | None, infer_method: str | None) -> Dataset:
-    """Rename an uploaded dataset or change how it is scored. Evaluations run later (and retries) use the
-    new settings; finished results keep the scores they had."""
-    dataset = get(session, dataset_id)
+def update(session: Session, dataset_id: int, body: DatasetUpdate, caller: Caller) -> Dataset:
+    """Rename an uploaded dataset, change how it is scored or who may read it. Evaluations run later (and
+    retries) use the new settings; finished results keep the scores they had."""
+    dataset = access.changeable(caller, session.get(Dataset, dataset_id), "dataset", dataset_id)
+    name, scorer, infer_method = body.name, body.scorer, body.infer_method
     if dataset.kind == "builtin":
         raise Invalid(f"{dataset.name!r} is an OpenCompass built-in dataset: its settings come from OpenCompass")
     scorer = scorer or dataset.scorer
@@ -313,12 +335,18 @@ def update(session: Session, dataset_id: int, name: str | None, scorer: str | No
     if name is not None:
         dataset.name = name
     dataset.scorer, dataset.infer_method = scorer, infer_method
+    if body.visibility is not None:
+        dataset.visibility = body.visibility.value
+    audit.record(session, caller, AuditAction.updated, AuditTarget.dataset, dataset.id, dataset.name,
+                 {"fields": sorted(body.model_fields_set)})
     session.commit()
     return dataset
 
 
-def list_datasets(session: Session, kind: str | None, q: str | None) -> list[Dataset]:
-    query = select(Dataset).order_by(Dataset.name)
+def list_datasets(session: Session, caller: Caller, kind: str | None, q: str | None,
+                  scope: access.ListScope = "all") -> list[Dataset]:
+    query = (select(Dataset).where(access.readable_clause(caller, Dataset, scope)).order_by(Dataset.name)
+             .options(selectinload(Dataset.owner)))
     if kind:
         query = query.where(Dataset.kind == kind)
     if q:
@@ -326,15 +354,17 @@ def list_datasets(session: Session, kind: str | None, q: str | None) -> list[Dat
     return list(session.scalars(query))
 
 
-def delete(session: Session, storage: Storage, dataset_id: int) -> None:
-    dataset = get(session, dataset_id)
+def delete(session: Session, storage: Storage, dataset_id: int, caller: Caller) -> None:
+    dataset = access.changeable(caller, session.get(Dataset, dataset_id), "dataset", dataset_id)
     used = session.scalar(select(func.count()).select_from(EvaluationDataset).where(EvaluationDataset.dataset_id == dataset_id))
     if used:
         raise Conflict(f"dataset {dataset.name!r} is used by {used} evaluation(s); delete those evaluations first")
     key = dataset.storage_key
+    audit.record(session, caller, AuditAction.deleted, AuditTarget.dataset, dataset.id, dataset.name)
     session.delete(dataset)
     session.commit()
-    if key:
+    # Content-addressed: another user's row may hold the same file.
+    if key and session.scalar(select(Dataset.id).where(Dataset.storage_key == key).limit(1)) is None:
         storage.delete(key)
 
 

@@ -22,12 +22,14 @@ from aieval_engine.spec import (
 )
 
 from ..config import Settings
-from ..enums import CANCELLABLE, RETRYABLE, EvaluationStatus
-from ..models import Dataset, Evaluation, EvaluationDataset, EvaluationModel, Model, Score
-from ..schemas.api import EvaluationCreate, EvaluationDetail, EvaluationSummary
+from ..enums import CANCELLABLE, RETRYABLE, AuditAction, AuditTarget, EvaluationStatus
+from ..models import Dataset, Evaluation, EvaluationDataset, EvaluationModel, Model, Score, User
+from ..schemas.api import EvaluationCreate, EvaluationDetail, EvaluationSummary, EvaluationUpdate
 from ..storage import Storage
+from . import access, audit, quotas
 from . import datasets as dataset_service
 from . import models as model_service
+from .accounts import Caller
 from .errors import Conflict, Invalid, NotFound
 
 log = logging.getLogger(__name__)
@@ -51,10 +53,12 @@ def queue_for(models: list[Model]) -> str:
 
 
 # ---- submit -------------------------------------------------------------------------------------
-def _load_all(session: Session, kind: type, ids: list[int], label: str) -> list[Any]:
+def _load_all(session: Session, caller: Caller, kind: type, ids: list[int], label: str) -> list[Any]:
+    """The rows by id, in order; those the caller may not read are reported as not existing."""
     if len(set(ids)) != len(ids):
         raise Invalid(f"the same {label} is listed twice", [f"{label}_ids: {ids}"])
-    rows = {row.id: row for row in session.scalars(select(kind).where(kind.id.in_(ids)))}
+    rows = {row.id: row for row in session.scalars(select(kind).where(kind.id.in_(ids)))
+            if access.can_read(caller, row)}
     unknown = [i for i in ids if i not in rows]
     if unknown:
         raise Invalid(f"unknown {label} id(s): {', '.join(map(str, unknown))}",
@@ -124,12 +128,14 @@ def _check_runnable(settings: Settings, models: list[Model], datasets: list[Data
         raise Invalid("this evaluation cannot be run", problems)
 
 
-def create(session: Session, settings: Settings, storage: Storage, body: EvaluationCreate) -> Evaluation:
+def create(session: Session, settings: Settings, storage: Storage, body: EvaluationCreate,
+           caller: Caller) -> Evaluation:
     """Check everything, then write one row; the caller enqueues after commit."""
-    models = _load_all(session, Model, body.model_ids, "model")
-    datasets = _load_all(session, Dataset, body.dataset_ids, "dataset")
+    access.require_member(caller)
+    models = _load_all(session, caller, Model, body.model_ids, "model")
+    datasets = _load_all(session, caller, Dataset, body.dataset_ids, "dataset")
     for config in dict.fromkeys(body.builtin_datasets):
-        datasets.append(dataset_service.get_or_register_builtin(session, settings, config))
+        datasets.append(dataset_service.get_or_register_builtin(session, settings, config, caller))
     if not datasets:
         raise Invalid("choose at least one dataset (dataset_ids or builtin_datasets)")
     if len({d.id for d in datasets}) != len(datasets):
@@ -137,13 +143,18 @@ def create(session: Session, settings: Settings, storage: Storage, body: Evaluat
     params = body.params.model_dump(exclude_none=True)
     _check_runnable(settings, models, datasets)
     build_spec(settings, storage, body.name, models, datasets, params)
+    quotas.check_can_submit(session, settings, caller)
     # enqueued_at stays NULL until the broker has the message (celery_app.enqueue stamps it): a job whose API
     # process died before sending is then found and sent by the sweeper.
-    evaluation = Evaluation(name=body.name, status=EvaluationStatus.queued.value, params=params, queue=queue_for(models), enqueued_at=None)
+    evaluation = Evaluation(name=body.name, status=EvaluationStatus.queued.value, params=params,
+                            queue=queue_for(models), enqueued_at=None, priority=1 if caller.is_admin else 0,
+                            **access.ownership(caller, body.visibility, settings.default_visibility))
     evaluation.models = [EvaluationModel(model_id=m.id, position=i) for i, m in enumerate(models)]
     evaluation.datasets = [EvaluationDataset(dataset_id=d.id, position=i) for i, d in enumerate(datasets)]
     session.add(evaluation)
     session.flush()
+    audit.record(session, caller, AuditAction.submitted, AuditTarget.evaluation, evaluation.id, evaluation.name,
+                 {"models": [m.name for m in models], "datasets": [d.name for d in datasets], "params": params})
     return evaluation
 
 
@@ -155,37 +166,59 @@ def _with_links(query: Select) -> Select:
     )
 
 
+def readable(session: Session, evaluation_id: int, caller: Caller, *, scores: bool = False) -> Evaluation:
+    """The evaluation if the caller may read it (NotFound otherwise, as if there were none)."""
+    return access.readable(caller, _find(session, evaluation_id, scores), "evaluation", evaluation_id)
+
+
+def changeable(session: Session, evaluation_id: int, caller: Caller) -> Evaluation:
+    return access.changeable(caller, _find(session, evaluation_id, False), "evaluation", evaluation_id)
+
+
 def get(session: Session, evaluation_id: int, *, scores: bool = False) -> Evaluation:
-    query = _with_links(select(Evaluation).where(Evaluation.id == evaluation_id))
-    if scores:
-        query = query.options(selectinload(Evaluation.scores))
-    evaluation = session.scalar(query)
+    """For the server's own work (workers, sweeper), not for requests: no access check."""
+    evaluation = _find(session, evaluation_id, scores)
     if evaluation is None:
         raise NotFound(f"evaluation {evaluation_id} does not exist")
     return evaluation
 
 
+def _find(session: Session, evaluation_id: int, scores: bool) -> Evaluation | None:
+    query = _with_links(select(Evaluation).where(Evaluation.id == evaluation_id))
+    if scores:
+        query = query.options(selectinload(Evaluation.scores))
+    return session.scalar(query)
+
+
 SUMMARY_COLUMNS = (
     Evaluation.id, Evaluation.name, Evaluation.status, Evaluation.queue, Evaluation.created_at, Evaluation.started_at,
     Evaluation.finished_at, Evaluation.fraction, Evaluation.stage, Evaluation.revision, Evaluation.error,
+    Evaluation.owner_id, Evaluation.visibility,
 )
 
 
-def list_evaluations(session: Session, *, status: list[EvaluationStatus] | None, model_id: int | None,
-                     dataset_id: int | None, q: str | None, page: int,
-                     page_size: int) -> tuple[list[EvaluationSummary], int]:
+def _access_mode(caller: Caller, scope: access.ListScope) -> str:
+    """Which rows a list shows, as one of the few shapes _list_statements builds (the caller's id is a parameter)."""
+    if scope == "mine":
+        return "mine" if caller.user_id is not None else "installation"
+    return "everything" if caller.is_admin else "readable"
+
+
+def list_evaluations(session: Session, caller: Caller, *, status: list[EvaluationStatus] | None,
+                     model_id: int | None, dataset_id: int | None, q: str | None, page: int, page_size: int,
+                     scope: access.ListScope = "all") -> tuple[list[EvaluationSummary], int]:
     """One page of summaries, newest first. Reads plain columns (no ORM objects, no JSON): lists are hot.
     `status` is checked where the request is parsed (an unknown one is a 422 naming the known ones)."""
     text_is_id = bool(q and q.isdigit())
     count, page_query = _list_statements(session.get_bind().dialect.name, bool(status), model_id is not None,
-                                         dataset_id is not None, bool(q), text_is_id)
+                                         dataset_id is not None, bool(q), text_is_id, _access_mode(caller, scope))
     values: dict[str, Any] = {"statuses": [EvaluationStatus(s).value for s in status or ()], "model_id": model_id, "dataset_id": dataset_id,
                               "pattern": _contains_pattern(q) if q else None, "text_id": int(q) if text_is_id else None,
-                              "offset": (page - 1) * page_size, "limit": page_size}
+                              "offset": (page - 1) * page_size, "limit": page_size, "caller_id": caller.user_id}
     connection = session.connection()
     total = connection.execute(count, values).scalar() or 0
     rows = connection.execute(page_query, values).all()
-    return summaries(session, rows), total
+    return summaries(session, rows, caller), total
 
 
 def _contains_pattern(text: str) -> str:
@@ -201,10 +234,18 @@ def _matches_text(column, dialect: str):
 
 
 @functools.cache
-def _list_statements(dialect: str, by_status: bool, by_model: bool, by_dataset: bool, by_text: bool, text_is_id: bool):
+def _list_statements(dialect: str, by_status: bool, by_model: bool, by_dataset: bool, by_text: bool, text_is_id: bool,
+                     access_mode: str):
     """The count and page statements for one combination of filters, built once: building and caching a
     statement costs more than SQLite takes to run it on a 10,000-row table."""
     conditions = []
+    mine = Evaluation.owner_id == bindparam("caller_id")
+    if access_mode == "readable":  # the same rule as access.may_read, in SQL
+        conditions.append(or_(Evaluation.visibility == "shared", mine))
+    elif access_mode == "mine":
+        conditions.append(mine)
+    elif access_mode == "installation":
+        conditions.append(Evaluation.owner_id.is_(None))
     if by_status:
         conditions.append(Evaluation.status.in_(bindparam("statuses", expanding=True)))
     if by_model:
@@ -237,10 +278,22 @@ _DATASET_LINKS = (
 )
 
 
-def summaries(session: Session, rows) -> list[EvaluationSummary]:
+_OWNERS = select(User.id, User.username, User.display_name).where(User.id.in_(bindparam("ids", expanding=True)))
+
+
+def _owners(session: Session, owner_ids: set[int]) -> dict[int, dict[str, Any]]:
+    if not owner_ids:
+        return {}
+    return {row.id: {"id": row.id, "username": row.username, "display_name": row.display_name}
+            for row in session.connection().execute(_OWNERS, {"ids": sorted(owner_ids)})}
+
+
+def summaries(session: Session, rows, caller: Caller) -> list[EvaluationSummary]:
+    """Summaries of rows of SUMMARY_COLUMNS (or Evaluation objects) as `caller` sees them."""
     ids = [row.id for row in rows]
     models: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
     datasets: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+    owners = _owners(session, {row.owner_id for row in rows if row.owner_id is not None})
     if ids:
         connection = session.connection()
         for evaluation_id, link_id, name, kind in connection.execute(_MODEL_LINKS, {"ids": ids}):
@@ -251,13 +304,15 @@ def summaries(session: Session, rows) -> list[EvaluationSummary]:
         EvaluationSummary(id=row.id, name=row.name, status=row.status, queue=row.queue, created_at=row.created_at,
                           started_at=row.started_at, finished_at=row.finished_at, fraction=row.fraction,
                           stage=row.stage, revision=row.revision, error=row.error,
-                          models=models[row.id], datasets=datasets[row.id])
+                          models=models[row.id], datasets=datasets[row.id], owner=owners.get(row.owner_id),
+                          visibility=row.visibility, can_change=access.may_change(caller, row.owner_id))
         for row in rows
     ]
 
 
-def summary(evaluation: Evaluation) -> EvaluationSummary:
+def summary(evaluation: Evaluation, caller: Caller) -> EvaluationSummary:
     return EvaluationSummary(
+        **access.owned_fields(caller, evaluation),
         id=evaluation.id, name=evaluation.name, status=evaluation.status, queue=evaluation.queue,
         models=[{"id": link.model_id, "name": link.model.name, "kind": link.model.kind} for link in evaluation.models],
         datasets=[{"id": link.dataset_id, "name": link.dataset.name, "kind": link.dataset.kind} for link in evaluation.datasets],
@@ -274,9 +329,9 @@ def score_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
     ]
 
 
-def detail(evaluation: Evaluation) -> EvaluationDetail:
+def detail(evaluation: Evaluation, caller: Caller) -> EvaluationDetail:
     """The full view of an evaluation loaded with its links and scores (exports)."""
-    return _detail(evaluation, summary(evaluation).model_dump(), score_rows(evaluation))
+    return _detail(evaluation, summary(evaluation, caller).model_dump(), score_rows(evaluation))
 
 
 def _detail(evaluation: Evaluation, base: dict[str, Any], scores: list[dict[str, Any]]) -> EvaluationDetail:
@@ -292,12 +347,11 @@ def _detail(evaluation: Evaluation, base: dict[str, Any], scores: list[dict[str,
     )
 
 
-def show(session: Session, evaluation_id: int) -> EvaluationDetail:
-    """`detail` for one id with a few plain queries (the most requested page while jobs run)."""
-    evaluation = session.get(Evaluation, evaluation_id)
-    if evaluation is None:
-        raise NotFound(f"evaluation {evaluation_id} does not exist")
-    base = summaries(session, [evaluation])[0]
+def show(session: Session, evaluation_id: int, caller: Caller) -> EvaluationDetail:
+    """`detail` for one id with a few plain queries (the most requested page while jobs run), if the caller may
+    read it."""
+    evaluation = access.readable(caller, session.get(Evaluation, evaluation_id), "evaluation", evaluation_id)
+    base = summaries(session, [evaluation], caller)[0]
     scores = [
         {"model_id": row.model_id, "model": row.model_name, "dataset_id": row.dataset_id, "dataset": row.dataset_name,
          "metric": row.metric, "value": row.value}
@@ -316,8 +370,22 @@ def _aware(value: datetime) -> datetime:
 
 
 # ---- state changes ------------------------------------------------------------------------------
-def cancel(session: Session, evaluation_id: int) -> Evaluation:
-    evaluation = get(session, evaluation_id)
+def edit(session: Session, evaluation_id: int, body: EvaluationUpdate, caller: Caller) -> Evaluation:
+    """Rename an evaluation or change who may read it."""
+    evaluation = changeable(session, evaluation_id, caller)
+    if body.name is not None:
+        evaluation.name = body.name
+    if body.visibility is not None:
+        evaluation.visibility = body.visibility.value
+    evaluation.revision += 1  # live feeds and pollers notice the change
+    session.flush()
+    audit.record(session, caller, AuditAction.updated, AuditTarget.evaluation, evaluation.id, evaluation.name,
+                 {"fields": sorted(body.model_fields_set)})
+    return evaluation
+
+
+def cancel(session: Session, evaluation_id: int, caller: Caller) -> Evaluation:
+    evaluation = changeable(session, evaluation_id, caller)
     if evaluation.status not in CANCELLABLE:
         raise Conflict(f"evaluation {evaluation_id} has already finished ({evaluation.status})")
     # A queued job is cancelled at once (a worker that receives it later skips it); a running one is
@@ -332,18 +400,20 @@ def cancel(session: Session, evaluation_id: int) -> Evaluation:
     )
     session.flush()
     session.refresh(evaluation)
+    audit.record(session, caller, AuditAction.cancelled, AuditTarget.evaluation, evaluation.id, evaluation.name)
     return evaluation
 
 
-def retry(session: Session, settings: Settings, storage: Storage, evaluation_id: int) -> Evaluation:
+def retry(session: Session, settings: Settings, storage: Storage, evaluation_id: int, caller: Caller) -> Evaluation:
     """Queue a finished-unsuccessfully job again; its worker resumes from the predictions already made."""
-    evaluation = get(session, evaluation_id)
+    evaluation = changeable(session, evaluation_id, caller)
     if evaluation.status not in RETRYABLE:
         raise Conflict(f"only {', '.join(sorted(RETRYABLE))} evaluations can be retried (this one is {evaluation.status})")
     models = [link.model for link in evaluation.models]
     datasets = [link.dataset for link in evaluation.datasets]
     _check_runnable(settings, models, datasets)
     build_spec(settings, storage, evaluation.name, models, datasets, evaluation.params)
+    quotas.check_can_submit(session, settings, caller)
     evaluation.status = EvaluationStatus.queued.value
     evaluation.cancel_requested = False
     evaluation.error = evaluation.log_excerpt = None
@@ -352,13 +422,15 @@ def retry(session: Session, settings: Settings, storage: Storage, evaluation_id:
     evaluation.worker = None
     evaluation.revision += 1
     session.flush()
+    audit.record(session, caller, AuditAction.retried, AuditTarget.evaluation, evaluation.id, evaluation.name)
     return evaluation
 
 
-def delete(session: Session, settings: Settings, storage: Storage, evaluation_id: int) -> None:
-    evaluation = get(session, evaluation_id)
+def delete(session: Session, settings: Settings, storage: Storage, evaluation_id: int, caller: Caller) -> None:
+    evaluation = changeable(session, evaluation_id, caller)
     if evaluation.status == EvaluationStatus.running:
         raise Conflict(f"evaluation {evaluation_id} is running; cancel it first")
+    audit.record(session, caller, AuditAction.deleted, AuditTarget.evaluation, evaluation.id, evaluation.name)
     session.delete(evaluation)
     session.commit()
     storage.delete_prefix(artifacts_prefix(evaluation_id))

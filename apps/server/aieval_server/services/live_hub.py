@@ -30,7 +30,9 @@ from ..config import Settings
 from ..db import session_scope
 from ..enums import ACTIVE, TERMINAL
 from ..models import Evaluation
+from . import access
 from . import evaluations as service
+from .accounts import SYSTEM_CALLER, Caller
 from .errors import NotFound
 from .events import channel, channel_pattern, list_channel
 
@@ -57,11 +59,21 @@ def encode(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 
-class Subscription:
-    """One socket's queue of encoded messages, ended by a `Close`."""
+# What one kind of caller receives of a change: messages already encoded, possibly ending with a Close.
+View = list["str | Close"]
 
-    def __init__(self, topic: Topic):
+
+def caller_key(caller: Caller) -> tuple[int | None, str]:
+    """Callers who see the same things (access.py decides by user and role): one encoding per key and change."""
+    return caller.user_id, caller.role.value
+
+
+class Subscription:
+    """One socket's queue of encoded messages, ended by a `Close`; `caller` decides what it may see."""
+
+    def __init__(self, topic: Topic, caller: Caller):
         self.topic = topic
+        self.caller = caller
         self.queue: asyncio.Queue[str | Close] = asyncio.Queue()
         self.closed = False
 
@@ -102,8 +114,8 @@ class Topic:
         """Broadcast what changed since the last state; False ends the topic (and its sockets)."""
         raise NotImplementedError
 
-    def greeting(self) -> str | None:
-        """What a socket joining now receives first: the current state, if it has been read."""
+    def view(self, caller: Caller) -> View:
+        """What a socket of this caller receives first: the current state as it may see it, if it has been read."""
         raise NotImplementedError
 
     def on_message(self, message: dict[str, Any]) -> None:
@@ -112,12 +124,11 @@ class Topic:
             self.wake.set()
 
     # ---- shared -----------------------------------------------------------------------------------------
-    def subscribe(self) -> Subscription:
-        subscription = Subscription(self)
+    def subscribe(self, caller: Caller) -> Subscription:
+        subscription = Subscription(self, caller)
         self.subscribers.add(subscription)
-        greeting = self.greeting()
-        if greeting is not None:
-            subscription.deliver(greeting)
+        for item in self.view(caller):
+            subscription.deliver(item)
         if self.task is None:
             self.task = asyncio.create_task(self._run(), name=f"live {self.channel}")
         return subscription
@@ -131,6 +142,16 @@ class Topic:
     def broadcast(self, item: str | Close) -> None:
         for subscription in list(self.subscribers):
             subscription.deliver(item)
+
+    def broadcast_views(self, view: Callable[[Caller], View]) -> None:
+        """Deliver to each socket what its caller may see of a change, computed once per kind of caller."""
+        views: dict[tuple[int | None, str], View] = {}
+        for subscription in list(self.subscribers):
+            key = caller_key(subscription.caller)
+            if key not in views:
+                views[key] = view(subscription.caller)
+            for item in views[key]:
+                subscription.deliver(item)
 
     async def _run(self) -> None:
         try:
@@ -155,13 +176,12 @@ class Topic:
 
 class ListTopic(Topic):
     """The evaluations a list page shows: the newest LIST_WINDOW and every queued or running one. Sockets get
-    the items whose revision changed (all of them when they join)."""
+    the items whose revision changed (all of them when they join), of those their caller may read."""
 
     def __init__(self, hub: LiveHub):
         super().__init__(hub, list_channel(hub.settings))
         self.revisions: dict[int, int] = {}
         self.current: list[dict[str, Any]] = []
-        self._greeting: str | None = None
 
     def load(self) -> list[dict[str, Any]]:
         with session_scope(self.hub.settings.database_url) as session:
@@ -169,21 +189,25 @@ class ListTopic(Topic):
             recent = select(Evaluation.id).order_by(Evaluation.created_at.desc()).limit(LIST_WINDOW)
             ids = set(session.scalars(active)) | set(session.scalars(recent))
             rows = session.execute(select(*service.SUMMARY_COLUMNS).where(Evaluation.id.in_(ids))).all()
-            return [s.model_dump(mode="json") for s in service.summaries(session, rows)]
+            # Read once for everyone (as the server); each socket then gets what its caller may see.
+            return [s.model_dump(mode="json") for s in service.summaries(session, rows, SYSTEM_CALLER)]
 
     def update(self, state: list[dict[str, Any]]) -> bool:
         changed = [s for s in state if self.revisions.get(s["id"]) != s["revision"]]
         if changed or len(state) != len(self.current):  # an unchanged item may have left the window
-            self.current, self._greeting = state, None
+            self.current = state
         if changed:
             self.revisions.update({s["id"]: s["revision"] for s in changed})
-            self.broadcast(encode({"type": "evaluations", "items": changed}))
+            self.broadcast_views(lambda caller: self._items_message(caller, changed))
         return True
 
-    def greeting(self) -> str | None:
-        if self._greeting is None and self.current:
-            self._greeting = encode({"type": "evaluations", "items": self.current})
-        return self._greeting
+    @staticmethod
+    def _items_message(caller: Caller, items: list[dict[str, Any]]) -> View:
+        seen = [item for item in (access.as_seen_by(caller, i) for i in items) if item is not None]
+        return [encode({"type": "evaluations", "items": seen})] if seen else []
+
+    def view(self, caller: Caller) -> View:
+        return self._items_message(caller, self.current)
 
 
 class EvaluationTopic(Topic):
@@ -194,36 +218,47 @@ class EvaluationTopic(Topic):
         super().__init__(hub, channel(hub.settings, evaluation_id))
         self.evaluation_id = evaluation_id
         self.revision: int | None = None
-        self.last_update: str | None = None
+        self.state: dict[str, Any] | None = None  # the last detail read (as the server sees it)
+        self.final = False
 
     def load(self):
         try:
             with session_scope(self.hub.settings.database_url) as session:
-                return service.show(session, self.evaluation_id)
+                return service.show(session, self.evaluation_id, SYSTEM_CALLER)
         except NotFound as exc:
             return exc
 
+    def _not_found(self) -> View:
+        # Exactly what a caller gets for an id that does not exist: private work is not revealed.
+        return [encode({"type": "error", "detail": f"evaluation {self.evaluation_id} does not exist"}), Close(4404)]
+
     def update(self, state) -> bool:
         if isinstance(state, NotFound):
-            self.broadcast(encode({"type": "error", "detail": state.message}))
-            self.broadcast(Close(4404))
+            self.broadcast_views(lambda caller: self._not_found())
             return False
         if state.revision != self.revision:
             self.revision = state.revision
-            self.last_update = encode({"type": "update", "evaluation": state.model_dump(mode="json")})
-            self.broadcast(self.last_update)
-        if state.status in TERMINAL:
+            self.state = state.model_dump(mode="json")
+            self.final = state.status in TERMINAL
+            self.broadcast_views(self.view)
+        elif state.status in TERMINAL:
+            self.final = True
             self.broadcast(Close(1000))
-            return False
-        return True
+        return not self.final
 
-    def greeting(self) -> str | None:
-        return self.last_update
+    def view(self, caller: Caller) -> View:
+        if self.state is None:
+            return []
+        seen = access.as_seen_by(caller, self.state)
+        if seen is None:
+            return self._not_found()
+        return [encode({"type": "update", "evaluation": seen})] + ([Close(1000)] if self.final else [])
 
     def on_message(self, message: dict[str, Any]) -> None:
         super().on_message(message)
-        if message.get("type") == "log" and self.last_update is not None:
-            self.broadcast(encode({"type": "log", "lines": message.get("lines", [])}))
+        if message.get("type") == "log" and self.state is not None:
+            log_lines = encode({"type": "log", "lines": message.get("lines", [])})
+            self.broadcast_views(lambda caller: [log_lines] if access.as_seen_by(caller, self.state) else [])
 
 
 class RedisFeed:
@@ -293,12 +328,12 @@ class LiveHub:
             hub = state.live_hub = cls(settings, loop)
         return hub
 
-    def watch_list(self) -> Subscription:
-        return self._topic(list_channel(self.settings), lambda: ListTopic(self)).subscribe()
+    def watch_list(self, caller: Caller) -> Subscription:
+        return self._topic(list_channel(self.settings), lambda: ListTopic(self)).subscribe(caller)
 
-    def watch_evaluation(self, evaluation_id: int) -> Subscription:
+    def watch_evaluation(self, evaluation_id: int, caller: Caller) -> Subscription:
         return self._topic(channel(self.settings, evaluation_id),
-                           lambda: EvaluationTopic(self, evaluation_id)).subscribe()
+                           lambda: EvaluationTopic(self, evaluation_id)).subscribe(caller)
 
     def _topic(self, channel_name: str, make: Callable[[], Topic]) -> Topic:
         topic = self.topics.get(channel_name)

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from aieval_engine.dify import TEST_USER, DifyError, send_chat_message
 from aieval_engine.netpolicy import OutboundPolicyError, check_url_form, guarded_client
@@ -17,17 +17,21 @@ from aieval_engine.spec import DifyModelSpec, HuggingFaceModelSpec, OpenAIModelS
 
 from .. import keyring
 from ..config import Settings
+from ..enums import AuditAction, AuditTarget, Visibility
 from ..models import EvaluationModel, Model
 from ..schemas.api import ModelCreate, ModelRead, ModelTestResult, ModelUpdate
-from .errors import Conflict, Invalid, NotFound
+from . import access, audit
+from .accounts import Caller
+from .errors import Conflict, Invalid
 
 # Kinds the engine can evaluate (every kind that can be registered).
 EVALUABLE_KINDS = ("openai", "dify", "huggingface")
 _SETTINGS_FIELDS = {"openai": ("base_url", "model"), "dify": ("base_url",), "huggingface": ("path", "mode")}
 
 
-def to_read(model: Model) -> ModelRead:
+def to_read(model: Model, caller: Caller) -> ModelRead:
     return ModelRead(
+        **access.owned_fields(caller, model),
         id=model.id,
         name=model.name,
         kind=model.kind,
@@ -35,6 +39,7 @@ def to_read(model: Model) -> ModelRead:
         has_api_key=model.api_key_encrypted is not None,
         api_key_hint=keyring.shown_hint(model.api_key_hint),
         is_demo=model.is_demo,
+        max_concurrency=model.max_concurrency,
         created_at=model.created_at,
         updated_at=model.updated_at,
     )
@@ -49,6 +54,13 @@ def engine_spec(
     predate them, and the folders it names may have changed since it was saved."""
     values = _check_server_rules(settings, model.settings or {}, f"model {model.name!r} cannot be used here")
     data: dict[str, Any] = {"name": model.name, "kind": model.kind, **values}
+    if model.kind in ("openai", "dify"):
+        # Set here, never from the row's settings: every job using this row, on any worker, shares one cap (the
+        # engine's budget.py); the key is the row's, so a renamed model keeps its budget.
+        data["shared_budget"] = (
+            {"key": f"{settings.key_prefix}budget:model:{model.id}", "max_concurrency": model.max_concurrency}
+            if model.max_concurrency and model.id is not None else None
+        )
     if with_key and model.api_key_encrypted:
         data["api_key"] = keyring.decrypt(settings, model.api_key_encrypted)
     try:
@@ -138,15 +150,28 @@ def _values_from(body: ModelCreate | ModelUpdate, kind: str, current: dict[str, 
     return values
 
 
-def create(session: Session, settings: Settings, body: ModelCreate, *, is_demo: bool = False) -> Model:
+def unsaved(settings: Settings, body: ModelCreate) -> Model:
+    """The model a create body describes, checked by the same rules, not added to the database (for the connection
+    test before saving)."""
     if body.api_key is not None and body.api_key.get_secret_value() and body.kind == "huggingface":
         raise Invalid("this model cannot be saved", ["api_key: local Hugging Face models take no API key"])
     values = _validate(settings, body.name, body.kind, _values_from(body, body.kind, {}))
-    model = Model(name=body.name, kind=body.kind, settings=values, is_demo=is_demo)
+    model = Model(name=body.name, kind=body.kind, settings=values)
     if body.api_key is not None and body.api_key.get_secret_value():
         secret = body.api_key.get_secret_value()
         model.api_key_encrypted = keyring.encrypt(settings, secret)
         model.api_key_hint = keyring.hint(secret)
+    return model
+
+
+def create(session: Session, settings: Settings, body: ModelCreate, caller: Caller, *,
+           is_demo: bool = False) -> Model:
+    access.require_member(caller)
+    model = unsaved(settings, body)
+    owner = ({"owner_id": None, "visibility": Visibility.shared.value} if is_demo
+             else access.ownership(caller, body.visibility, settings.default_visibility))
+    model.owner_id, model.visibility = owner["owner_id"], owner["visibility"]
+    model.is_demo, model.max_concurrency = is_demo, body.max_concurrency or None
     _ensure_unique_name(session, body.name)
     session.add(model)
     try:
@@ -154,6 +179,8 @@ def create(session: Session, settings: Settings, body: ModelCreate, *, is_demo: 
     except IntegrityError:
         session.rollback()
         raise Conflict(f"a model named {body.name!r} already exists") from None
+    audit.record(session, caller, AuditAction.created, AuditTarget.model, model.id, model.name,
+                 {"kind": model.kind, "visibility": model.visibility})
     return model
 
 
@@ -165,15 +192,19 @@ def _ensure_unique_name(session: Session, name: str, exclude_id: int | None = No
         raise Conflict(f"a model named {name!r} already exists; choose another name")
 
 
-def get(session: Session, model_id: int) -> Model:
-    model = session.get(Model, model_id)
-    if model is None:
-        raise NotFound(f"model {model_id} does not exist")
-    return model
+def get(session: Session, model_id: int, caller: Caller) -> Model:
+    """The model if the caller may read it (NotFound otherwise, as if there were none)."""
+    return access.readable(caller, session.get(Model, model_id), "model", model_id)
 
 
-def list_models(session: Session, kind: str | None = None, q: str | None = None) -> list[Model]:
-    query = select(Model).order_by(Model.name)
+def get_changeable(session: Session, model_id: int, caller: Caller) -> Model:
+    return access.changeable(caller, session.get(Model, model_id), "model", model_id)
+
+
+def list_models(session: Session, caller: Caller, kind: str | None = None, q: str | None = None,
+                scope: access.ListScope = "all") -> list[Model]:
+    query = (select(Model).where(access.readable_clause(caller, Model, scope)).order_by(Model.name)
+             .options(selectinload(Model.owner)))
     if kind:
         query = query.where(Model.kind == kind)
     if q:
@@ -181,8 +212,9 @@ def list_models(session: Session, kind: str | None = None, q: str | None = None)
     return list(session.scalars(query))
 
 
-def update(session: Session, settings: Settings, model_id: int, body: ModelUpdate) -> Model:
-    model = get(session, model_id)
+def update(session: Session, settings: Settings, model_id: int, body: ModelUpdate, caller: Caller) -> Model:
+    model = get_changeable(session, model_id, caller)
+    changed = sorted(body.model_fields_set - {"api_key", "clear_api_key"})
     name = body.name or model.name
     if body.name:
         _ensure_unique_name(session, body.name, exclude_id=model.id)
@@ -197,15 +229,23 @@ def update(session: Session, settings: Settings, model_id: int, body: ModelUpdat
         secret = body.api_key.get_secret_value()
         model.api_key_encrypted = keyring.encrypt(settings, secret)
         model.api_key_hint = keyring.hint(secret)
+    if body.visibility is not None:
+        model.visibility = body.visibility.value
+    if body.max_concurrency is not None:
+        model.max_concurrency = body.max_concurrency or None
     session.flush()
+    key_changed = ["api_key"] if body.clear_api_key or (body.api_key and body.api_key.get_secret_value()) else []
+    audit.record(session, caller, AuditAction.updated, AuditTarget.model, model.id, model.name,
+                 {"fields": changed + key_changed})  # which fields, never their values (keys)
     return model
 
 
-def delete(session: Session, model_id: int) -> None:
-    model = get(session, model_id)
+def delete(session: Session, model_id: int, caller: Caller) -> None:
+    model = get_changeable(session, model_id, caller)
     used = session.scalar(select(func.count()).select_from(EvaluationModel).where(EvaluationModel.model_id == model_id))
     if used:
         raise Conflict(f"model {model.name!r} is used by {used} evaluation(s); delete those evaluations first")
+    audit.record(session, caller, AuditAction.deleted, AuditTarget.model, model.id, model.name)
     session.delete(model)
     session.flush()
 
