@@ -5,7 +5,9 @@
     python bench/bench_api.py                     # embedded default: SQLite, directory broker
     python bench/bench_api.py --db-url postgresql+psycopg://postgres@127.0.0.1:5432/test --broker-url redis://127.0.0.1:6379/0
 
-Targets (issue 3): p99 < 50 ms at 200 requests/s on a 2-core machine; first event <= 2 s.
+Targets (issue 3): p99 < 50 ms at 200 requests/s on a 2-core machine; first event <= 2 s. Issue 9: the same with
+sign-in on (the default here; --no-auth for comparison): every request carries a member's personal API token, and a
+third of the evaluations are another user's private ones, so lists run with the access filter a member gets.
 """
 
 from __future__ import annotations
@@ -38,7 +40,15 @@ def seed_database(url: str, count: int, tiny_model: Path) -> None:
 
     from aieval_server.db import session_scope
     from aieval_server.db.migrate import upgrade
-    from aieval_server.models import Dataset, Evaluation, EvaluationDataset, EvaluationModel, Model, Score
+    from aieval_server.models import (
+        Dataset,
+        Evaluation,
+        EvaluationDataset,
+        EvaluationModel,
+        Model,
+        Score,
+        User,
+    )
 
     upgrade(url)
     rng = random.Random(0)
@@ -48,7 +58,9 @@ def seed_database(url: str, count: int, tiny_model: Path) -> None:
         datasets = [Dataset(name=f"dataset-{i}", kind="custom", columns=["question", "answer"], rows=100,
                             sha256=uuid.uuid4().hex + uuid.uuid4().hex, storage_key=f"datasets/x{i}.jsonl",
                             file_format="jsonl", data_type="qa") for i in range(10)]
-        session.add_all(models + datasets)
+        # Every third evaluation is this user's private work: members must never see it, and lists filter it out.
+        other = User(username="bench-other", display_name="Other", password_hash="", role="member", disabled=False)
+        session.add_all([*models, *datasets, other])
         session.flush()
         model_ids, dataset_ids = [m.id for m in models], [d.id for d in datasets]
         evaluations, links_m, links_d, scores = [], [], [], []
@@ -66,7 +78,8 @@ def seed_database(url: str, count: int, tiny_model: Path) -> None:
                 "id": evaluation_id, "name": f"nightly run {n}", "status": status, "params": {"limit": 100},
                 "queue": "local", "created_at": created, "started_at": created, "revision": 7, "attempts": 1,
                 "finished_at": None if status == "queued" else created + timedelta(seconds=90),
-                "cancel_requested": False, "artifacts_stored": False,
+                "cancel_requested": False, "artifacts_stored": False, "priority": 0,
+                "owner_id": other.id if n % 3 == 0 else None, "visibility": "private" if n % 3 == 0 else "shared",
                 "progress": {"kind": "progress", "stage": "summarize", "samples_done": 400, "samples_total": 400,
                              "pairs_done": 4, "pairs_total": 4, "fraction": 1.0, "pairs": pairs, "elapsed_s": 90.0},
             })
@@ -97,15 +110,16 @@ class _Connection:
     """A minimal keep-alive HTTP/1.1 client: the load generator must cost far less CPU than the server it
     measures (both share this machine's two cores; httpx costs about as much per request as the API)."""
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, headers: dict[str, str]):
         self.host, self.port = host, port
+        self.extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
     async def get(self, target: str) -> int:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        self.writer.write(f"GET {target} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+        self.writer.write(f"GET {target} HTTP/1.1\r\nHost: {self.host}\r\n{self.extra}\r\n".encode())
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
         length = 0
@@ -117,13 +131,13 @@ class _Connection:
 
 
 async def steady_load(base: str, rate: float, seconds: float, ids: list[int], model_ids: list[int],
-                      connections: int = 64) -> dict[str, list[float]]:
+                      headers: dict[str, str], connections: int = 64) -> dict[str, list[float]]:
     """Open-loop load: requests start on schedule whether or not earlier ones finished (no coordinated
     omission); a request waiting for a free connection counts that wait in its latency."""
     url = httpx.URL(base)
     pool: asyncio.Queue[_Connection] = asyncio.Queue()
     for _ in range(connections):
-        pool.put_nowait(_Connection(url.host, url.port))
+        pool.put_nowait(_Connection(url.host, url.port, headers))
     latencies: dict[str, list[float]] = {"list": [], "show": []}
     errors = 0
     rng = random.Random(1)
@@ -161,19 +175,20 @@ async def steady_load(base: str, rate: float, seconds: float, ids: list[int], mo
     return latencies
 
 
-def first_event_latency(base: str, ws_base: str, model_id: int, dataset_id: int, runs: int) -> list[tuple[float, float]]:
+def first_event_latency(base: str, ws_base: str, model_id: int, dataset_id: int, runs: int,
+                        headers: dict[str, str]) -> list[tuple[float, float]]:
     """(seconds to the first WebSocket update showing the job running, seconds to the first update with samples)."""
     from websockets.sync.client import connect
 
     results = []
-    with httpx.Client(base_url=base, timeout=30) as client:
+    with httpx.Client(base_url=base, timeout=30, headers=headers) as client:
         for _ in range(runs):
             started = time.perf_counter()
             evaluation_id = client.post("/evaluations", json={
                 "name": "latency probe", "model_ids": [model_id], "dataset_ids": [dataset_id],
                 "params": {"limit": 8, "max_out_len": 8}}).json()["id"]
             first_running = first_samples = None
-            with connect(f"{ws_base}/evaluations/{evaluation_id}/ws", open_timeout=10) as ws:
+            with connect(f"{ws_base}/evaluations/{evaluation_id}/ws", open_timeout=10, additional_headers=headers) as ws:
                 while first_samples is None:
                     try:
                         message = json.loads(ws.recv(timeout=120))
@@ -203,6 +218,8 @@ def main() -> int:
     parser.add_argument("--redis-url", default="", help="pub/sub for live events (default: database polling)")
     parser.add_argument("--first-event-runs", type=int, default=3)
     parser.add_argument("--api-processes", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--auth", action=argparse.BooleanOptionalAction, default=True,
+                        help="sign-in on, requests with a member's personal API token (default: on)")
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="aieval-bench-api-"))
     with private_database(args.db_url) as db_url:
@@ -230,12 +247,32 @@ def private_database(url: str):
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def member_token_headers(base: str, admin_password: str) -> dict[str, str]:
+    """An administrator makes a member account; the member makes a personal API token (scope run) and sends it."""
+    password = uuid.uuid4().hex
+    with httpx.Client(base_url=base, timeout=30) as admin:
+        state = admin.post("/auth/login", json={"username": "bench-admin", "password": admin_password}).json()
+        admin.headers["X-CSRF-Token"] = state["csrf_token"]
+        created = admin.post("/users", json={"username": "bench-member", "password": password, "role": "member"})
+        created.raise_for_status()
+    with httpx.Client(base_url=base, timeout=30) as member:
+        state = member.post("/auth/login", json={"username": "bench-member", "password": password}).json()
+        member.headers["X-CSRF-Token"] = state["csrf_token"]
+        token = member.post("/tokens", json={"name": "bench", "scope": "run"})
+        token.raise_for_status()
+    return {"Authorization": f"Bearer {token.json()['token']}"}
+
+
 def run(args, data_dir: Path) -> int:
     from aieval_engine.tiny_model import build_tiny_model
 
     env = {**os.environ, "AIEVAL_DATA_DIR": str(data_dir), "AIEVAL_REGISTER_DEMO": "false", "AIEVAL_ENV": "dev",
            "AIEVAL_DB_URL": args.db_url, "AIEVAL_BROKER_URL": args.broker_url, "AIEVAL_REDIS_URL": args.redis_url,
            "AIEVAL_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:6]}:"}
+    admin_password = uuid.uuid4().hex
+    if args.auth:
+        env |= {"AIEVAL_AUTH_ENABLED": "true", "AIEVAL_INITIAL_ADMIN_USERNAME": "bench-admin",
+                "AIEVAL_INITIAL_ADMIN_PASSWORD": admin_password}
     os.environ.update({k: v for k, v in env.items() if k.startswith("AIEVAL_")})
     from aieval_server.config import get_settings
 
@@ -262,9 +299,11 @@ def run(args, data_dir: Path) -> int:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        with httpx.Client(base_url=base) as client:
+        headers = member_token_headers(base, admin_password) if args.auth else {}
+        with httpx.Client(base_url=base, headers=headers) as client:
             ids = [e["id"] for e in client.get("/evaluations", params={"page_size": 200}).json()["items"]]
-            ids += list(range(1_000_000, 1_000_000 + args.evaluations, 37))
+            # Shared ones only (see seed_database): a member's show of another's private one is a 404.
+            ids += [i for i in range(1_000_000, 1_000_000 + args.evaluations, 37) if (i - 1_000_000) % 3]
             model_ids = [m["id"] for m in client.get("/models").json()]
             for _ in range(50):  # warm connections and caches
                 client.get("/evaluations")
@@ -275,23 +314,23 @@ def run(args, data_dir: Path) -> int:
         while "OpenCompass warm in" not in worker_log.read_text(errors="replace") and time.monotonic() < deadline:
             time.sleep(0.5)
         time.sleep(2)
-        latencies = asyncio.run(steady_load(base, args.rate, args.seconds, ids, model_ids))
+        latencies = asyncio.run(steady_load(base, args.rate, args.seconds, ids, model_ids, headers))
         achieved, errors = latencies.pop("_meta")
         print(f"\nsteady load: {achieved:.0f} requests/s for {args.seconds:.0f} s, {int(errors)} errors, "
-              f"{args.api_processes} API process(es)")
+              f"{args.api_processes} API process(es), sign-in {'on (member, personal API token)' if args.auth else 'off'}")
         print(f"{'endpoint':<28}{'n':>6}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")
         for kind, label in (("list", "GET /evaluations (page)"), ("show", "GET /evaluations/{id}")):
             values = latencies[kind]
             print(f"{label:<28}{len(values):>6}{statistics.median(values):>10.1f}{percentile(values, 99):>10.1f}{max(values):>10.1f}")
 
-        with httpx.Client(base_url=base, timeout=30) as client:
+        with httpx.Client(base_url=base, timeout=30, headers=headers) as client:
             model_id = client.post("/models", json={"name": "bench-tiny", "kind": "huggingface", "path": str(tiny)}).json()["id"]
             content = "".join(json.dumps({"question": f"q{i}", "answer": "a"}) + "\n" for i in range(8)).encode()
             dataset_id = client.post("/datasets", files={"file": ("probe.jsonl", content)}).json()["dataset"]["id"]
         # The worker imports OpenCompass once on start; the first probe pays what is left of that.
         ws_base = base.replace("http://", "ws://")
-        first_event_latency(base, ws_base, model_id, dataset_id, 1)
-        probes = first_event_latency(base, ws_base, model_id, dataset_id, args.first_event_runs)
+        first_event_latency(base, ws_base, model_id, dataset_id, 1, headers)
+        probes = first_event_latency(base, ws_base, model_id, dataset_id, args.first_event_runs, headers)
         print("\nsubmit -> first WebSocket event showing the job running (warm worker):")
         print("  " + ", ".join(f"{a:.2f} s" for a, _ in probes) + f"   (median {statistics.median(a for a, _ in probes):.2f} s)")
         print("submit -> first event with samples done:")

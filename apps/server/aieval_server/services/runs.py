@@ -35,6 +35,7 @@ from ..enums import TERMINAL
 from ..models import Evaluation, Score
 from ..storage import Storage
 from . import evaluations as evaluation_service
+from . import scheduling
 from .artifacts import RUN_LOG
 from .checkpoints import JobCheckpoint
 from .errors import ServiceError
@@ -75,14 +76,28 @@ def with_database_retries(what: str, action: Callable[[], Any], attempts: int = 
 
 
 # ---- claim / requeue ------------------------------------------------------------------------------
+def _claimed_values(token: str) -> dict[str, Any]:
+    """What taking a job writes: it is this worker's now, for a new attempt."""
+    now = utcnow()
+    return dict(status="running", worker=token, heartbeat_at=now, attempts=Evaluation.attempts + 1,
+                started_at=now, finished_at=None, error=None, revision=Evaluation.revision + 1)
+
+
+def _previous_attempt(session, evaluation_id: int) -> dict[str, Any] | None:
+    before = session.execute(
+        select(Evaluation.worker, Evaluation.run_pgid, Evaluation.attempts).where(Evaluation.id == evaluation_id)
+    ).first()
+    if before is None:
+        return None
+    return {"worker": before.worker, "run_pgid": before.run_pgid, "attempts": before.attempts}
+
+
 def claim(settings: Settings, evaluation_id: int, token: str) -> tuple[bool, dict[str, Any]]:
-    """Take the job if it is queued (or running with a dead heartbeat). Returns (claimed, previous state)."""
+    """Take this job if it is queued (or running with a dead heartbeat). Returns (claimed, previous state)."""
     cutoff = utcnow() - timedelta(seconds=settings.stale_after_s)
     with session_scope(settings.database_url) as session:
-        before = session.execute(
-            select(Evaluation.worker, Evaluation.run_pgid, Evaluation.attempts).where(Evaluation.id == evaluation_id)
-        ).first()
-        if before is None:
+        previous = _previous_attempt(session, evaluation_id)
+        if previous is None:
             return False, {}
         result = session.execute(
             update(Evaluation)
@@ -92,11 +107,24 @@ def claim(settings: Settings, evaluation_id: int, token: str) -> tuple[bool, dic
                 (Evaluation.status == "queued")
                 | ((Evaluation.status == "running") & (Evaluation.heartbeat_at < cutoff)),
             )
-            .values(status="running", worker=token, heartbeat_at=utcnow(), attempts=Evaluation.attempts + 1,
-                    started_at=utcnow(), finished_at=None, error=None, revision=Evaluation.revision + 1)
+            .values(**_claimed_values(token))
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount == 1, {"worker": before.worker, "run_pgid": before.run_pgid, "attempts": before.attempts}
+        return result.rowcount == 1, previous
+
+
+def claim_fairest(settings: Settings, message_evaluation_id: int, token: str) -> tuple[int | None, dict[str, Any]]:
+    """What a broker message takes (services/scheduling.py): the fairest queued job of the message's queue, which
+    may be another job than the one the message was sent for. When nothing is queued there, the message's own
+    job if its worker died (a redelivered message). Returns (the claimed job's id or None, its previous state)."""
+    with session_scope(settings.database_url) as session:
+        queue = session.scalar(select(Evaluation.queue).where(Evaluation.id == message_evaluation_id))
+        if queue is not None:
+            before = scheduling.claim_fairest(session, queue, _claimed_values(token))
+            if before is not None:
+                return before.id, {"worker": before.worker, "run_pgid": before.run_pgid, "attempts": before.attempts}
+    claimed, previous = claim(settings, message_evaluation_id, token)
+    return (message_evaluation_id if claimed else None), previous
 
 
 def sweep(settings: Settings, send: Callable[[int, str], None], resend_all_queued: bool = False) -> list[int]:
@@ -317,13 +345,30 @@ class _Run:
 
 def run_evaluation(settings: Settings, storage: Storage, evaluation_id: int, launcher: Launcher,
                    publisher: Publisher | None = None) -> str:
-    """The whole life of one attempt. Returns what happened (for the task's log)."""
-    publisher = publisher or Publisher(settings)
+    """The whole life of one attempt of this job (tests, debugging). Returns what happened (for the log)."""
     token = worker_token()
     claimed, previous = with_database_retries(f"evaluation {evaluation_id}: claim",
                                               lambda: claim(settings, evaluation_id, token))
     if not claimed:
         return "skipped: not queued (already taken, finished or cancelled)"
+    return _run_claimed(settings, storage, evaluation_id, token, previous, launcher, publisher)
+
+
+def run_next(settings: Settings, storage: Storage, message_evaluation_id: int, launcher: Launcher,
+             publisher: Publisher | None = None) -> tuple[int | None, str]:
+    """What the worker does with a broker message: run the fairest queued job of the message's queue
+    (claim_fairest). Returns (the job run or None, what happened)."""
+    token = worker_token()
+    evaluation_id, previous = with_database_retries(f"message for evaluation {message_evaluation_id}: claim",
+                                                    lambda: claim_fairest(settings, message_evaluation_id, token))
+    if evaluation_id is None:
+        return None, "skipped: nothing queued (the job was taken by an earlier message, finished or cancelled)"
+    return evaluation_id, _run_claimed(settings, storage, evaluation_id, token, previous, launcher, publisher)
+
+
+def _run_claimed(settings: Settings, storage: Storage, evaluation_id: int, token: str, previous: dict[str, Any],
+                 launcher: Launcher, publisher: Publisher | None) -> str:
+    publisher = publisher or Publisher(settings)
     job_dir = evaluation_service.job_dir(settings, evaluation_id)
     run = _Run(settings, storage, evaluation_id, token, publisher)
     publisher.publish(evaluation_id, {"type": "status", "status": "running"})
@@ -354,6 +399,7 @@ def run_evaluation(settings: Settings, storage: Storage, evaluation_id: int, lau
             spec, job_dir, data_cache=settings.compass_data_cache,
             launcher=_RecordingLauncher(launcher, run.record_pgid),
             outbound_policy=settings.outbound_policy,  # the OpenCompass process obeys the server's policy
+            budget_store=settings.budget_store,  # models' shared request caps, shared with every other worker
         )
         run.engine = engine
         engine.prepare()

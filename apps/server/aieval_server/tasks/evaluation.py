@@ -26,7 +26,12 @@ def launcher() -> WarmLauncher:
 
 @celery_app.task(name=RUN_EVALUATION, acks_late=True, ignore_result=True)
 def run_evaluation(evaluation_id: int) -> str:
+    """A message "run evaluation N" is a ticket for one run on N's queue: the fairest queued job of that queue runs
+    (services/scheduling.py), which is N unless another user's job, or a higher-priority one, should go first."""
     settings = get_settings()
-    outcome = runs.run_evaluation(settings, get_storage(settings), int(evaluation_id), launcher())
-    log.info("evaluation %s: %s", evaluation_id, outcome)
+    ran, outcome = runs.run_next(settings, get_storage(settings), int(evaluation_id), launcher())
+    if ran is None or ran == int(evaluation_id):
+        log.info("evaluation %s: %s", evaluation_id, outcome)
+    else:
+        log.info("evaluation %s (fairest, taken with the message for %s): %s", ran, evaluation_id, outcome)
     return outcome
