@@ -103,9 +103,10 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(worker: bool = True, keep: bool = False, model_roots: tuple[Path, ...] = ()):
+def running_server(worker: bool = True, keep: bool = False, model_roots: tuple[Path, ...] = (),
+                   env: dict[str, str] | None = None):
     """`model_roots`: folders, besides the data dir's models/ and the linked demo model's, that checkpoints may be
-    registered from (AIEVAL_MODEL_ROOTS)."""
+    registered from (AIEVAL_MODEL_ROOTS). `env`: more settings (e.g. sign-in on)."""
     if not (WEB_DIST / "index.html").is_file():
         raise RuntimeError(f"{WEB_DIST} has no index.html: run `npm ci && npm run build` in apps/web first")
     data_dir = Path(tempfile.mkdtemp(prefix="aieval-e2e-"))
@@ -113,7 +114,7 @@ def running_server(worker: bool = True, keep: bool = False, model_roots: tuple[P
     # The demo model's folder is a link to the one converted in var/models: the roots hold where links lead.
     roots = [data_dir / "models", PREPARED_DEMO_MODEL.parent, *model_roots]
     server = Server(data_dir, free_port(), data_dir / "serve.log", worker=worker,
-                    env={"AIEVAL_MODEL_ROOTS": json.dumps([str(root) for root in roots])})
+                    env={"AIEVAL_MODEL_ROOTS": json.dumps([str(root) for root in roots]), **(env or {})})
     try:
         server.wait_ready()
         yield server

@@ -29,6 +29,10 @@ def create_celery(settings: Settings) -> Celery:
             "polling_interval": 0.1,
         }
     elif settings.celery_broker_url.startswith(("redis://", "rediss://")):
+        if settings.celery_broker_url.startswith("redis://"):
+            # Acknowledgements that survive a Redis restart (redis_transport.py). rediss:// keeps kombu's own
+            # transport, whose TLS set-up is chosen by the URL's scheme.
+            app.conf.broker_transport = "aieval_server.redis_transport:Transport"
         # Redelivery of unacknowledged messages is our sweeper's job (heartbeats), not Redis' hour-long timeout.
         transport_options = {"visibility_timeout": 24 * 3600}
         if settings.key_prefix:

@@ -4,11 +4,13 @@ import App from './App.vue'
 import { createAppI18n } from './i18n'
 import { createAppRouter, installSessionGuard } from './router'
 import './services/api' // configures the generated client before any view calls it
+import { personalData } from './stores/personal'
 import { useSessionStore } from './stores/session'
 import './style.css'
 
 const app = createApp(App)
 const pinia = createPinia()
+pinia.use(personalData)
 app.use(pinia)
 app.use(createAppI18n())
 const router = createAppRouter()

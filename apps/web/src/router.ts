@@ -7,6 +7,10 @@ declare module 'vue-router' {
   interface RouteMeta {
     /** Rendered alone, without the header and navigation (the sign-in page). */
     bare?: boolean
+    /** For administrators only (accounts, the audit log): others are sent to the dashboard. */
+    admin?: boolean
+    /** Creates something: viewers (session.canCreate false) are sent to the list instead. */
+    creates?: boolean
   }
 }
 
@@ -16,13 +20,16 @@ declare module 'vue-router' {
 export const routes: RouteRecordRaw[] = [
   { path: '/sign-in', name: 'sign-in', component: () => import('@/views/SignInView.vue'), meta: { bare: true } },
   { path: '/', name: 'dashboard', component: () => import('@/views/DashboardView.vue') },
-  { path: '/evaluations/new', name: 'new-evaluation', component: () => import('@/views/NewEvaluationView.vue') },
+  { path: '/evaluations/new', name: 'new-evaluation', component: () => import('@/views/NewEvaluationView.vue'), meta: { creates: true } },
   { path: '/evaluations', name: 'evaluations', component: () => import('@/views/EvaluationsView.vue') },
   { path: '/evaluations/:id(\\d+)', name: 'evaluation', component: () => import('@/views/EvaluationDetailView.vue'), props: (r) => ({ id: Number(r.params.id) }) },
   { path: '/models', name: 'models', component: () => import('@/views/ModelsView.vue') },
   { path: '/datasets', name: 'datasets', component: () => import('@/views/DatasetsView.vue') },
   { path: '/compare', name: 'compare', component: () => import('@/views/CompareView.vue'), props: { mode: 'compare' } },
   { path: '/leaderboard', name: 'leaderboard', component: () => import('@/views/CompareView.vue'), props: { mode: 'leaderboard' } },
+  { path: '/tokens', name: 'tokens', component: () => import('@/views/TokensView.vue') },
+  { path: '/admin/users', name: 'admin-users', component: () => import('@/views/AdminUsersView.vue'), meta: { admin: true } },
+  { path: '/admin/audit', name: 'admin-audit', component: () => import('@/views/AuditView.vue'), meta: { admin: true } },
   { path: '/:pathMatch(.*)*', name: 'not-found', component: () => import('@/views/NotFoundView.vue') },
 ]
 
@@ -46,6 +53,9 @@ export function installSessionGuard(router: Router, session: ReturnType<typeof u
     await session.load()
     if (to.name === 'sign-in') return session.mustSignIn ? true : safeNextPath(to.query.next)
     if (session.mustSignIn) return { name: 'sign-in', query: { next: to.fullPath } }
+    // Only with a known user: when /auth/me could not be asked the page opens and the server answers for itself.
+    if (session.user && to.meta.admin && !session.isAdmin) return { name: 'dashboard' }
+    if (session.user && to.meta.creates && !session.canCreate) return { name: 'evaluations' }
     return true
   })
   onUnauthorized(() => {

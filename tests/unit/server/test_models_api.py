@@ -25,6 +25,17 @@ def test_model_test_reports_the_exact_connection_error_without_the_key(client):
     result = client.post(f"/api/v1/models/{model['id']}/test").json()
     assert result["ok"] is False
     assert "Connection refused" in result["error"] and SECRET not in json.dumps(result)
+    assert "(tried http://127.0.0.1:1/v1/chat/completions)" in result["error"]  # a typo in the URL shows
+
+
+def test_a_model_is_tested_before_it_is_saved_and_nothing_is_stored(client):
+    body = {"name": "draft", "kind": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "m", "api_key": SECRET}
+    result = client.post("/api/v1/models/test", json=body).json()
+    assert result["ok"] is False and "(tried http://127.0.0.1:1/v1/chat/completions)" in result["error"]
+    assert SECRET not in json.dumps(result)
+    assert client.get("/api/v1/models").json() == []
+    refused = client.post("/api/v1/models/test", json={**body, "base_url": "ftp://127.0.0.1/v1"})
+    assert refused.status_code == 422  # the same rules as saving
 
 
 def test_huggingface_model_test_loads_the_checkpoint(client, tiny_model):

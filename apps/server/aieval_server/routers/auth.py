@@ -44,7 +44,7 @@ SELF_REGISTRATION_OFF = "self-registration is off; ask an administrator for an a
 
 def auth_state(caller: Caller, auth_enabled: bool) -> AuthState:
     user = CallerRead(id=caller.user_id, username=caller.username, display_name=caller.display_name,
-                      role=caller.role, is_local=caller.is_local)
+                      role=caller.role, is_local=caller.is_local, sso=caller.sso)
     return AuthState(user=user, auth_enabled=auth_enabled, csrf_token=caller.csrf_token)
 
 

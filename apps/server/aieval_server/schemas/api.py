@@ -291,6 +291,7 @@ class CallerRead(BaseModel):
     display_name: str
     role: UserRole
     is_local: bool
+    sso: bool = Field(default=False, description="signs in through single sign-on (no password to change)")
 
 
 class AuthState(BaseModel):

@@ -67,6 +67,7 @@ class Caller:
     # Set when a personal API token signed the request in (services/tokens.py): what the token may do.
     token_id: int | None = None
     token_scope: TokenScope | None = None
+    sso: bool = False  # the account signs in through single sign-on: it has no password to change
 
     @property
     def is_admin(self) -> bool:
@@ -238,7 +239,8 @@ def start_session(session: Session, user: User, settings: Settings) -> NewSessio
 
 def _caller(row: AuthSession, user: User) -> Caller:
     return Caller(user_id=user.id, username=user.username, display_name=user.display_name,
-                  role=UserRole(user.role), session_id=row.id, csrf_token=row.csrf_token, expires_at=row.expires_at)
+                  role=UserRole(user.role), session_id=row.id, csrf_token=row.csrf_token, expires_at=row.expires_at,
+                  sso=user.oidc_subject is not None)
 
 
 def revoke_session(session: Session, session_id: str) -> None:

@@ -278,9 +278,9 @@ def test_model(model: Model, settings: Settings) -> ModelTestResult:
         with guarded_client(settings.outbound_policy, timeout=settings.model_test_timeout_s) as client:
             response = client.post(url, json=body, headers=headers)
     except OutboundPolicyError as exc:
-        return ModelTestResult(ok=False, error=str(exc))
-    except httpx.HTTPError as exc:
-        return ModelTestResult(ok=False, error=_redact(_describe_http_error(exc), api_key))
+        return ModelTestResult(ok=False, error=f"{exc} (tried {url})")
+    except httpx.HTTPError as exc:  # every failure names the address tried, so a typo in it is easy to see
+        return ModelTestResult(ok=False, error=_redact(f"{_describe_http_error(exc)} (tried {url})", api_key))
     latency = (time.perf_counter() - started) * 1000
     if response.is_redirect:
         return ModelTestResult(ok=False, latency_ms=latency, error=_redact(
@@ -307,7 +307,8 @@ def _test_dify(model: Model, settings: Settings, api_key: str | None) -> ModelTe
                                       timeout=settings.model_test_timeout_s, client=client)
     except DifyError as exc:
         latency = (time.perf_counter() - started) * 1000 if exc.status is not None else None
-        return ModelTestResult(ok=False, latency_ms=latency, error=_redact(str(exc), api_key))
+        message = str(exc) if spec.base_url in str(exc) else f"{exc} (tried {spec.base_url})"
+        return ModelTestResult(ok=False, latency_ms=latency, error=_redact(message, api_key))
     return ModelTestResult(ok=True, latency_ms=(time.perf_counter() - started) * 1000, reply=reply.answer[:500])
 
 

@@ -2,7 +2,7 @@
 
 import { type Client, formDataBodySerializer, type Options as Options2, type TDataShape } from './client';
 import { client } from './client.gen';
-import type { BuiltinCatalogueApiV1DatasetsBuiltinGetData, BuiltinCatalogueApiV1DatasetsBuiltinGetErrors, BuiltinCatalogueApiV1DatasetsBuiltinGetResponses, CancelEvaluationApiV1EvaluationsEvaluationIdCancelPostData, CancelEvaluationApiV1EvaluationsEvaluationIdCancelPostErrors, CancelEvaluationApiV1EvaluationsEvaluationIdCancelPostResponses, ChangePasswordApiV1AuthPasswordPostData, ChangePasswordApiV1AuthPasswordPostErrors, ChangePasswordApiV1AuthPasswordPostResponses, CompareModelsApiV1CompareGetData, CompareModelsApiV1CompareGetErrors, CompareModelsApiV1CompareGetResponses, CreateEvaluationApiV1EvaluationsPostData, CreateEvaluationApiV1EvaluationsPostErrors, CreateEvaluationApiV1EvaluationsPostResponses, CreateModelApiV1ModelsPostData, CreateModelApiV1ModelsPostErrors, CreateModelApiV1ModelsPostResponses, CreateUserApiV1UsersPostData, CreateUserApiV1UsersPostErrors, CreateUserApiV1UsersPostResponses, DeleteDatasetApiV1DatasetsDatasetIdDeleteData, DeleteDatasetApiV1DatasetsDatasetIdDeleteErrors, DeleteDatasetApiV1DatasetsDatasetIdDeleteResponses, DeleteEvaluationApiV1EvaluationsEvaluationIdDeleteData, DeleteEvaluationApiV1EvaluationsEvaluationIdDeleteErrors, DeleteEvaluationApiV1EvaluationsEvaluationIdDeleteResponses, DeleteModelApiV1ModelsModelIdDeleteData, DeleteModelApiV1ModelsModelIdDeleteErrors, DeleteModelApiV1ModelsModelIdDeleteResponses, EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetData, EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetErrors, EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetResponses, EvaluationResultsApiV1EvaluationsEvaluationIdResultsGetData, EvaluationResultsApiV1EvaluationsEvaluationIdResultsGetErrors, EvaluationResultsApiV1EvaluationsEvaluationIdResultsGetResponses, EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetData, EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetErrors, EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetResponses, ExportEvaluationApiV1EvaluationsEvaluationIdExportGetData, ExportEvaluationApiV1EvaluationsEvaluationIdExportGetErrors, ExportEvaluationApiV1EvaluationsEvaluationIdExportGetResponses, HealthApiV1HealthGetData, HealthApiV1HealthGetResponses, LeaderboardApiV1LeaderboardGetData, LeaderboardApiV1LeaderboardGetErrors, LeaderboardApiV1LeaderboardGetResponses, ListDatasetsApiV1DatasetsGetData, ListDatasetsApiV1DatasetsGetErrors, ListDatasetsApiV1DatasetsGetResponses, ListEvaluationsApiV1EvaluationsGetData, ListEvaluationsApiV1EvaluationsGetErrors, ListEvaluationsApiV1EvaluationsGetResponses, ListModelsApiV1ModelsGetData, ListModelsApiV1ModelsGetErrors, ListModelsApiV1ModelsGetResponses, ListUsersApiV1UsersGetData, ListUsersApiV1UsersGetErrors, ListUsersApiV1UsersGetResponses, LoginApiV1AuthLoginPostData, LoginApiV1AuthLoginPostErrors, LoginApiV1AuthLoginPostResponses, LogoutApiV1AuthLogoutPostData, LogoutApiV1AuthLogoutPostResponses, MeApiV1AuthMeGetData, MeApiV1AuthMeGetErrors, MeApiV1AuthMeGetResponses, PreviewDatasetApiV1DatasetsDatasetIdPreviewGetData, PreviewDatasetApiV1DatasetsDatasetIdPreviewGetErrors, PreviewDatasetApiV1DatasetsDatasetIdPreviewGetResponses, RegisterBuiltinApiV1DatasetsBuiltinConfigPostData, RegisterBuiltinApiV1DatasetsBuiltinConfigPostErrors, RegisterBuiltinApiV1DatasetsBuiltinConfigPostResponses, RetryEvaluationApiV1EvaluationsEvaluationIdRetryPostData, RetryEvaluationApiV1EvaluationsEvaluationIdRetryPostErrors, RetryEvaluationApiV1EvaluationsEvaluationIdRetryPostResponses, ShowDatasetApiV1DatasetsDatasetIdGetData, ShowDatasetApiV1DatasetsDatasetIdGetErrors, ShowDatasetApiV1DatasetsDatasetIdGetResponses, ShowEvaluationApiV1EvaluationsEvaluationIdGetData, ShowEvaluationApiV1EvaluationsEvaluationIdGetErrors, ShowEvaluationApiV1EvaluationsEvaluationIdGetResponses, ShowModelApiV1ModelsModelIdGetData, ShowModelApiV1ModelsModelIdGetErrors, ShowModelApiV1ModelsModelIdGetResponses, TestModelApiV1ModelsModelIdTestPostData, TestModelApiV1ModelsModelIdTestPostErrors, TestModelApiV1ModelsModelIdTestPostResponses, UpdateDatasetApiV1DatasetsDatasetIdPatchData, UpdateDatasetApiV1DatasetsDatasetIdPatchErrors, UpdateDatasetApiV1DatasetsDatasetIdPatchResponses, UpdateModelApiV1ModelsModelIdPatchData, UpdateModelApiV1ModelsModelIdPatchErrors, UpdateModelApiV1ModelsModelIdPatchResponses, UpdateUserApiV1UsersUserIdPatchData, UpdateUserApiV1UsersUserIdPatchErrors, UpdateUserApiV1UsersUserIdPatchResponses, UploadDatasetApiV1DatasetsPostData, UploadDatasetApiV1DatasetsPostErrors, UploadDatasetApiV1DatasetsPostResponses, UploadRulesApiV1DatasetsUploadRulesGetData, UploadRulesApiV1DatasetsUploadRulesGetResponses, ValidateDatasetApiV1DatasetsValidatePostData, ValidateDatasetApiV1DatasetsValidatePostErrors, ValidateDatasetApiV1DatasetsValidatePostResponses } from './types.gen';
+import type { BuiltinCatalogueApiV1DatasetsBuiltinGetData, BuiltinCatalogueApiV1DatasetsBuiltinGetErrors, BuiltinCatalogueApiV1DatasetsBuiltinGetResponses, CancelEvaluationApiV1EvaluationsEvaluationIdCancelPostData, CancelEvaluationApiV1EvaluationsEvaluationIdCancelPostErrors, CancelEvaluationApiV1EvaluationsEvaluationIdCancelPostResponses, ChangePasswordApiV1AuthPasswordPostData, ChangePasswordApiV1AuthPasswordPostErrors, ChangePasswordApiV1AuthPasswordPostResponses, CompareModelsApiV1CompareGetData, CompareModelsApiV1CompareGetErrors, CompareModelsApiV1CompareGetResponses, CreateEvaluationApiV1EvaluationsPostData, CreateEvaluationApiV1EvaluationsPostErrors, CreateEvaluationApiV1EvaluationsPostResponses, CreateModelApiV1ModelsPostData, CreateModelApiV1ModelsPostErrors, CreateModelApiV1ModelsPostResponses, CreateTokenApiV1TokensPostData, CreateTokenApiV1TokensPostErrors, CreateTokenApiV1TokensPostResponses, CreateUserApiV1UsersPostData, CreateUserApiV1UsersPostErrors, CreateUserApiV1UsersPostResponses, DeleteDatasetApiV1DatasetsDatasetIdDeleteData, DeleteDatasetApiV1DatasetsDatasetIdDeleteErrors, DeleteDatasetApiV1DatasetsDatasetIdDeleteResponses, DeleteEvaluationApiV1EvaluationsEvaluationIdDeleteData, DeleteEvaluationApiV1EvaluationsEvaluationIdDeleteErrors, DeleteEvaluationApiV1EvaluationsEvaluationIdDeleteResponses, DeleteModelApiV1ModelsModelIdDeleteData, DeleteModelApiV1ModelsModelIdDeleteErrors, DeleteModelApiV1ModelsModelIdDeleteResponses, EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetData, EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetErrors, EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetResponses, EvaluationResultsApiV1EvaluationsEvaluationIdResultsGetData, EvaluationResultsApiV1EvaluationsEvaluationIdResultsGetErrors, EvaluationResultsApiV1EvaluationsEvaluationIdResultsGetResponses, EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetData, EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetErrors, EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetResponses, ExportEvaluationApiV1EvaluationsEvaluationIdExportGetData, ExportEvaluationApiV1EvaluationsEvaluationIdExportGetErrors, ExportEvaluationApiV1EvaluationsEvaluationIdExportGetResponses, HealthApiV1HealthGetData, HealthApiV1HealthGetResponses, LeaderboardApiV1LeaderboardGetData, LeaderboardApiV1LeaderboardGetErrors, LeaderboardApiV1LeaderboardGetResponses, ListAuditEventsApiV1AuditGetData, ListAuditEventsApiV1AuditGetErrors, ListAuditEventsApiV1AuditGetResponses, ListDatasetsApiV1DatasetsGetData, ListDatasetsApiV1DatasetsGetErrors, ListDatasetsApiV1DatasetsGetResponses, ListEvaluationsApiV1EvaluationsGetData, ListEvaluationsApiV1EvaluationsGetErrors, ListEvaluationsApiV1EvaluationsGetResponses, ListModelsApiV1ModelsGetData, ListModelsApiV1ModelsGetErrors, ListModelsApiV1ModelsGetResponses, ListTokensApiV1TokensGetData, ListTokensApiV1TokensGetResponses, ListUsersApiV1UsersGetData, ListUsersApiV1UsersGetErrors, ListUsersApiV1UsersGetResponses, LoginApiV1AuthLoginPostData, LoginApiV1AuthLoginPostErrors, LoginApiV1AuthLoginPostResponses, LogoutApiV1AuthLogoutPostData, LogoutApiV1AuthLogoutPostResponses, MeApiV1AuthMeGetData, MeApiV1AuthMeGetErrors, MeApiV1AuthMeGetResponses, PreviewDatasetApiV1DatasetsDatasetIdPreviewGetData, PreviewDatasetApiV1DatasetsDatasetIdPreviewGetErrors, PreviewDatasetApiV1DatasetsDatasetIdPreviewGetResponses, RegisterApiV1AuthRegisterPostData, RegisterApiV1AuthRegisterPostErrors, RegisterApiV1AuthRegisterPostResponses, RegisterBuiltinApiV1DatasetsBuiltinConfigPostData, RegisterBuiltinApiV1DatasetsBuiltinConfigPostErrors, RegisterBuiltinApiV1DatasetsBuiltinConfigPostResponses, RetryEvaluationApiV1EvaluationsEvaluationIdRetryPostData, RetryEvaluationApiV1EvaluationsEvaluationIdRetryPostErrors, RetryEvaluationApiV1EvaluationsEvaluationIdRetryPostResponses, RevokeTokenApiV1TokensTokenIdDeleteData, RevokeTokenApiV1TokensTokenIdDeleteErrors, RevokeTokenApiV1TokensTokenIdDeleteResponses, ShowDatasetApiV1DatasetsDatasetIdGetData, ShowDatasetApiV1DatasetsDatasetIdGetErrors, ShowDatasetApiV1DatasetsDatasetIdGetResponses, ShowEvaluationApiV1EvaluationsEvaluationIdGetData, ShowEvaluationApiV1EvaluationsEvaluationIdGetErrors, ShowEvaluationApiV1EvaluationsEvaluationIdGetResponses, ShowModelApiV1ModelsModelIdGetData, ShowModelApiV1ModelsModelIdGetErrors, ShowModelApiV1ModelsModelIdGetResponses, SsoCallbackApiV1AuthSsoCallbackGetData, SsoLoginApiV1AuthSsoLoginGetData, SsoLoginApiV1AuthSsoLoginGetErrors, SsoStateApiV1AuthSsoGetData, SsoStateApiV1AuthSsoGetResponses, TestModelApiV1ModelsModelIdTestPostData, TestModelApiV1ModelsModelIdTestPostErrors, TestModelApiV1ModelsModelIdTestPostResponses, TestUnsavedModelApiV1ModelsTestPostData, TestUnsavedModelApiV1ModelsTestPostErrors, TestUnsavedModelApiV1ModelsTestPostResponses, UpdateDatasetApiV1DatasetsDatasetIdPatchData, UpdateDatasetApiV1DatasetsDatasetIdPatchErrors, UpdateDatasetApiV1DatasetsDatasetIdPatchResponses, UpdateEvaluationApiV1EvaluationsEvaluationIdPatchData, UpdateEvaluationApiV1EvaluationsEvaluationIdPatchErrors, UpdateEvaluationApiV1EvaluationsEvaluationIdPatchResponses, UpdateModelApiV1ModelsModelIdPatchData, UpdateModelApiV1ModelsModelIdPatchErrors, UpdateModelApiV1ModelsModelIdPatchResponses, UpdateUserApiV1UsersUserIdPatchData, UpdateUserApiV1UsersUserIdPatchErrors, UpdateUserApiV1UsersUserIdPatchResponses, UploadDatasetApiV1DatasetsPostData, UploadDatasetApiV1DatasetsPostErrors, UploadDatasetApiV1DatasetsPostResponses, UploadRulesApiV1DatasetsUploadRulesGetData, UploadRulesApiV1DatasetsUploadRulesGetResponses, ValidateDatasetApiV1DatasetsValidatePostData, ValidateDatasetApiV1DatasetsValidatePostErrors, ValidateDatasetApiV1DatasetsValidatePostResponses } from './types.gen';
 
 export type Options<TData extends TDataShape = TDataShape, ThrowOnError extends boolean = boolean, TResponse = unknown> = Options2<TData, ThrowOnError, TResponse> & {
     /**
@@ -17,6 +17,13 @@ export type Options<TData extends TDataShape = TDataShape, ThrowOnError extends 
      */
     meta?: Record<string, unknown>;
 };
+
+/**
+ * List Audit Events
+ *
+ * Who did what to what, and when: newest first. A time without a zone is taken as UTC.
+ */
+export const listAuditEventsApiV1AuditGet = <ThrowOnError extends boolean = false>(options?: Options<ListAuditEventsApiV1AuditGetData, ThrowOnError>) => (options?.client ?? client).get<ListAuditEventsApiV1AuditGetResponses, ListAuditEventsApiV1AuditGetErrors, ThrowOnError>({ url: '/api/v1/audit', ...options });
 
 /**
  * Login
@@ -50,7 +57,8 @@ export const meApiV1AuthMeGet = <ThrowOnError extends boolean = false>(options?:
 /**
  * Change Password
  *
- * Change your own password; your other sessions (other browsers, the CLI) are signed out.
+ * Change your own password; your other sessions (other browsers, the CLI) are signed out. Wrong current
+ * passwords count against the account's sign-in limit, so a stolen session cannot guess the password.
  */
 export const changePasswordApiV1AuthPasswordPost = <ThrowOnError extends boolean = false>(options: Options<ChangePasswordApiV1AuthPasswordPostData, ThrowOnError>) => (options.client ?? client).post<ChangePasswordApiV1AuthPasswordPostResponses, ChangePasswordApiV1AuthPasswordPostErrors, ThrowOnError>({
     url: '/api/v1/auth/password',
@@ -62,6 +70,44 @@ export const changePasswordApiV1AuthPasswordPost = <ThrowOnError extends boolean
 });
 
 /**
+ * Register
+ *
+ * Make yourself a member account, when the administrators allow it (AIEVAL_SELF_REGISTRATION); then sign
+ * in. Every attempt counts against the sign-in limit of the client's address.
+ */
+export const registerApiV1AuthRegisterPost = <ThrowOnError extends boolean = false>(options: Options<RegisterApiV1AuthRegisterPostData, ThrowOnError>) => (options.client ?? client).post<RegisterApiV1AuthRegisterPostResponses, RegisterApiV1AuthRegisterPostErrors, ThrowOnError>({
+    url: '/api/v1/auth/register',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Sso State
+ *
+ * Whether the sign-in page offers "Sign in with <display_name>", and where that button goes.
+ */
+export const ssoStateApiV1AuthSsoGet = <ThrowOnError extends boolean = false>(options?: Options<SsoStateApiV1AuthSsoGetData, ThrowOnError>) => (options?.client ?? client).get<SsoStateApiV1AuthSsoGetResponses, unknown, ThrowOnError>({ url: '/api/v1/auth/sso', ...options });
+
+/**
+ * Sso Callback
+ *
+ * Where the provider sends the browser back: the code is exchanged and the ID token checked, the account is
+ * found (made at the first sign-in), and a session starts as with a password.
+ */
+export const ssoCallbackApiV1AuthSsoCallbackGet = <ThrowOnError extends boolean = false>(options?: Options<SsoCallbackApiV1AuthSsoCallbackGetData, ThrowOnError>) => (options?.client ?? client).get<unknown, unknown, ThrowOnError>({ url: '/api/v1/auth/sso/callback', ...options });
+
+/**
+ * Sso Login
+ *
+ * Start a single sign-on: to the provider, with a fresh state, nonce and PKCE challenge kept in a short-lived
+ * encrypted cookie.
+ */
+export const ssoLoginApiV1AuthSsoLoginGet = <ThrowOnError extends boolean = false>(options?: Options<SsoLoginApiV1AuthSsoLoginGetData, ThrowOnError>) => (options?.client ?? client).get<unknown, SsoLoginApiV1AuthSsoLoginGetErrors, ThrowOnError>({ url: '/api/v1/auth/sso/login', ...options });
+
+/**
  * Compare Models
  *
  * Latest successful score of each chosen model on the datasets they share, with the evaluation it came from.
@@ -70,6 +116,8 @@ export const compareModelsApiV1CompareGet = <ThrowOnError extends boolean = fals
 
 /**
  * List Datasets
+ *
+ * The datasets the caller may read ("all") or owns ("mine").
  */
 export const listDatasetsApiV1DatasetsGet = <ThrowOnError extends boolean = false>(options?: Options<ListDatasetsApiV1DatasetsGetData, ThrowOnError>) => (options?.client ?? client).get<ListDatasetsApiV1DatasetsGetResponses, ListDatasetsApiV1DatasetsGetErrors, ThrowOnError>({ url: '/api/v1/datasets', ...options });
 
@@ -145,6 +193,8 @@ export const previewDatasetApiV1DatasetsDatasetIdPreviewGet = <ThrowOnError exte
 
 /**
  * List Evaluations
+ *
+ * The evaluations the caller may read ("all") or owns ("mine"), newest first.
  */
 export const listEvaluationsApiV1EvaluationsGet = <ThrowOnError extends boolean = false>(options?: Options<ListEvaluationsApiV1EvaluationsGetData, ThrowOnError>) => (options?.client ?? client).get<ListEvaluationsApiV1EvaluationsGetResponses, ListEvaluationsApiV1EvaluationsGetErrors, ThrowOnError>({ url: '/api/v1/evaluations', ...options });
 
@@ -169,6 +219,20 @@ export const deleteEvaluationApiV1EvaluationsEvaluationIdDelete = <ThrowOnError 
  * Show Evaluation
  */
 export const showEvaluationApiV1EvaluationsEvaluationIdGet = <ThrowOnError extends boolean = false>(options: Options<ShowEvaluationApiV1EvaluationsEvaluationIdGetData, ThrowOnError>) => (options.client ?? client).get<ShowEvaluationApiV1EvaluationsEvaluationIdGetResponses, ShowEvaluationApiV1EvaluationsEvaluationIdGetErrors, ThrowOnError>({ url: '/api/v1/evaluations/{evaluation_id}', ...options });
+
+/**
+ * Update Evaluation
+ *
+ * Rename it or change who may read it (its owner and administrators).
+ */
+export const updateEvaluationApiV1EvaluationsEvaluationIdPatch = <ThrowOnError extends boolean = false>(options: Options<UpdateEvaluationApiV1EvaluationsEvaluationIdPatchData, ThrowOnError>) => (options.client ?? client).patch<UpdateEvaluationApiV1EvaluationsEvaluationIdPatchResponses, UpdateEvaluationApiV1EvaluationsEvaluationIdPatchErrors, ThrowOnError>({
+    url: '/api/v1/evaluations/{evaluation_id}',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
 
 /**
  * Cancel Evaluation
@@ -214,6 +278,8 @@ export const leaderboardApiV1LeaderboardGet = <ThrowOnError extends boolean = fa
 
 /**
  * List Models
+ *
+ * The models the caller may read ("all") or owns ("mine").
  */
 export const listModelsApiV1ModelsGet = <ThrowOnError extends boolean = false>(options?: Options<ListModelsApiV1ModelsGetData, ThrowOnError>) => (options?.client ?? client).get<ListModelsApiV1ModelsGetResponses, ListModelsApiV1ModelsGetErrors, ThrowOnError>({ url: '/api/v1/models', ...options });
 
@@ -222,6 +288,20 @@ export const listModelsApiV1ModelsGet = <ThrowOnError extends boolean = false>(o
  */
 export const createModelApiV1ModelsPost = <ThrowOnError extends boolean = false>(options: Options<CreateModelApiV1ModelsPostData, ThrowOnError>) => (options.client ?? client).post<CreateModelApiV1ModelsPostResponses, CreateModelApiV1ModelsPostErrors, ThrowOnError>({
     url: '/api/v1/models',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Test Unsaved Model
+ *
+ * The connection test before saving: the same checks and request as for a saved model; nothing is stored.
+ */
+export const testUnsavedModelApiV1ModelsTestPost = <ThrowOnError extends boolean = false>(options: Options<TestUnsavedModelApiV1ModelsTestPostData, ThrowOnError>) => (options.client ?? client).post<TestUnsavedModelApiV1ModelsTestPostResponses, TestUnsavedModelApiV1ModelsTestPostErrors, ThrowOnError>({
+    url: '/api/v1/models/test',
     ...options,
     headers: {
         'Content-Type': 'application/json',
@@ -253,8 +333,41 @@ export const updateModelApiV1ModelsModelIdPatch = <ThrowOnError extends boolean 
 
 /**
  * Test Model
+ *
+ * Members who may read the model may test it (the request goes to the model's server, not to its owner's
+ * data); viewers may not make the server send requests.
  */
 export const testModelApiV1ModelsModelIdTestPost = <ThrowOnError extends boolean = false>(options: Options<TestModelApiV1ModelsModelIdTestPostData, ThrowOnError>) => (options.client ?? client).post<TestModelApiV1ModelsModelIdTestPostResponses, TestModelApiV1ModelsModelIdTestPostErrors, ThrowOnError>({ url: '/api/v1/models/{model_id}/test', ...options });
+
+/**
+ * List Tokens
+ *
+ * Your tokens, newest first, revoked and expired ones included; never the tokens themselves.
+ */
+export const listTokensApiV1TokensGet = <ThrowOnError extends boolean = false>(options?: Options<ListTokensApiV1TokensGetData, ThrowOnError>) => (options?.client ?? client).get<ListTokensApiV1TokensGetResponses, unknown, ThrowOnError>({ url: '/api/v1/tokens', ...options });
+
+/**
+ * Create Token
+ *
+ * A new token for scripts and CI, sent as `Authorization: Bearer <token>`. The answer is the only time the
+ * token is shown: only its SHA-256 is stored.
+ */
+export const createTokenApiV1TokensPost = <ThrowOnError extends boolean = false>(options: Options<CreateTokenApiV1TokensPostData, ThrowOnError>) => (options.client ?? client).post<CreateTokenApiV1TokensPostResponses, CreateTokenApiV1TokensPostErrors, ThrowOnError>({
+    url: '/api/v1/tokens',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Revoke Token
+ *
+ * Revoke one of your tokens (administrators: anyone's); it stops working at once on this server process and
+ * within a few seconds (AIEVAL_SESSION_CACHE_TTL_S) on the others.
+ */
+export const revokeTokenApiV1TokensTokenIdDelete = <ThrowOnError extends boolean = false>(options: Options<RevokeTokenApiV1TokensTokenIdDeleteData, ThrowOnError>) => (options.client ?? client).delete<RevokeTokenApiV1TokensTokenIdDeleteResponses, RevokeTokenApiV1TokensTokenIdDeleteErrors, ThrowOnError>({ url: '/api/v1/tokens/{token_id}', ...options });
 
 /**
  * List Users
@@ -278,8 +391,9 @@ export const createUserApiV1UsersPost = <ThrowOnError extends boolean = false>(o
 /**
  * Update User
  *
- * Change role, name, password or disable the account. Disabling, a new password or losing the admin role
- * signs the user out everywhere. The last active administrator cannot be disabled or demoted (409).
+ * Change role, name, password, quotas or disable the account. Disabling, a new password or losing the admin
+ * role signs the user out everywhere (the user's API tokens stop working while the account is disabled). The
+ * last active administrator cannot be disabled or demoted (409).
  */
 export const updateUserApiV1UsersUserIdPatch = <ThrowOnError extends boolean = false>(options: Options<UpdateUserApiV1UsersUserIdPatchData, ThrowOnError>) => (options.client ?? client).patch<UpdateUserApiV1UsersUserIdPatchResponses, UpdateUserApiV1UsersUserIdPatchErrors, ThrowOnError>({
     url: '/api/v1/users/{user_id}',

@@ -5,6 +5,69 @@ export type ClientOptions = {
 };
 
 /**
+ * AuditAction
+ *
+ * What an audit event records (services/audit.py). The target says on what: model, dataset, evaluation,
+ * user, token or session.
+ */
+export type AuditAction = 'created' | 'updated' | 'deleted' | 'submitted' | 'cancelled' | 'retried' | 'signed_in' | 'signed_out' | 'sign_in_failed' | 'password_changed' | 'revoked';
+
+/**
+ * AuditEventRead
+ */
+export type AuditEventRead = {
+    action: AuditAction;
+    /**
+     * Actor Id
+     *
+     * null: no account (a failed sign-in, the local user, the CLI) or the account was deleted
+     */
+    actor_id: number | null;
+    /**
+     * Actor Name
+     *
+     * the actor's username when it acted (for a failed sign-in: the name that was tried)
+     */
+    actor_name: string;
+    /**
+     * Address
+     *
+     * the client's address, as the API process saw it
+     */
+    address: string | null;
+    /**
+     * At
+     */
+    at: string;
+    /**
+     * Detail
+     *
+     * e.g. which fields changed and their new values; never a secret
+     */
+    detail: {
+        [key: string]: unknown;
+    } | null;
+    /**
+     * Id
+     */
+    id: number;
+    /**
+     * Target Id
+     */
+    target_id: number | null;
+    /**
+     * Target Name
+     */
+    target_name: string | null;
+    target_type: AuditTarget;
+};
+
+/**
+ * AuditTarget
+ */
+export type AuditTarget = 'model' | 'dataset' | 'evaluation' | 'user' | 'token' | 'session';
+
+/**
  * AuthState
  */
 export type AuthState = {
@@ -45,6 +108,7 @@ export type BodyUploadDatasetApiV1DatasetsPost = {
      * Scorer
      */
     scorer?: string;
+    visibility?: Visibility | null;
 };
 
 /**
@@ -71,6 +135,7 @@ export type BodyValidateDatasetApiV1DatasetsValidatePost = {
      * Scorer
      */
     scorer?: string;
+    visibility?: Visibility | null;
 };
 
 /**
@@ -118,6 +183,12 @@ export type CallerRead = {
      */
     is_local: boolean;
     role: UserRole;
+    /**
+     * Sso
+     *
+     * signs in through single sign-on (no password to change)
+     */
+    sso?: boolean;
     /**
      * Username
      */
@@ -211,6 +282,12 @@ export type DatasetRead = {
      */
     builtin_config: string | null;
     /**
+     * Can Change
+     *
+     * the caller may edit, delete, cancel or retry it
+     */
+    can_change: boolean;
+    /**
      * Columns
      */
     columns: Array<string>;
@@ -251,6 +328,10 @@ export type DatasetRead = {
      */
     original_filename: string | null;
     /**
+     * null: belongs to the installation (administrators manage it)
+     */
+    owner: OwnerRead | null;
+    /**
      * Rows
      */
     rows: number | null;
@@ -266,6 +347,7 @@ export type DatasetRead = {
      * Size Bytes
      */
     size_bytes: number | null;
+    visibility: Visibility;
 };
 
 /**
@@ -286,6 +368,7 @@ export type DatasetUpdate = {
      * Scorer
      */
     scorer?: 'exact' | 'contains' | null;
+    visibility?: Visibility | null;
 };
 
 /**
@@ -416,6 +499,10 @@ export type EvaluationCreate = {
      */
     name?: string;
     params?: EvaluationParams;
+    /**
+     * private: its owner and administrators; shared: every signed-in user. Default: the server's AIEVAL_DEFAULT_VISIBILITY
+     */
+    visibility?: Visibility | null;
 };
 
 /**
@@ -432,6 +519,12 @@ export type EvaluationDetail = {
      * POST .../cancel is accepted
      */
     readonly can_cancel: boolean;
+    /**
+     * Can Change
+     *
+     * the caller may edit, delete, cancel or retry it
+     */
+    can_change: boolean;
     /**
      * Can Retry
      *
@@ -497,6 +590,10 @@ export type EvaluationDetail = {
      */
     name: string;
     /**
+     * null: belongs to the installation (administrators manage it)
+     */
+    owner: OwnerRead | null;
+    /**
      * Pairs
      */
     pairs: Array<{
@@ -543,6 +640,7 @@ export type EvaluationDetail = {
      * final: nothing changes any more unless it is retried; stop following it
      */
     readonly terminal: boolean;
+    visibility: Visibility;
     /**
      * Worker
      */
@@ -594,6 +692,12 @@ export type EvaluationSummary = {
      */
     readonly can_cancel: boolean;
     /**
+     * Can Change
+     *
+     * the caller may edit, delete, cancel or retry it
+     */
+    can_change: boolean;
+    /**
      * Can Retry
      *
      * POST .../retry is accepted (failed, cancelled or timed out)
@@ -636,6 +740,10 @@ export type EvaluationSummary = {
      */
     name: string;
     /**
+     * null: belongs to the installation (administrators manage it)
+     */
+    owner: OwnerRead | null;
+    /**
      * Queue
      */
     queue: string;
@@ -658,6 +766,18 @@ export type EvaluationSummary = {
      * final: nothing changes any more unless it is retried; stop following it
      */
     readonly terminal: boolean;
+    visibility: Visibility;
+};
+
+/**
+ * EvaluationUpdate
+ */
+export type EvaluationUpdate = {
+    /**
+     * Name
+     */
+    name?: string | null;
+    visibility?: Visibility | null;
 };
 
 /**
@@ -703,6 +823,12 @@ export type ModelCreate = {
      */
     kind: 'openai' | 'dify' | 'huggingface';
     /**
+     * Max Concurrency
+     *
+     * requests in flight to this model across all jobs; 0 or null: no shared cap
+     */
+    max_concurrency?: number | null;
+    /**
      * Mode
      */
     mode?: 'chat' | 'base' | null;
@@ -728,6 +854,10 @@ export type ModelCreate = {
      * checkpoint directory on the worker
      */
     path?: string | null;
+    /**
+     * private: its owner and administrators; shared: every signed-in user. Default: the server's AIEVAL_DEFAULT_VISIBILITY
+     */
+    visibility?: Visibility | null;
 };
 
 /**
@@ -738,6 +868,12 @@ export type ModelRead = {
      * Api Key Hint
      */
     api_key_hint: string | null;
+    /**
+     * Can Change
+     *
+     * the caller may edit, delete, cancel or retry it
+     */
+    can_change: boolean;
     /**
      * Created At
      */
@@ -759,9 +895,17 @@ export type ModelRead = {
      */
     kind: string;
     /**
+     * Max Concurrency
+     */
+    max_concurrency: number | null;
+    /**
      * Name
      */
     name: string;
+    /**
+     * null: belongs to the installation (administrators manage it)
+     */
+    owner: OwnerRead | null;
     /**
      * Settings
      */
@@ -772,6 +916,7 @@ export type ModelRead = {
      * Updated At
      */
     updated_at: string;
+    visibility: Visibility;
 };
 
 /**
@@ -813,6 +958,12 @@ export type ModelUpdate = {
      */
     clear_api_key?: boolean;
     /**
+     * Max Concurrency
+     *
+     * 0: remove the shared cap
+     */
+    max_concurrency?: number | null;
+    /**
      * Mode
      */
     mode?: 'chat' | 'base' | null;
@@ -834,6 +985,47 @@ export type ModelUpdate = {
      * Path
      */
     path?: string | null;
+    visibility?: Visibility | null;
+};
+
+/**
+ * OwnerRead
+ */
+export type OwnerRead = {
+    /**
+     * Display Name
+     */
+    display_name: string;
+    /**
+     * Id
+     */
+    id: number;
+    /**
+     * Username
+     */
+    username: string;
+};
+
+/**
+ * Page[AuditEventRead]
+ */
+export type PageAuditEventRead = {
+    /**
+     * Items
+     */
+    items: Array<AuditEventRead>;
+    /**
+     * Page
+     */
+    page: number;
+    /**
+     * Page Size
+     */
+    page_size: number;
+    /**
+     * Total
+     */
+    total: number;
 };
 
 /**
@@ -919,6 +1111,28 @@ export type PasswordChange = {
 };
 
 /**
+ * RegistrationRequest
+ */
+export type RegistrationRequest = {
+    /**
+     * Display Name
+     */
+    display_name?: string | null;
+    /**
+     * Password
+     *
+     * at least 12 characters
+     */
+    password: string;
+    /**
+     * Username
+     *
+     * stored lower-case; letters, digits, '.', '_', '-'
+     */
+    username: string;
+};
+
+/**
  * SampleRead
  */
 export type SampleRead = {
@@ -987,6 +1201,160 @@ export type ScoreRead = {
 };
 
 /**
+ * SsoState
+ *
+ * What the sign-in page needs to offer single sign-on.
+ */
+export type SsoState = {
+    /**
+     * Display Name
+     *
+     * the provider's name for the button: "Sign in with <display_name>"
+     */
+    display_name: string;
+    /**
+     * Enabled
+     *
+     * single sign-on with OpenID Connect is configured and sign-in is on
+     */
+    enabled: boolean;
+    /**
+     * Login Url
+     *
+     * where the browser goes to sign in (add ?next=/path to come back to that page); null when single sign-on is off
+     */
+    login_url: string | null;
+};
+
+/**
+ * TokenCreate
+ */
+export type TokenCreate = {
+    /**
+     * Expires In Days
+     *
+     * null: never expires
+     */
+    expires_in_days?: number | null;
+    /**
+     * Name
+     *
+     * what the token is for, e.g. 'CI of repo X'
+     */
+    name: string;
+    /**
+     * read: GET requests only; run: everything your role allows, except managing tokens, accounts and passwords
+     */
+    scope: TokenScope;
+};
+
+/**
+ * TokenCreated
+ */
+export type TokenCreated = {
+    /**
+     * Active
+     *
+     * neither revoked nor expired
+     */
+    active: boolean;
+    /**
+     * Created At
+     */
+    created_at: string;
+    /**
+     * Expires At
+     */
+    expires_at: string | null;
+    /**
+     * Id
+     */
+    id: number;
+    /**
+     * Last Used At
+     *
+     * to within a minute
+     */
+    last_used_at: string | null;
+    /**
+     * Name
+     */
+    name: string;
+    /**
+     * Prefix
+     *
+     * the token's first characters, to tell tokens apart
+     */
+    prefix: string;
+    /**
+     * Revoked At
+     */
+    revoked_at: string | null;
+    scope: TokenScope;
+    /**
+     * Token
+     *
+     * the token: shown this once, store it now (it cannot be shown again)
+     */
+    token: string;
+};
+
+/**
+ * TokenRead
+ *
+ * A token as listed: never the token itself (only its first characters, `prefix`).
+ */
+export type TokenRead = {
+    /**
+     * Active
+     *
+     * neither revoked nor expired
+     */
+    active: boolean;
+    /**
+     * Created At
+     */
+    created_at: string;
+    /**
+     * Expires At
+     */
+    expires_at: string | null;
+    /**
+     * Id
+     */
+    id: number;
+    /**
+     * Last Used At
+     *
+     * to within a minute
+     */
+    last_used_at: string | null;
+    /**
+     * Name
+     */
+    name: string;
+    /**
+     * Prefix
+     *
+     * the token's first characters, to tell tokens apart
+     */
+    prefix: string;
+    /**
+     * Revoked At
+     */
+    revoked_at: string | null;
+    scope: TokenScope;
+};
+
+/**
+ * TokenScope
+ *
+ * What a personal API token may do. read: GET requests only; run: everything its owner's role allows except
+ * managing accounts and tokens (a leaked CI token cannot mint more tokens or change a password).
+ */
+export type TokenScope = 'read' | 'run';
+
+/**
  * UserCreate
  */
 export type UserCreate = {
@@ -1029,7 +1397,25 @@ export type UserRead = {
      * Id
      */
     id: number;
+    /**
+     * Max Active Evaluations
+     *
+     * null: the installation's default
+     */
+    max_active_evaluations: number | null;
+    /**
+     * Max Stored Bytes
+     *
+     * null: the installation's default
+     */
+    max_stored_bytes: number | null;
     role: UserRole;
+    /**
+     * Sso
+     *
+     * the account signs in through single sign-on (it has no password)
+     */
+    sso: boolean;
     /**
      * Updated At
      */
@@ -1044,7 +1430,7 @@ export type UserRead = {
  * UserRole
  *
  * What an account may do. admin: everything, including managing accounts; member: work with models,
- * datasets and evaluations; viewer: read only (enforced from the next increment of issue 9 on).
+ * datasets and evaluations; viewer: read shared work only (services/access.py).
  */
 export type UserRole = 'admin' | 'member' | 'viewer';
 
@@ -1060,6 +1446,18 @@ export type UserUpdate = {
      * Display Name
      */
     display_name?: string | null;
+    /**
+     * Max Active Evaluations
+     *
+     * -1: back to the installation's default; 0: no limit
+     */
+    max_active_evaluations?: number | null;
+    /**
+     * Max Stored Bytes
+     *
+     * -1: back to the installation's default; 0: no limit
+     */
+    max_stored_bytes?: number | null;
     /**
      * Password
      *
@@ -1098,6 +1496,14 @@ export type ValidationError = {
 };
 
 /**
+ * Visibility
+ *
+ * Who may read a model, dataset or evaluation: its owner (and administrators) only, or every signed-in user.
+ * Changing or deleting it stays with its owner and administrators either way (services/access.py).
+ */
+export type Visibility = 'private' | 'shared';
+
+/**
  * EvaluationDetail
  */
 export type EvaluationDetailWritable = {
@@ -1105,6 +1511,12 @@ export type EvaluationDetailWritable = {
      * Attempts
      */
     attempts: number;
+    /**
+     * Can Change
+     *
+     * the caller may edit, delete, cancel or retry it
+     */
+    can_change: boolean;
     /**
      * Cancel Requested
      */
@@ -1164,6 +1576,10 @@ export type EvaluationDetailWritable = {
      */
     name: string;
     /**
+     * null: belongs to the installation (administrators manage it)
+     */
+    owner: OwnerRead | null;
+    /**
      * Pairs
      */
     pairs: Array<{
@@ -1204,6 +1620,7 @@ export type EvaluationDetailWritable = {
      */
     started_at: string | null;
     status: EvaluationStatus;
+    visibility: Visibility;
     /**
      * Worker
      */
@@ -1214,6 +1631,12 @@ export type EvaluationDetailWritable = {
  * EvaluationSummary
  */
 export type EvaluationSummaryWritable = {
+    /**
+     * Can Change
+     *
+     * the caller may edit, delete, cancel or retry it
+     */
+    can_change: boolean;
     /**
      * Created At
      */
@@ -1251,6 +1674,10 @@ export type EvaluationSummaryWritable = {
      */
     name: string;
     /**
+     * null: belongs to the installation (administrators manage it)
+     */
+    owner: OwnerRead | null;
+    /**
      * Queue
      */
     queue: string;
@@ -1267,6 +1694,7 @@ export type EvaluationSummaryWritable = {
      */
     started_at: string | null;
     status: EvaluationStatus;
+    visibility: Visibility;
 };
 
 /**
@@ -1287,6 +1715,12 @@ export type ModelCreateWritable = {
      * Kind
      */
     kind: 'openai' | 'dify' | 'huggingface';
+    /**
+     * Max Concurrency
+     *
+     * requests in flight to this model across all jobs; 0 or null: no shared cap
+     */
+    max_concurrency?: number | null;
     /**
      * Mode
      */
@@ -1313,6 +1747,10 @@ export type ModelCreateWritable = {
      * checkpoint directory on the worker
      */
     path?: string | null;
+    /**
+     * private: its owner and administrators; shared: every signed-in user. Default: the server's AIEVAL_DEFAULT_VISIBILITY
+     */
+    visibility?: Visibility | null;
 };
 
 /**
@@ -1331,6 +1769,12 @@ export type ModelUpdateWritable = {
      * Clear Api Key
      */
     clear_api_key?: boolean;
+    /**
+     * Max Concurrency
+     *
+     * 0: remove the shared cap
+     */
+    max_concurrency?: number | null;
     /**
      * Mode
      */
@@ -1353,6 +1797,7 @@ export type ModelUpdateWritable = {
      * Path
      */
     path?: string | null;
+    visibility?: Visibility | null;
 };
 
 /**
@@ -1376,6 +1821,72 @@ export type PageEvaluationSummaryWritable = {
      */
     total: number;
 };
+
+export type ListAuditEventsApiV1AuditGetData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * Actor Id
+         */
+        actor_id?: number | null;
+        /**
+         * Action
+         */
+        action?: AuditAction | null;
+        /**
+         * Target Type
+         */
+        target_type?: AuditTarget | null;
+        /**
+         * Target Id
+         */
+        target_id?: number | null;
+        /**
+         * Since
+         *
+         * from this time on (inclusive)
+         */
+        since?: string | null;
+        /**
+         * Until
+         *
+         * before this time (exclusive)
+         */
+        until?: string | null;
+        /**
+         * Page
+         */
+        page?: number;
+        /**
+         * Page Size
+         */
+        page_size?: number;
+    };
+    url: '/api/v1/audit';
+};
+
+export type ListAuditEventsApiV1AuditGetErrors = {
+    /**
+     * only administrators may do this
+     */
+    403: unknown;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type ListAuditEventsApiV1AuditGetError = ListAuditEventsApiV1AuditGetErrors[keyof ListAuditEventsApiV1AuditGetErrors];
+
+export type ListAuditEventsApiV1AuditGetResponses = {
+    /**
+     * Successful Response
+     */
+    200: PageAuditEventRead;
+};
+
+export type ListAuditEventsApiV1AuditGetResponse = ListAuditEventsApiV1AuditGetResponses[keyof ListAuditEventsApiV1AuditGetResponses];
 
 export type LoginApiV1AuthLoginPostData = {
     body: LoginRequest;
@@ -1458,9 +1969,17 @@ export type ChangePasswordApiV1AuthPasswordPostData = {
 
 export type ChangePasswordApiV1AuthPasswordPostErrors = {
     /**
+     * the current password is wrong
+     */
+    403: unknown;
+    /**
      * Validation Error
      */
     422: HttpValidationError;
+    /**
+     * too many wrong passwords for this account (see Retry-After)
+     */
+    429: unknown;
 };
 
 export type ChangePasswordApiV1AuthPasswordPostError = ChangePasswordApiV1AuthPasswordPostErrors[keyof ChangePasswordApiV1AuthPasswordPostErrors];
@@ -1473,6 +1992,87 @@ export type ChangePasswordApiV1AuthPasswordPostResponses = {
 };
 
 export type ChangePasswordApiV1AuthPasswordPostResponse = ChangePasswordApiV1AuthPasswordPostResponses[keyof ChangePasswordApiV1AuthPasswordPostResponses];
+
+export type RegisterApiV1AuthRegisterPostData = {
+    body: RegistrationRequest;
+    path?: never;
+    query?: never;
+    url: '/api/v1/auth/register';
+};
+
+export type RegisterApiV1AuthRegisterPostErrors = {
+    /**
+     * self-registration is off
+     */
+    403: unknown;
+    /**
+     * the username is taken, or sign-in is off
+     */
+    409: unknown;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+    /**
+     * too many attempts from this address (see Retry-After)
+     */
+    429: unknown;
+};
+
+export type RegisterApiV1AuthRegisterPostError = RegisterApiV1AuthRegisterPostErrors[keyof RegisterApiV1AuthRegisterPostErrors];
+
+export type RegisterApiV1AuthRegisterPostResponses = {
+    /**
+     * Successful Response
+     */
+    201: UserRead;
+};
+
+export type RegisterApiV1AuthRegisterPostResponse = RegisterApiV1AuthRegisterPostResponses[keyof RegisterApiV1AuthRegisterPostResponses];
+
+export type SsoStateApiV1AuthSsoGetData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/v1/auth/sso';
+};
+
+export type SsoStateApiV1AuthSsoGetResponses = {
+    /**
+     * Successful Response
+     */
+    200: SsoState;
+};
+
+export type SsoStateApiV1AuthSsoGetResponse = SsoStateApiV1AuthSsoGetResponses[keyof SsoStateApiV1AuthSsoGetResponses];
+
+export type SsoCallbackApiV1AuthSsoCallbackGetData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/v1/auth/sso/callback';
+};
+
+export type SsoLoginApiV1AuthSsoLoginGetData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * Next
+         *
+         * a path on this site to return to
+         */
+        next?: string | null;
+    };
+    url: '/api/v1/auth/sso/login';
+};
+
+export type SsoLoginApiV1AuthSsoLoginGetErrors = {
+    /**
+     * next is not a path on this site
+     */
+    422: unknown;
+};
 
 export type CompareModelsApiV1CompareGetData = {
     body?: never;
@@ -1528,6 +2128,10 @@ export type ListDatasetsApiV1DatasetsGetData = {
          * Q
          */
         q?: string | null;
+        /**
+         * Scope
+         */
+        scope?: 'mine' | 'all';
     };
     url: '/api/v1/datasets';
 };
@@ -1851,6 +2455,10 @@ export type ListEvaluationsApiV1EvaluationsGetData = {
          * Page Size
          */
         page_size?: number;
+        /**
+         * Scope
+         */
+        scope?: 'mine' | 'all';
     };
     url: '/api/v1/evaluations';
 };
@@ -1957,6 +2565,36 @@ export type ShowEvaluationApiV1EvaluationsEvaluationIdGetResponses = {
 };
 
 export type ShowEvaluationApiV1EvaluationsEvaluationIdGetResponse = ShowEvaluationApiV1EvaluationsEvaluationIdGetResponses[keyof ShowEvaluationApiV1EvaluationsEvaluationIdGetResponses];
+
+export type UpdateEvaluationApiV1EvaluationsEvaluationIdPatchData = {
+    body: EvaluationUpdate;
+    path: {
+        /**
+         * Evaluation Id
+         */
+        evaluation_id: number;
+    };
+    query?: never;
+    url: '/api/v1/evaluations/{evaluation_id}';
+};
+
+export type UpdateEvaluationApiV1EvaluationsEvaluationIdPatchErrors = {
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type UpdateEvaluationApiV1EvaluationsEvaluationIdPatchError = UpdateEvaluationApiV1EvaluationsEvaluationIdPatchErrors[keyof UpdateEvaluationApiV1EvaluationsEvaluationIdPatchErrors];
+
+export type UpdateEvaluationApiV1EvaluationsEvaluationIdPatchResponses = {
+    /**
+     * Successful Response
+     */
+    200: EvaluationDetail;
+};
+
+export type UpdateEvaluationApiV1EvaluationsEvaluationIdPatchResponse = UpdateEvaluationApiV1EvaluationsEvaluationIdPatchResponses[keyof UpdateEvaluationApiV1EvaluationsEvaluationIdPatchResponses];
 
 export type CancelEvaluationApiV1EvaluationsEvaluationIdCancelPostData = {
     body?: never;
@@ -2243,6 +2881,10 @@ export type ListModelsApiV1ModelsGetData = {
          * Q
          */
         q?: string | null;
+        /**
+         * Scope
+         */
+        scope?: 'mine' | 'all';
     };
     url: '/api/v1/models';
 };
@@ -2291,6 +2933,31 @@ export type CreateModelApiV1ModelsPostResponses = {
 };
 
 export type CreateModelApiV1ModelsPostResponse = CreateModelApiV1ModelsPostResponses[keyof CreateModelApiV1ModelsPostResponses];
+
+export type TestUnsavedModelApiV1ModelsTestPostData = {
+    body: ModelCreateWritable;
+    path?: never;
+    query?: never;
+    url: '/api/v1/models/test';
+};
+
+export type TestUnsavedModelApiV1ModelsTestPostErrors = {
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type TestUnsavedModelApiV1ModelsTestPostError = TestUnsavedModelApiV1ModelsTestPostErrors[keyof TestUnsavedModelApiV1ModelsTestPostErrors];
+
+export type TestUnsavedModelApiV1ModelsTestPostResponses = {
+    /**
+     * Successful Response
+     */
+    200: ModelTestResult;
+};
+
+export type TestUnsavedModelApiV1ModelsTestPostResponse = TestUnsavedModelApiV1ModelsTestPostResponses[keyof TestUnsavedModelApiV1ModelsTestPostResponses];
 
 export type DeleteModelApiV1ModelsModelIdDeleteData = {
     body?: never;
@@ -2411,6 +3078,87 @@ export type TestModelApiV1ModelsModelIdTestPostResponses = {
 };
 
 export type TestModelApiV1ModelsModelIdTestPostResponse = TestModelApiV1ModelsModelIdTestPostResponses[keyof TestModelApiV1ModelsModelIdTestPostResponses];
+
+export type ListTokensApiV1TokensGetData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/v1/tokens';
+};
+
+export type ListTokensApiV1TokensGetResponses = {
+    /**
+     * Response List Tokens Api V1 Tokens Get
+     *
+     * Successful Response
+     */
+    200: Array<TokenRead>;
+};
+
+export type ListTokensApiV1TokensGetResponse = ListTokensApiV1TokensGetResponses[keyof ListTokensApiV1TokensGetResponses];
+
+export type CreateTokenApiV1TokensPostData = {
+    body: TokenCreate;
+    path?: never;
+    query?: never;
+    url: '/api/v1/tokens';
+};
+
+export type CreateTokenApiV1TokensPostErrors = {
+    /**
+     * sign-in is off, or too many active tokens
+     */
+    409: unknown;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type CreateTokenApiV1TokensPostError = CreateTokenApiV1TokensPostErrors[keyof CreateTokenApiV1TokensPostErrors];
+
+export type CreateTokenApiV1TokensPostResponses = {
+    /**
+     * Successful Response
+     */
+    201: TokenCreated;
+};
+
+export type CreateTokenApiV1TokensPostResponse = CreateTokenApiV1TokensPostResponses[keyof CreateTokenApiV1TokensPostResponses];
+
+export type RevokeTokenApiV1TokensTokenIdDeleteData = {
+    body?: never;
+    path: {
+        /**
+         * Token Id
+         */
+        token_id: number;
+    };
+    query?: never;
+    url: '/api/v1/tokens/{token_id}';
+};
+
+export type RevokeTokenApiV1TokensTokenIdDeleteErrors = {
+    /**
+     * no such token of yours
+     */
+    404: unknown;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type RevokeTokenApiV1TokensTokenIdDeleteError = RevokeTokenApiV1TokensTokenIdDeleteErrors[keyof RevokeTokenApiV1TokensTokenIdDeleteErrors];
+
+export type RevokeTokenApiV1TokensTokenIdDeleteResponses = {
+    /**
+     * Successful Response
+     */
+    204: void;
+};
+
+export type RevokeTokenApiV1TokensTokenIdDeleteResponse = RevokeTokenApiV1TokensTokenIdDeleteResponses[keyof RevokeTokenApiV1TokensTokenIdDeleteResponses];
 
 export type ListUsersApiV1UsersGetData = {
     body?: never;

@@ -1,4 +1,4 @@
-import type { EvaluationStatus } from '@/api/types.gen'
+import type { AuditAction, AuditTarget, EvaluationStatus } from '@/api/types.gen'
 import type { Role } from '@/services/session'
 
 export default {
@@ -68,6 +68,7 @@ export default {
     path: 'Checkpoint directory (on the worker)', mode: 'Mode', options: 'Options (JSON)', testOk: 'Connection OK in {ms} ms',
     testFailed: 'Connection failed: {error}', secret: 'Key', noKey: 'no key', optionsInvalid: 'Options must be a JSON object',
     settings: 'Settings', reply: 'Reply',
+    maxConcurrency: 'Concurrent requests (shared)', maxConcurrencyHint: 'Requests in flight to this model across all running evaluations; empty: no shared cap', cap: 'Shared cap',
   },
   datasets: {
     title: 'Datasets', upload: 'Upload dataset', custom: 'Custom and registered', builtin: 'Built-in catalogue',
@@ -81,10 +82,65 @@ export default {
     checking: 'Checking the file…', rowCount: '{n} row | {n} rows', alreadyUploaded: 'this file was uploaded before',
     tooLarge: 'The file is {size}; the server accepts at most {max}',
   },
+  // Issue 9, team features: ownership and visibility, personal tokens, accounts, the audit log.
+  team: {
+    owner: 'Owner', installation: 'Installation', visibility: 'Visibility', private: 'Private', shared: 'Shared',
+    privateHint: 'Only you and administrators can see it', sharedHint: 'Everyone signed in can see it',
+    serverDefault: 'Not chosen: the server\'s default applies', scopeAll: 'All I can see', scopeMine: 'Mine',
+    scope: 'Show', readOnly: 'Read only', visibilityChanged: 'Visibility changed to {visibility}',
+  },
+  tokens: {
+    title: 'API tokens', intro: 'Personal tokens let scripts and CI pipelines call the API as you (for example aieval submit). Send one as "Authorization: Bearer aiev_…".',
+    create: 'New token', name: 'Name', namePlaceholder: 'e.g. ci-nightly', scope: 'Scope', scopeRead: 'Read only',
+    scopeRun: 'Read and run', scopeReadHint: 'GET requests only', scopeRunHint: 'Everything your role allows, except managing accounts and tokens',
+    expires: 'Expires', expiresIn: 'Valid for', days: '{n} days', never: 'Never', prefix: 'Token', lastUsed: 'Last used',
+    neverUsed: 'never', state: 'State', active: 'Active', revoked: 'Revoked', expired: 'Expired', revoke: 'Revoke',
+    confirmRevoke: 'Revoke "{name}"? Scripts using it stop working at once.', revokedOk: 'Token revoked',
+    createdTitle: 'Your new token', createdWarning: 'Copy it now: it is shown only this once and cannot be shown again.',
+    copy: 'Copy', copied: 'Copied to the clipboard', copyFailed: 'Could not copy; select the text and copy it by hand',
+    done: 'I have copied it', empty: 'No tokens yet.', needName: 'Give the token a name',
+  },
+  users: {
+    title: 'Users', create: 'New user', username: 'Username', displayName: 'Display name', role: 'Role',
+    password: 'Password', passwordHint: 'At least 12 characters', newPassword: 'New password',
+    newPasswordHint: 'Leave empty to keep the password; a new one signs the user out everywhere',
+    state: 'State', active: 'Active', disabled: 'Disabled', disable: 'Disable the account', sso: 'SSO',
+    ssoHint: 'Signs in through single sign-on: no password here', limits: 'Quotas',
+    maxActive: 'Concurrent evaluations', maxStored: 'Stored data', limitDefault: 'Default', limitNone: 'No limit',
+    limitCustom: 'Custom', gib: 'GiB', editTitle: 'Edit user {name}', created: 'User "{name}" created', you: 'you',
+  },
+  audit: {
+    title: 'Audit log', at: 'When', actor: 'Who', action: 'Action', target: 'Target', targetId: 'Target #',
+    detail: 'Detail', address: 'Address', since: 'From', until: 'To', anyone: 'Anyone', anything: 'Any',
+    empty: 'No events match.', total: '{n} events', system: 'system',
+    actions: {
+      created: 'created', updated: 'changed', deleted: 'deleted', submitted: 'submitted', cancelled: 'cancelled',
+      retried: 'retried', signed_in: 'signed in', signed_out: 'signed out', sign_in_failed: 'sign-in failed',
+      password_changed: 'changed password', revoked: 'revoked',
+    } satisfies Record<AuditAction, string>,
+    targets: {
+      model: 'Model', dataset: 'Dataset', evaluation: 'Evaluation', user: 'User', token: 'Token', session: 'Session',
+    } satisfies Record<AuditTarget, string>,
+  },
   compare: {
     title: 'Compare models', leaderboardTitle: 'Leaderboard', pickModels: 'Models to compare', pickDatasets: 'Datasets (empty: all shared)',
     average: 'Average', rank: 'Rank', noData: 'No finished scores for this selection yet.', fromEvaluation: 'from evaluation #{id}',
     sharedOnly: 'Only datasets every model has', allDatasets: 'Datasets (empty: all)', metric: 'Metric',
+  },
+  sso: {
+    signInWith: 'Sign in with {name}', or: 'or', failed: 'Single sign-on failed',
+    errors: {
+      off: 'Single sign-on is not set up on this server: sign in with your username and password.',
+      unreachable: 'The sign-in provider could not be reached. Try again later, or ask an administrator to check the single sign-on settings.',
+      denied: 'The sign-in was cancelled at the sign-in provider.',
+      provider: 'The sign-in provider refused the sign-in. Try again, or ask an administrator.',
+      expired: 'The sign-in took too long or was started in another browser. Try again.',
+      state: 'The answer of the sign-in provider did not match the sign-in this browser started, so it was refused. Try again.',
+      token: 'The sign-in provider did not confirm the sign-in. Ask an administrator to check the single sign-on settings.',
+      id_token: 'The identity sent by the sign-in provider could not be verified. Ask an administrator to check the single sign-on settings.',
+      disabled: 'Your account is disabled. Ask an administrator to enable it.',
+      unknown: 'Single sign-on failed. Try again.',
+    },
   },
   auth: {
     title: 'Sign in', username: 'Username', password: 'Password', submit: 'Sign in',

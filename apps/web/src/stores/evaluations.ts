@@ -9,6 +9,7 @@ import {
 } from '@/api/sdk.gen'
 import type { EvaluationStatus, EvaluationSummary } from '@/api/types.gen'
 import { call, describeError } from '@/services/api'
+import type { ListScope } from '@/stores/registry'
 import { evaluationListSocketPath, type EvaluationListMessage, LiveFeed, type LiveMode } from '@/services/live'
 
 export interface EvaluationFilters {
@@ -16,6 +17,8 @@ export interface EvaluationFilters {
   q: string
   modelId: number | null
   datasetId: number | null
+  /** Only the caller's own evaluations ("mine") or all it may read. */
+  scope: ListScope
 }
 
 export const useEvaluationsStore = defineStore('evaluations', () => {
@@ -23,7 +26,7 @@ export const useEvaluationsStore = defineStore('evaluations', () => {
   const total = ref(0)
   const page = ref(1)
   const pageSize = ref(20)
-  const filters = reactive<EvaluationFilters>({ statuses: [], q: '', modelId: null, datasetId: null })
+  const filters = reactive<EvaluationFilters>({ statuses: [], q: '', modelId: null, datasetId: null, scope: 'all' })
   const loading = ref(false)
   const error = ref<string | null>(null)
   const liveMode = ref<LiveMode>('closed')
@@ -31,7 +34,8 @@ export const useEvaluationsStore = defineStore('evaluations', () => {
   let requestSerial = 0
 
   const hasFilters = computed(
-    () => filters.statuses.length > 0 || filters.q.trim() !== '' || filters.modelId != null || filters.datasetId != null,
+    () => filters.statuses.length > 0 || filters.q.trim() !== '' || filters.modelId != null || filters.datasetId != null
+      || filters.scope === 'mine',
   )
 
   async function load() {
@@ -44,6 +48,7 @@ export const useEvaluationsStore = defineStore('evaluations', () => {
           q: filters.q.trim() || undefined,
           model_id: filters.modelId ?? undefined,
           dataset_id: filters.datasetId ?? undefined,
+          scope: filters.scope === 'mine' ? 'mine' : undefined,
           page: page.value,
           page_size: pageSize.value,
         },

@@ -8,19 +8,27 @@ import {
 import type { DatasetRead, ModelRead } from '@/api/types.gen'
 import { call, describeError } from '@/services/api'
 
+/** Lists show everything the caller may read ("all", the server's default) or only what the caller owns. */
+export type ListScope = 'all' | 'mine'
+
 export const useRegistryStore = defineStore('registry', () => {
   const models = ref<ModelRead[]>([])
   const datasets = ref<DatasetRead[]>([])
   const error = ref<string | null>(null)
   const loading = ref(false)
 
-  async function loadModels() { models.value = await call(listModels()) }
-  async function loadDatasets() { datasets.value = await call(listDatasets()) }
+  // The pickers (wizard, filters, compare) always list all: only the registry pages offer "mine".
+  async function loadModels(scope: ListScope = 'all') {
+    models.value = await call(listModels({ query: scope === 'mine' ? { scope } : undefined }))
+  }
+  async function loadDatasets(scope: ListScope = 'all') {
+    datasets.value = await call(listDatasets({ query: scope === 'mine' ? { scope } : undefined }))
+  }
 
-  async function loadAll() {
+  async function loadAll(scope: ListScope = 'all') {
     loading.value = true
     try {
-      await Promise.all([loadModels(), loadDatasets()])
+      await Promise.all([loadModels(scope), loadDatasets(scope)])
       error.value = null
     } catch (e) {
       error.value = describeError(e).message

@@ -3,6 +3,7 @@ import { computed, ref } from 'vue'
 import { ApiError, setCsrfToken } from '@/services/api'
 import * as sessionApi from '@/services/session'
 import type { SessionInfo, SessionUser } from '@/services/session'
+import { forgetPersonalData } from '@/stores/personal'
 
 /** 'unknown' until /auth/me answered; 'unavailable' when it could not be asked (server away, older server):
  *  the app then works as before sign-in existed, and the server still refuses what it must. */
@@ -19,6 +20,11 @@ export const useSessionStore = defineStore('session', () => {
   const mustSignIn = computed(() => state.value === 'signed-out')
   /** Sign-in is off on this server: everyone acts as its single local administrator. */
   const isLocalUser = computed(() => !!user.value?.is_local)
+  /** Viewers create nothing (no model, dataset or evaluation): the UI's one copy of that rule, for hiding the
+   *  buttons. Unknown role (server unreachable): shown, and the server still refuses what it must. */
+  const canCreate = computed(() => user.value?.role !== 'viewer')
+  /** Administrators see the account and audit pages (the server refuses everyone else anyway). */
+  const isAdmin = computed(() => user.value?.role === 'admin')
 
   function apply(info: SessionInfo) {
     user.value = info.user
@@ -36,6 +42,7 @@ export const useSessionStore = defineStore('session', () => {
     authEnabled.value = true // only a server with sign-in on can have signed us out
     state.value = 'signed-out'
     loading = Promise.resolve()
+    forgetPersonalData()
   }
 
   /** Ask the server once who we are; later calls wait for that same answer. */
@@ -66,5 +73,7 @@ export const useSessionStore = defineStore('session', () => {
     await sessionApi.changePassword(currentPassword, newPassword)
   }
 
-  return { user, authEnabled, csrfToken, state, mustSignIn, isLocalUser, load, signIn, signOut, changePassword, forget }
+  return {
+    user, authEnabled, csrfToken, state, mustSignIn, isLocalUser, canCreate, isAdmin, load, signIn, signOut, changePassword, forget,
+  }
 })

@@ -43,7 +43,8 @@ export function summary(id: number, overrides: Partial<EvaluationSummary> = {}):
   return {
     id, name: `evaluation ${id}`, status, queue: 'local', models: [{ id: 1, name: 'demo' }],
     datasets: [{ id: 1, name: 'demo-mcq' }], created_at: '2026-11-24T00:00:00Z', started_at: null, finished_at: null,
-    fraction: null, stage: null, revision: 0, error: null, ...SERVER_STATUS_FLAGS[status], ...overrides,
+    fraction: null, stage: null, revision: 0, error: null, owner: null, visibility: 'shared', can_change: true,
+    ...SERVER_STATUS_FLAGS[status], ...overrides,
   }
 }
 
