@@ -168,3 +168,22 @@ def test_a_redelivered_message_still_takes_over_its_dead_workers_job(db):
     (beating,) = _jobs(db, None, 1, status="running", heartbeat_at=datetime.now(timezone.utc), worker="host:2:b")
     assert claim_fairest(db, dead, "host:3:c")[0] == dead
     assert claim_fairest(db, beating, "host:3:d")[0] is None
+
+
+def test_a_job_never_sent_taken_with_another_jobs_message_leaves_that_job_to_the_sweeper(db):
+    """Bob submitted while the broker was down (no message yet); Alice's message takes Bob's job (his turn): Alice's
+    job is then without a message, and must not wait resend_queued_after_s (10 min) for one."""
+    from aieval_server.db import session_scope
+    from aieval_server.models import Evaluation
+    from aieval_server.services.runs import claim_fairest, sweep
+
+    alice, bob = _user(db, "alice"), _user(db, "bob")
+    _jobs(db, alice, 1, status="running", started_at=T0)  # Alice runs something: Bob's turn next
+    (alice_job,) = _jobs(db, alice, 1, enqueued_at=T0)
+    (bob_job,) = _jobs(db, bob, 1)  # enqueued_at NULL: never sent
+    assert claim_fairest(db, alice_job, "w:1:a")[0] == bob_job
+    with session_scope(db.database_url) as session:
+        assert session.get(Evaluation, alice_job).enqueued_at is None
+    sent = []
+    sweep(db, lambda evaluation_id, queue: sent.append(evaluation_id))
+    assert sent == [alice_job]

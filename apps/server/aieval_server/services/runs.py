@@ -122,6 +122,11 @@ def claim_fairest(settings: Settings, message_evaluation_id: int, token: str) ->
         if queue is not None:
             before = scheduling.claim_fairest(session, queue, _claimed_values(token))
             if before is not None:
+                if before.id != message_evaluation_id and before.enqueued_at is None:
+                    # The job taken never had a ticket of its own: the message's own job is left without one.
+                    # Marked unsent, the next sweep sends it one (else it would wait resend_queued_after_s).
+                    session.execute(update(Evaluation).where(Evaluation.id == message_evaluation_id,
+                                                             Evaluation.status == "queued").values(enqueued_at=None))
                 return before.id, {"worker": before.worker, "run_pgid": before.run_pgid, "attempts": before.attempts}
     claimed, previous = claim(settings, message_evaluation_id, token)
     return (message_evaluation_id if claimed else None), previous

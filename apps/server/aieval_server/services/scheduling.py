@@ -17,7 +17,9 @@ Jobs without an owner (made with sign-in off) are one owner among the others.
 The claim is a compare-and-set (`status = 'queued'` in the UPDATE's WHERE), so two workers that pick the same job
 cannot both run it: the loser picks again. On PostgreSQL the pick also locks the row with SKIP LOCKED, so
 concurrent claims take different jobs at once instead of retrying. Tickets and jobs stay balanced: a claim takes one
-ticket and one job; a job cancelled or deleted while queued leaves a ticket that finds nothing (or another job)."""
+ticket and one job; a job cancelled or deleted while queued leaves a ticket that finds nothing (or another job). A
+job whose own ticket was never sent (submitted while the broker was down) can be claimed with another job's
+ticket: that other job is then marked unsent, and the next sweep sends its ticket (services/runs.claim_fairest)."""
 
 from __future__ import annotations
 
@@ -67,8 +69,8 @@ def claim_fairest(session: Session, queue: str, claimed_values: dict[str, Any]) 
     previous one); None when nothing is queued there. The caller commits."""
     locking = session.get_bind().dialect.name == "postgresql"
     for _ in range(MAX_PICKS):
-        pick = (fair_order(queue).add_columns(Evaluation.worker, Evaluation.run_pgid, Evaluation.attempts)
-                .limit(1))
+        pick = (fair_order(queue).add_columns(Evaluation.worker, Evaluation.run_pgid, Evaluation.attempts,
+                                              Evaluation.enqueued_at).limit(1))
         if locking:
             pick = pick.with_for_update(of=Evaluation, skip_locked=True)
         before = session.execute(pick).first()
