@@ -3,14 +3,15 @@ client has the same names and its compiler notices when one is added here."""
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class EvaluationStatus(str, Enum):
+class EvaluationStatus(StrEnum):
     """Where an evaluation is: waiting (queued), on a worker (running), or finished (succeeded, failed, cancelled,
     timeout: stopped after its params.timeout_s)."""
 
-    # Member names equal their values: a member compares, hashes and is stored exactly like its plain string.
+    # StrEnum: a member compares, hashes, prints and is stored exactly like its plain string (member names equal
+    # their values).
 
     queued = "queued"
     running = "running"
@@ -18,11 +19,6 @@ class EvaluationStatus(str, Enum):
     failed = "failed"
     cancelled = "cancelled"
     timeout = "timeout"
-
-    def __str__(self) -> str:  # "queued", not "EvaluationStatus.queued", in messages and f-strings
-        return self.value
-
-    __format__ = str.__format__
 
 
 # Nothing changes any more without a request (retry); the live feeds stop following such a job.
@@ -39,7 +35,7 @@ RETRYABLE: frozenset[EvaluationStatus] = frozenset({
 })
 
 
-class UserRole(str, Enum):
+class UserRole(StrEnum):
     """What an account may do. admin: everything, including managing accounts; member: work with models,
     datasets and evaluations; viewer: read shared work only (services/access.py)."""
 
@@ -47,39 +43,24 @@ class UserRole(str, Enum):
     member = "member"
     viewer = "viewer"
 
-    def __str__(self) -> str:
-        return self.value
 
-    __format__ = str.__format__
-
-
-class Visibility(str, Enum):
+class Visibility(StrEnum):
     """Who may read a model, dataset or evaluation: its owner (and administrators) only, or every signed-in user.
     Changing or deleting it stays with its owner and administrators either way (services/access.py)."""
 
     private = "private"
     shared = "shared"
 
-    def __str__(self) -> str:
-        return self.value
 
-    __format__ = str.__format__
-
-
-class TokenScope(str, Enum):
+class TokenScope(StrEnum):
     """What a personal API token may do. read: GET requests only; run: everything its owner's role allows except
     managing accounts and tokens (a leaked CI token cannot mint more tokens or change a password)."""
 
     read = "read"
     run = "run"
 
-    def __str__(self) -> str:
-        return self.value
 
-    __format__ = str.__format__
-
-
-class AuditAction(str, Enum):
+class AuditAction(StrEnum):
     """What an audit event records (services/audit.py). The target says on what: model, dataset, evaluation,
     user, token or session."""
 
@@ -95,13 +76,8 @@ class AuditAction(str, Enum):
     password_changed = "password_changed"
     revoked = "revoked"
 
-    def __str__(self) -> str:
-        return self.value
 
-    __format__ = str.__format__
-
-
-class AuditTarget(str, Enum):
+class AuditTarget(StrEnum):
     model = "model"
     dataset = "dataset"
     evaluation = "evaluation"
@@ -109,7 +85,16 @@ class AuditTarget(str, Enum):
     token = "token"
     session = "session"
 
-    def __str__(self) -> str:
-        return self.value
 
-    __format__ = str.__format__
+class SsoErrorCode(StrEnum):
+    """Why a single sign-on did not sign anyone in: the `sso_error` the sign-in page receives and explains."""
+
+    off = "off"  # single sign-on is not configured on this server
+    unreachable = "unreachable"  # the provider could not be reached or answered nonsense
+    denied = "denied"  # the person (or the provider) refused the sign-in
+    provider = "provider"  # the provider answered the authorization request with another error
+    expired = "expired"  # no flow cookie, or older than FLOW_TTL_S
+    state = "state"  # the flow cookie or the state does not match: a forged or mixed-up callback
+    token = "token"  # the code exchange failed
+    id_token = "id_token"  # the ID token is invalid (signature, issuer, audience, expiry, nonce)
+    disabled = "disabled"  # the account is disabled

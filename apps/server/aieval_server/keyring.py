@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
@@ -32,6 +33,17 @@ def cipher(settings: Settings) -> Fernet:
         return Fernet(_key(settings))
     except (ValueError, TypeError) as exc:
         raise SecretKeyError("AIEVAL_SECRET_KEY must be a Fernet key (32 url-safe base64-encoded bytes)") from exc
+
+
+def derived_cipher(settings: Settings, purpose: bytes) -> Fernet:
+    """A cipher with a key of its own for `purpose`, derived from the secret key (HKDF-SHA256): what one purpose
+    encrypts (e.g. a sign-in flow cookie) can never be taken for what another does (a stored API key)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    cipher(settings)  # SecretKeyError when the key is not a Fernet key
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(_key(settings))
+    return Fernet(base64.urlsafe_b64encode(derived))
 
 
 def encrypt(settings: Settings, value: str) -> str:

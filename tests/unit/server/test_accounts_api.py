@@ -63,7 +63,7 @@ def test_sign_in_me_and_sign_out(server):
         state = response.json()
         assert state["auth_enabled"] is True and state["csrf_token"]
         assert state["user"] == {"id": 1, "username": ADMIN, "display_name": ADMIN, "role": "admin",
-                                 "is_local": False}
+                                 "is_local": False, "sso": False}
         cookie = response.headers["set-cookie"]
         assert cookie.startswith("aieval_session=")
         flags = {part.strip().lower() for part in cookie.split(";")[1:]}
@@ -251,7 +251,7 @@ def test_user_management_is_for_administrators(server):
 def test_sign_in_off_is_the_local_user(client):
     me = client.get("/api/v1/auth/me")
     assert me.json() == {"user": {"id": None, "username": "local", "display_name": "Local user", "role": "admin",
-                                  "is_local": True}, "auth_enabled": False, "csrf_token": None}
+                                  "is_local": True, "sso": False}, "auth_enabled": False, "csrf_token": None}
     assert client.post("/api/v1/auth/login", json={"username": "a", "password": "b"}).status_code == 409
     assert client.get("/api/v1/users").json() == []
     assert client.post("/api/v1/auth/logout").status_code == 204

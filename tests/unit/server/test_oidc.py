@@ -140,7 +140,7 @@ def test_first_sign_in_makes_the_account_and_the_next_finds_it(base, provider, s
         assert any(c.startswith('aieval_sso_flow=""') for c in cookies)  # the flow is over
         me = client.get("/api/v1/auth/me").json()
         assert me["user"] == {"id": 2, "username": "alice.example", "display_name": "Alice Example",
-                              "role": "member", "is_local": False}
+                              "role": "member", "is_local": False, "sso": True}
         assert client.get("/api/v1/models").status_code == 200  # a normal session
 
     token_request = [r for kind, r in provider.requests if kind == "token"][0]

@@ -85,7 +85,7 @@ def db_session(settings):
 def forget_cached_tokens():
     from aieval_server.services.tokens import TOKEN_CACHE
 
-    TOKEN_CACHE._entries.clear()
+    TOKEN_CACHE.clear()
 
 
 def test_a_token_is_shown_once_and_only_its_hash_is_stored(member, auth_settings):

@@ -15,10 +15,10 @@ from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..db import session_scope
-from ..enums import AuditAction, AuditTarget
+from ..enums import AuditAction, AuditTarget, SsoErrorCode
 from ..schemas.sso import SsoState
 from ..services import accounts, audit, oidc
-from ..services.oidc import SsoError, SsoErrorCode
+from ..services.oidc import SsoError
 from .auth import set_session_cookie
 from .deps import SettingsDep, address_dep
 

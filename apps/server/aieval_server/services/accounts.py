@@ -21,6 +21,7 @@ import secrets
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -246,7 +247,7 @@ def _caller(row: AuthSession, user: User) -> Caller:
 def revoke_session(session: Session, session_id: str) -> None:
     session.execute(update(AuthSession).where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
                     .values(revoked_at=utcnow()))
-    SESSION_CACHE.forget(session_id)
+    SESSION_CACHE.forget_where(lambda key, _caller: key == session_id)
 
 
 def revoke_user_sessions(session: Session, user_id: int, keep: str | None = None) -> None:
@@ -283,41 +284,46 @@ def lookup_session(settings: Settings, token: str) -> Caller | None:
         caller = _caller(row, user)
         if now - row.last_seen_at > LAST_SEEN_PRECISION:  # a write at most once a minute per session
             row.last_seen_at = now
-    SESSION_CACHE.put(caller)
+    SESSION_CACHE.put(caller.session_id, caller)
     return caller
 
 
-class SessionCache:
-    """Looked-up sessions of this process for a few seconds (see the module docstring)."""
+class CallerCache:
+    """Looked-up callers of this process for a few seconds (see the module docstring), keyed by the SHA-256 of the
+    secret that signed them in: one for sessions, one for personal API tokens (services/tokens.py)."""
 
     def __init__(self):
         self._entries: dict[str, tuple[float, Caller]] = {}
         self._lock = threading.Lock()
 
-    def get(self, session_id: str, ttl_s: float) -> Caller | None:
-        entry = self._entries.get(session_id)
+    def get(self, key: str, ttl_s: float) -> Caller | None:
+        entry = self._entries.get(key)
         if entry is None or time.monotonic() - entry[0] > ttl_s:
             return None
         return entry[1]
 
-    def put(self, caller: Caller) -> None:
+    def put(self, key: str, caller: Caller) -> None:
         with self._lock:
             if len(self._entries) > 10_000:  # stale entries of expired caches: start over rather than grow
                 self._entries.clear()
-            self._entries[caller.session_id] = (time.monotonic(), caller)
+            self._entries[key] = (time.monotonic(), caller)
 
-    def forget(self, session_id: str) -> None:
+    def forget_where(self, matches: Callable[[str, Caller], bool]) -> None:
         with self._lock:
-            self._entries.pop(session_id, None)
+            for key, (_, caller) in list(self._entries.items()):
+                if matches(key, caller):
+                    del self._entries[key]
 
     def forget_user(self, user_id: int, keep: str | None = None) -> None:
+        """After a change to the account (disabled, role, name, password): looked up again (`keep`: that one key)."""
+        self.forget_where(lambda key, caller: caller.user_id == user_id and key != keep)
+
+    def clear(self) -> None:
         with self._lock:
-            for session_id, (_, caller) in list(self._entries.items()):
-                if caller.user_id == user_id and session_id != keep:
-                    del self._entries[session_id]
+            self._entries.clear()
 
 
-SESSION_CACHE = SessionCache()
+SESSION_CACHE = CallerCache()
 
 
 # ---- sign-in rate limit ---------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ authlib's HTTP clients are built on httpx2, which cannot use the policy's httpx 
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import re
@@ -29,7 +28,6 @@ import threading
 import time
 import unicodedata
 from dataclasses import asdict, dataclass
-from enum import Enum
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -37,8 +35,6 @@ import httpx
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from authlib.oidc.core import CodeIDToken
 from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
@@ -50,8 +46,8 @@ from sqlalchemy.orm import Session
 from aieval_engine.netpolicy import OutboundPolicyError, guarded_client
 
 from ..config import Settings
-from ..keyring import _key as keyring_key
-from ..keyring import cipher
+from ..enums import SsoErrorCode
+from ..keyring import derived_cipher
 from ..models import User
 from . import accounts
 from .errors import Invalid
@@ -68,25 +64,6 @@ HTTP_TIMEOUT_S = 10.0
 SIGNING_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 MAX_NEXT_LENGTH = 2000
 USERNAME_FALLBACK = "user"
-
-
-class SsoErrorCode(str, Enum):
-    """Why a single sign-on did not sign anyone in: the `sso_error` the sign-in page receives and explains."""
-
-    off = "off"  # single sign-on is not configured on this server
-    unreachable = "unreachable"  # the provider could not be reached or answered nonsense
-    denied = "denied"  # the person (or the provider) refused the sign-in
-    provider = "provider"  # the provider answered the authorization request with another error
-    expired = "expired"  # no flow cookie, or older than FLOW_TTL_S
-    state = "state"  # the flow cookie or the state does not match: a forged or mixed-up callback
-    token = "token"  # the code exchange failed
-    id_token = "id_token"  # the ID token is invalid (signature, issuer, audience, expiry, nonce)
-    disabled = "disabled"  # the account is disabled
-
-    def __str__(self) -> str:
-        return self.value
-
-    __format__ = str.__format__
 
 
 class SsoError(Exception):
@@ -136,12 +113,7 @@ class Flow:
 
 
 def _flow_cipher(settings: Settings) -> Fernet:
-    """A key of its own derived from the secret key, so a flow cookie and a stored API key can never be
-    mistaken for one another."""
-    cipher(settings)  # SecretKeyError when the key is not a Fernet key
-    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                   info=b"aieval sso flow cookie").derive(keyring_key(settings))
-    return Fernet(base64.urlsafe_b64encode(derived))
+    return derived_cipher(settings, b"aieval sso flow cookie")
 
 
 def seal_flow(settings: Settings, flow: Flow) -> str:

@@ -14,8 +14,6 @@
 from __future__ import annotations
 
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,7 +26,7 @@ from ..enums import AuditAction, AuditTarget, TokenScope, UserRole
 from ..models import ApiToken, User
 from ..models.tables import utcnow
 from . import audit
-from .accounts import LAST_SEEN_PRECISION, Caller, token_hash
+from .accounts import LAST_SEEN_PRECISION, Caller, CallerCache, token_hash
 from .errors import Conflict, NotFound
 
 TOKEN_PREFIX = "aiev_"
@@ -112,7 +110,7 @@ def revoke_token(session: Session, caller: Caller, token_id: int) -> None:
     detail = None if row.user_id == user_id else {"owner_id": row.user_id}
     audit.record(session, caller, AuditAction.revoked, AuditTarget.token, row.id, row.name, detail)
     session.flush()
-    TOKEN_CACHE.forget(row.id)
+    TOKEN_CACHE.forget_where(lambda _key, caller: caller.token_id == row.id)
 
 
 # ---- authenticating with a token ------------------------------------------------------------------------------
@@ -164,37 +162,5 @@ def refusal(caller: Caller, method: str | None, api_path: str) -> str | None:
     return None
 
 
-class TokenCache:
-    """Looked-up tokens of this process for a few seconds, keyed by the token's hash (see the module docstring)."""
-
-    def __init__(self):
-        self._entries: dict[str, tuple[float, Caller]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, hashed: str, ttl_s: float) -> Caller | None:
-        entry = self._entries.get(hashed)
-        if entry is None or time.monotonic() - entry[0] > ttl_s:
-            return None
-        return entry[1]
-
-    def put(self, hashed: str, caller: Caller) -> None:
-        with self._lock:
-            if len(self._entries) > 10_000:  # stale entries of expired caches: start over rather than grow
-                self._entries.clear()
-            self._entries[hashed] = (time.monotonic(), caller)
-
-    def _forget_where(self, matches) -> None:
-        with self._lock:
-            for hashed, (_, caller) in list(self._entries.items()):
-                if matches(caller):
-                    del self._entries[hashed]
-
-    def forget(self, token_id: int) -> None:
-        self._forget_where(lambda caller: caller.token_id == token_id)
-
-    def forget_user(self, user_id: int) -> None:
-        """After a change to the account (disabled, role, name): its tokens are looked up again."""
-        self._forget_where(lambda caller: caller.user_id == user_id)
-
-
-TOKEN_CACHE = TokenCache()
+# Looked-up tokens, keyed by the token's hash (see the module docstring).
+TOKEN_CACHE = CallerCache()
