@@ -10,6 +10,8 @@ variable that only the OpenCompass process receives.
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import math
 import re
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalogue import BuiltinDataset, resolve_builtin
+from .catalogue import BuiltinDataset, _imported_module, resolve_builtin
 from .datafiles import validate_data_file, write_canonical_jsonl
 from .spec import (
     DEFAULT_MAX_OUT_LEN,
@@ -219,6 +221,8 @@ def _endpoint_fields(model, key_env: str | None, max_out_len: int) -> dict:
 
 
 def _model_config(model, abbr: str, params, key_env: str | None, for_ppl: bool = False) -> dict:
+    # OpenCompass uses a model's max_out_len only for datasets whose inferencer sets none (OpenICLInferTask fills
+    # in missing inferencer keys from the model): it never overrides a built-in config's own setting.
     max_out_len = getattr(model, "max_out_len", None) or params.max_out_len or DEFAULT_MAX_OUT_LEN
     if isinstance(model, DifyModelSpec):
         return {
@@ -355,6 +359,8 @@ def build_config(
             "    if 'reader_cfg' in dataset:",
             f"        dataset['reader_cfg']['test_range'] = {render_literal(f'[0:{params.limit}]')}",
         ]
+    # Unset, each built-in dataset generates as its config says (what the `opencompass` CLI does); set, it is
+    # the user's deliberate override for every dataset.
     if params.max_out_len:
         overrides += [
             "    if 'inferencer' in dataset.get('infer_cfg', {}):",
@@ -391,3 +397,124 @@ def build_config(
     path = job_dir / "config.py"
     path.write_text(text, encoding="utf-8")
     return BuiltConfig(path=path, text=text, models=models, datasets=planned, secret_env=secret_env)
+
+
+# ---- a built-in config's own generation settings -----------------------------------------------------------
+# Inferencers that score likelihoods and generate nothing: an output length means nothing to them.
+LIKELIHOOD_INFERENCERS = frozenset({
+    "PPLInferencer", "PPLOnlyInferencer", "InferencePPLOnlyInferencer", "LLInferencer", "CLPInferencer",
+    "MinKPercentInferencer", "SWCELossInferencer",
+})
+_UNREADABLE = object()  # a value the config computes, which reading its source cannot tell
+
+
+@dataclass(frozen=True)
+class InferencerSettings:
+    inferencer: str  # class name, e.g. GenInferencer
+    max_out_len: int | None  # None: the config sets none, the model's max_out_len applies
+    stopping_criteria: tuple[str, ...] = ()
+    readable: bool = True  # False when a value is computed in the config
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """What a built-in config itself sets for generation: what a run without a max_out_len override uses."""
+
+    inferencers: tuple[InferencerSettings, ...]
+
+    @property
+    def generates(self) -> bool:
+        return any(i.inferencer not in LIKELIHOOD_INFERENCERS for i in self.inferencers)
+
+    @property
+    def generating(self) -> list[InferencerSettings]:
+        return [i for i in self.inferencers if i.inferencer not in LIKELIHOOD_INFERENCERS]
+
+    @property
+    def max_out_len(self) -> list[int]:
+        """The distinct output lengths the config's generating inferencers set, smallest first."""
+        return sorted({i.max_out_len for i in self.generating if i.max_out_len is not None})
+
+    @property
+    def model_decides(self) -> bool:
+        """Some generating inferencer sets no length: there the model's max_out_len applies."""
+        return any(i.max_out_len is None and i.readable for i in self.generating)
+
+    @property
+    def stopping_criteria(self) -> list[str]:
+        return list(dict.fromkeys(word for i in self.generating for word in i.stopping_criteria))
+
+    @property
+    def readable(self) -> bool:
+        """False when the source does not tell (no inferencer found, or a value computed in the config)."""
+        return bool(self.inferencers) and all(i.readable for i in self.inferencers)
+
+
+def _class_name(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return None
+
+
+def _literal(node: ast.expr, constants: dict[str, Any]) -> Any:
+    """A literal or a module-level constant's value; _UNREADABLE for anything computed. Never evaluates code."""
+    if isinstance(node, ast.Name):
+        return constants.get(node.id, _UNREADABLE)
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return _UNREADABLE
+
+
+def _inferencers_in(file: Path, seen: frozenset[Path] = frozenset()) -> list[InferencerSettings]:
+    """Every `dict(type=...Inferencer, ...)` in a config file and the OpenCompass configs it imports, read as
+    source with `ast` (the catalogue's way): OpenCompass' own files, but still never executed here."""
+    tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
+    constants: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            value = _literal(node.value, {})
+            if value is not _UNREADABLE:
+                constants[node.targets[0].id] = value
+    found: list[InferencerSettings] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = _imported_module(node, file)
+            if base is not None and base not in seen and base != file:  # a cycle would never end
+                found += _inferencers_in(base, seen | {file})
+            continue
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict"):
+            continue
+        keywords = {k.arg: k.value for k in node.keywords if k.arg}
+        name = _class_name(keywords["type"]) if "type" in keywords else None
+        if not name or not name.endswith("Inferencer"):
+            continue
+        readable = not any(k.arg is None for k in node.keywords)  # dict(**other) may set anything
+        max_out_len = None
+        if "max_out_len" in keywords:
+            value = _literal(keywords["max_out_len"], constants)
+            if isinstance(value, int) and not isinstance(value, bool):
+                max_out_len = value
+            else:
+                readable = False
+        stops: tuple[str, ...] = ()
+        if "stopping_criteria" in keywords:
+            value = _literal(keywords["stopping_criteria"], constants)
+            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                stops = tuple(value)
+            else:
+                readable = False
+        found.append(InferencerSettings(name, max_out_len, stops, readable))
+    return found
+
+
+@functools.cache
+def _generation_settings_of(file: Path) -> GenerationSettings:
+    return GenerationSettings(tuple(_inferencers_in(file)))
+
+
+def builtin_generation_settings(builtin: BuiltinDataset) -> GenerationSettings:
+    """The generation settings a built-in dataset config sets itself (inferencer class, output length, stop words)."""
+    return _generation_settings_of(builtin.file)

@@ -266,6 +266,8 @@ class CustomDatasetSpec(_Strict):
 DatasetSpec = Annotated[BuiltinDatasetSpec | CustomDatasetSpec, Field(discriminator="kind")]
 
 
+# A model's max_out_len when its spec sets none: OpenCompass uses it only for datasets whose own config sets no
+# output length (custom files, many built-in configs), never over a config's own setting.
 DEFAULT_MAX_OUT_LEN = 256
 
 
@@ -275,8 +277,9 @@ class RunParams(_Strict):
     )
     max_out_len: Annotated[int, Field(ge=1, le=32768)] | None = Field(
         default=None,
-        description="cap on generated tokens for every model and dataset; unset, built-in datasets keep "
-        "their own setting and models default to DEFAULT_MAX_OUT_LEN",
+        description="a deliberate override of the output length (tokens) of every dataset; unset, each built-in "
+        "dataset keeps its own config's setting, as the `opencompass` CLI does, and datasets that set none use "
+        "the model's max_out_len (DEFAULT_MAX_OUT_LEN unless the model sets one)",
     )
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     workers: Annotated[int, Field(ge=1, le=64)] = Field(

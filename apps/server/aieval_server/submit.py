@@ -150,10 +150,6 @@ def plan_submission(spec: EvalSpec, environ: dict[str, str]) -> Plan:
             problems.append(f"datasets.{index}.path: no such file: {dataset.path}")
     if problems:
         raise SubmitError("the spec cannot be submitted", problems)
-    if spec.params.max_out_len is None and any(isinstance(d, BuiltinDatasetSpec) for d in spec.datasets):
-        plan.notes.append("params.max_out_len is not set: the server caps generation at its default for every "
-                          "dataset, built-in ones included (`aieval run` keeps a built-in dataset's own setting); "
-                          "set it in the spec to choose")
     return plan
 
 

@@ -113,6 +113,7 @@ RULES = {
     ("POST", f"{A}/datasets"): create,
     ("GET", f"{A}/datasets/builtin"): signed_in,
     ("POST", f"{A}/datasets/builtin/{{config}}"): create,
+    ("GET", f"{A}/datasets/builtin/{{config}}/settings"): signed_in,
     ("POST", f"{A}/datasets/validate"): create,
     ("GET", f"{A}/datasets/upload-rules"): signed_in,
     ("GET", f"{A}/datasets/{{dataset_id}}"): read,
@@ -129,6 +130,8 @@ RULES = {
     ("GET", f"{A}/evaluations/{{evaluation_id}}/logs"): read,
     ("GET", f"{A}/evaluations/{{evaluation_id}}/results"): read,
     ("GET", f"{A}/evaluations/{{evaluation_id}}/samples"): read,
+    ("GET", f"{A}/evaluations/{{evaluation_id}}/samples/export"): read,
+    ("POST", f"{A}/evaluations/{{evaluation_id}}/rerun"): use,  # a new evaluation of the caller's own
     ("GET", f"{A}/evaluations/{{evaluation_id}}/export"): read,
     ("GET", f"{A}/compare"): signed_in,
     ("GET", f"{A}/leaderboard"): signed_in,

@@ -195,6 +195,13 @@ class Score(Base):
     dataset_abbr: Mapped[str] = mapped_column(String(200))
     metric: Mapped[str] = mapped_column(String(100))
     value: Mapped[float] = mapped_column(Float)
+    # What the value rests on (services/provenance.py); NULL for scores stored before migration 0006, and for a
+    # value that is not the share of right answers (correct, CI), or whose samples could not be read.
+    n: Mapped[int | None] = mapped_column(Integer, nullable=True)  # samples scored
+    correct: Mapped[int | None] = mapped_column(Integer, nullable=True)  # right answers, for proportions
+    scorer: Mapped[str | None] = mapped_column(String(200), nullable=True)  # "exact", "contains", evaluator class
+    ci_low: Mapped[float | None] = mapped_column(Float, nullable=True)  # 95 % interval, in the value's unit
+    ci_high: Mapped[float | None] = mapped_column(Float, nullable=True)
     evaluation: Mapped[Evaluation] = relationship(back_populates="scores")
 
 

@@ -7,6 +7,7 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from ..enums import Visibility
 from ..schemas.api import (
     BuiltinDatasetRead,
+    BuiltinGenerationSettings,
     DatasetPreview,
     DatasetRead,
     DatasetUpdate,
@@ -94,3 +95,10 @@ def preview_dataset(*, dataset_id: DatabaseId, limit: Annotated[int, Query(ge=1,
 def delete_dataset(*, dataset_id: DatabaseId, session: SessionDep, storage: StorageDep, caller: CurrentUser):
     service.delete(session, storage, dataset_id, caller)
     return Response(status_code=204)
+
+
+@router.get("/builtin/{config:path}/settings", response_model=BuiltinGenerationSettings)
+def builtin_generation_settings(*, config: str, caller: CurrentUser):
+    """The generation settings a built-in config sets itself (output length, stop words): what an evaluation that
+    sets no max_out_len uses for it, as the opencompass CLI would."""
+    return service.builtin_generation_settings(config)

@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter, BackgroundTasks, Query, Response
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 
 from ..celery_app import enqueue
 from ..db import session_scope
@@ -91,6 +91,18 @@ def retry_evaluation(*, evaluation_id: DatabaseId, session: SessionDep,
     return service.show(session, evaluation_id, caller)
 
 
+@router.post("/{evaluation_id}/rerun", response_model=EvaluationDetail, status_code=201)
+def rerun_evaluation(*, evaluation_id: DatabaseId, session: SessionDep,
+                     settings: SettingsDep, storage: StorageDep, caller: CurrentUser):
+    """Run a finished evaluation again as the caller's own new evaluation (same models, datasets, parameters and
+    visibility). Every check of a new submission applies: the caller must be a member who may read the evaluation
+    and each of its models and datasets, and within their quotas."""
+    evaluation = service.run_again(session, settings, storage, evaluation_id, caller)
+    session.commit()  # the row exists before the message, as for any submission
+    enqueue(settings, evaluation.id, evaluation.queue)
+    return service.show(session, evaluation.id, caller)
+
+
 @router.delete("/{evaluation_id}", status_code=204)
 def delete_evaluation(*, evaluation_id: DatabaseId, session: SessionDep,
                       settings: SettingsDep, storage: StorageDep, caller: CurrentUser):
@@ -123,6 +135,22 @@ def evaluation_samples(*, evaluation_id: DatabaseId, model: str | None = None, d
     items, total = artifacts.samples(settings, storage, evaluation, model=model, dataset=dataset, correct=correct, q=q,
                                      page=page, page_size=page_size)
     return Page(items=items, total=total, page=page, page_size=page_size)
+
+
+@router.get("/{evaluation_id}/samples/export", response_class=StreamingResponse,
+            responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}},
+                             "description": "one row per sample, streamed"}})
+def export_samples(*, evaluation_id: DatabaseId, format: artifacts.SampleFormat = "csv",
+                   model: str | None = None, dataset: str | None = None, correct: bool | None = None,
+                   session: SessionDep, settings: SettingsDep, storage: StorageDep, caller: CurrentUser):
+    """Every sample (or those of one model, dataset or verdict) with its prompt, prediction, extracted answer, gold,
+    verdict and scorer, as CSV or JSON lines."""
+    evaluation = service.readable(session, evaluation_id, caller, scores=True)  # the scores name the scorers
+    body = artifacts.sample_export(settings, storage, evaluation, format, model=model, dataset=dataset,
+                                   correct=correct)
+    filename = artifacts.sample_export_filename(evaluation_id, format)
+    return StreamingResponse(body, media_type=artifacts.SAMPLE_MEDIA_TYPES[format],
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 @router.get("/{evaluation_id}/export")

@@ -170,10 +170,28 @@ class DatasetUploadRules(BaseModel):
 # ---- evaluations ------------------------------------------------------------------------------
 class EvaluationParams(Strict):
     limit: int | None = Field(default=None, ge=1, le=10_000_000)
-    max_out_len: int = Field(default=256, ge=1, le=32768)
+    max_out_len: int | None = Field(
+        default=None, ge=1, le=32768,
+        description="a deliberate override of every dataset's output length (tokens). Unset: each built-in dataset "
+        "keeps its own config's setting (as the opencompass CLI runs it; see GET /datasets/builtin/{config}/settings) "
+        "and datasets without one use the model's max_out_len",
+    )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     workers: int = Field(default=1, ge=1, le=64)
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+
+
+class BuiltinGenerationSettings(BaseModel):
+    """What a built-in dataset config sets itself for generation: what a run without a max_out_len override uses."""
+
+    config: str
+    generates: bool = Field(description="false for likelihood (ppl) configs, which generate no text")
+    inferencers: list[str] = Field(description="OpenCompass inferencer classes the config uses")
+    max_out_len: list[int] = Field(description="output lengths (tokens) the config sets; several when its parts differ")
+    model_decides: bool = Field(description="some part sets no output length: the model's max_out_len applies there")
+    model_default_max_out_len: int = Field(description="the model's max_out_len when its settings give none")
+    stopping_criteria: list[str] = Field(description="stop words the config sets")
+    readable: bool = Field(description="false when the config computes a setting that reading it cannot tell")
 
 
 class EvaluationCreate(Strict):
@@ -245,17 +263,29 @@ class ScoreRead(BaseModel):
     dataset: str
     metric: str
     value: float
+    # What the value rests on; null for scores stored before they were recorded (and see each description).
+    n: int | None = Field(default=None, description="samples scored")
+    correct: int | None = Field(default=None, description="right answers, when the value is the share right "
+                                                          "(accuracy); null for other metrics")
+    scorer: str | None = Field(default=None, description="what judged the answers: exact or contains (an uploaded "
+                                                         "file's scorer), else the OpenCompass evaluator class")
+    ci_low: float | None = Field(default=None, description="lower end of the 95 % confidence interval, in the "
+                                                           "value's unit (Wilson for accuracy, bootstrap otherwise)")
+    ci_high: float | None = Field(default=None, description="upper end of the 95 % confidence interval")
 
 
 class SampleRead(BaseModel):
     model: str
     dataset: str
-    index: int
+    index: int = Field(description="the sample's place in the dataset, counting from 1 (as the upload preview)")
     prompt: Any
     prediction: Any
     gold: Any
-    correct: bool | None
-    extracted: Any = None
+    correct: bool | None = Field(description="the scorer's verdict; null when it gave none")
+    extracted: Any = Field(default=None, description="the answer the scorer compared with gold, when OpenCompass "
+                                                     "records one that differs from the prediction")
+    scorer: str | None = Field(default=None, description="what gave the verdict, as on the pair's scores: exact or "
+                                                         "contains, else the OpenCompass evaluator class")
 
 
 class CompareCell(BaseModel):

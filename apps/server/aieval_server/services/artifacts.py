@@ -6,20 +6,24 @@ import csv
 import html
 import io
 import json
+import math
 import re
 import tempfile
 import zipfile
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any, Literal
 
 from aieval_engine import workdir
 from aieval_engine.results import iter_samples
+from aieval_engine.spec import SpecError, parse_spec
 
 from ..config import Settings
 from ..models import Evaluation
 from ..schemas.api import SampleRead
 from ..storage import Storage, StorageError
+from . import provenance
 from .accounts import Caller
 from .errors import Invalid, NotFound
 from .evaluations import artifacts_prefix, detail, score_rows
@@ -43,9 +47,18 @@ def log_text(evaluation: Evaluation, storage: Storage, tail_lines: int | None) -
     return text
 
 
-def _pair_files(settings: Settings, storage: Storage, evaluation: Evaluation, model_abbr: str, dataset_abbr: str) -> Path:
+@dataclass(frozen=True)
+class _RunFiles:
+    """Where an evaluation's outputs are stored: plain values, usable after the request's session has closed
+    (a streamed export reads them while the response is sent)."""
+
+    evaluation_id: int
+    run_dir_name: str
+
+
+def _pair_files(settings: Settings, storage: Storage, run: _RunFiles, model_abbr: str, dataset_abbr: str) -> Path:
     """A local run dir holding the predictions and results of one pair (downloaded from S3 if needed)."""
-    root = PurePosixPath(artifacts_prefix(evaluation.id)) / "outputs" / evaluation.run_dir_name
+    root = PurePosixPath(artifacts_prefix(run.evaluation_id)) / "outputs" / run.run_dir_name
     local_root = Path("/")
     for file_of in (workdir.predictions_file, workdir.results_file):
         relative = file_of(Path("."), model_abbr, dataset_abbr).as_posix()
@@ -57,8 +70,9 @@ def _pair_files(settings: Settings, storage: Storage, evaluation: Evaluation, mo
     return local_root
 
 
-def samples(settings: Settings, storage: Storage, evaluation: Evaluation, *, model: str | None, dataset: str | None,
-            correct: bool | None, q: str | None, page: int, page_size: int) -> tuple[list[SampleRead], int]:
+def _chosen_pairs(evaluation: Evaluation, model: str | None, dataset: str | None) -> list[tuple[dict, str | None]]:
+    """The evaluation's (model, dataset) pairs a samples request names (by display name or abbr), each with its
+    scorer."""
     if not evaluation.artifacts_stored or not evaluation.run_dir_name:
         raise NotFound(f"evaluation {evaluation.id} has no samples yet ({evaluation.status})")
     pairs = evaluation.pairs or []
@@ -67,17 +81,132 @@ def samples(settings: Settings, storage: Storage, evaluation: Evaluation, *, mod
     if not chosen:
         options = "; ".join(f"{p['model']} × {p['dataset']}" for p in pairs)
         raise Invalid(f"no model × dataset pair matches (available: {options or 'none'})")
+    return [(pair, _scorer_of(evaluation, pair)) for pair in chosen]
+
+
+def _scorer_of(evaluation: Evaluation, pair: dict) -> str | None:
+    """What judged the pair's samples: the scorer its scores name (services/provenance.py decides it when a run's
+    scores are written); for scores stored before that, the scorer the run's manifest gave an uploaded file."""
+    for score in evaluation.scores:
+        if (score.model_abbr, score.dataset_abbr) == (pair["model_abbr"], pair["dataset_abbr"]) and score.scorer:
+            return score.scorer
+    try:
+        spec = parse_spec((evaluation.manifest or {}).get("spec"))
+    except SpecError:
+        return None
+    return provenance.scorer_of(spec, pair.get("dataset_index"), None)
+
+
+def _pair_samples(settings: Settings, storage: Storage, run: _RunFiles, pair: dict,
+                  scorer: str | None) -> Iterator[SampleRead]:
+    """The samples of one pair in dataset order, numbered from 1."""
+    run_dir = _pair_files(settings, storage, run, pair["model_abbr"], pair["dataset_abbr"])
+    for row in iter_samples(run_dir, pair["model_abbr"], pair["dataset_abbr"]):
+        yield SampleRead(model=pair["model"], dataset=pair["dataset"], **{**asdict(row), "index": row.index + 1},
+                         scorer=scorer)
+
+
+_SEARCHED = {"prompt", "prediction", "gold", "extracted"}  # what a sample search looks in
+
+
+def samples(settings: Settings, storage: Storage, evaluation: Evaluation, *, model: str | None, dataset: str | None,
+            correct: bool | None, q: str | None, page: int, page_size: int) -> tuple[list[SampleRead], int]:
+    chosen = _chosen_pairs(evaluation, model, dataset)
+    run = _RunFiles(evaluation.id, evaluation.run_dir_name)
     needle = q.lower() if q else None
+    first, end = (page - 1) * page_size, page * page_size
     rows: list[SampleRead] = []
-    for pair in chosen:
-        run_dir = _pair_files(settings, storage, evaluation, pair["model_abbr"], pair["dataset_abbr"])
-        for row in iter_samples(run_dir, pair["model_abbr"], pair["dataset_abbr"]):
+    total = 0
+    for pair, scorer in chosen:
+        for row in _pair_samples(settings, storage, run, pair, scorer):
             if correct is not None and row.correct is not correct:
                 continue
-            if needle and needle not in json.dumps(asdict(row), ensure_ascii=False).lower():
+            if needle and needle not in json.dumps(row.model_dump(include=_SEARCHED), ensure_ascii=False).lower():
                 continue
-            rows.append(SampleRead(model=pair["model"], dataset=pair["dataset"], **asdict(row)))
-    return rows[(page - 1) * page_size : page * page_size], len(rows)
+            if first <= total < end:  # only the page is kept, however many samples match
+                rows.append(row)
+            total += 1
+    return rows, total
+
+
+# ---- per-sample export ----------------------------------------------------------------------------
+# One row per sample. Not recorded by the engine yet, so not exported: latency, token counts, judge rationale.
+SAMPLE_COLUMNS = ("model", "dataset", "index", "prompt", "prediction", "extracted", "gold", "correct", "scorer")
+SampleFormat = Literal["csv", "jsonl"]
+SAMPLE_MEDIA_TYPES: dict[str, str] = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+
+
+def _as_text(value: Any) -> str:
+    """A sample value as one spreadsheet cell: chat turns as "ROLE: text" lines (as the sample browser shows them),
+    other structures as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(turn, dict) and "prompt" in turn for turn in value):
+        return "\n".join(f"{turn.get('role', '')}: {turn['prompt']}" for turn in value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _csv_value(column: str, value: Any) -> object:
+    if column == "index":
+        return value
+    if column == "correct":  # as in the JSON lines: true, false, or empty when the scorer gave no verdict
+        return "" if value is None else str(value).lower()
+    return _as_text(value)
+
+
+def _csv_line(cells: list[object]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out).writerow([_csv_cell(cell) for cell in cells])
+    return out.getvalue().encode("utf-8")
+
+
+def sample_export(settings: Settings, storage: Storage, evaluation: Evaluation, export_format: SampleFormat, *,
+                  model: str | None, dataset: str | None, correct: bool | None) -> Iterator[bytes]:
+    """The chosen samples as CSV or JSON lines, produced row by row while the response is sent (only one pair's
+    files are read at a time). Nothing is known to be wrong once this returns: it checks before streaming."""
+    chosen = _chosen_pairs(evaluation, model, dataset)
+    run = _RunFiles(evaluation.id, evaluation.run_dir_name)
+
+    def rows() -> Iterator[SampleRead]:
+        for pair, scorer in chosen:
+            for row in _pair_samples(settings, storage, run, pair, scorer):
+                if correct is None or row.correct is correct:
+                    yield row
+
+    def as_csv() -> Iterator[bytes]:
+        # A byte order mark: spreadsheet programs then read the UTF-8 (Chinese text) as UTF-8.
+        yield "\ufeff".encode() + _csv_line(list(SAMPLE_COLUMNS))
+        for row in rows():
+            values = row.model_dump(include=set(SAMPLE_COLUMNS))
+            yield _csv_line([_csv_value(column, values[column]) for column in SAMPLE_COLUMNS])
+
+    def as_jsonl() -> Iterator[bytes]:
+        for row in rows():
+            values = row.model_dump(include=set(SAMPLE_COLUMNS))
+            yield (json.dumps({column: values[column] for column in SAMPLE_COLUMNS}, ensure_ascii=False) + "\n").encode()
+
+    return _in_chunks(as_csv() if export_format == "csv" else as_jsonl())
+
+
+def _in_chunks(lines: Iterator[bytes], size: int = 1 << 16) -> Iterator[bytes]:
+    """Lines gathered into pieces of about `size` bytes: the server sends each piece from a worker thread, and one
+    thread hop per sample would cost more than writing the sample."""
+    piece: list[bytes] = []
+    length = 0
+    for line in lines:
+        piece.append(line)
+        length += len(line)
+        if length >= size:
+            yield b"".join(piece)
+            piece, length = [], 0
+    if piece:
+        yield b"".join(piece)
+
+
+def sample_export_filename(evaluation_id: int, export_format: SampleFormat) -> str:
+    return f"evaluation-{evaluation_id}-samples.{export_format}"
 
 
 # ---- exports ------------------------------------------------------------------------------------
@@ -96,9 +225,10 @@ def _csv_cell(value: object) -> object:
 def export_csv(evaluation: Evaluation, caller: Caller) -> str:  # noqa: ARG001 (one signature for every format)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["evaluation_id", "model", "dataset", "metric", "value"])
+    writer.writerow(["evaluation_id", "model", "dataset", "metric", "value", *SCORE_PROVENANCE])
     for score in score_rows(evaluation):
-        row = [evaluation.id, score["model"], score["dataset"], score["metric"], score["value"]]
+        row = [evaluation.id, score["model"], score["dataset"], score["metric"], score["value"],
+               *(score[field] for field in SCORE_PROVENANCE)]  # None (not known) is an empty cell
         writer.writerow([_csv_cell(cell) for cell in row])
     return out.getvalue()
 
@@ -130,6 +260,22 @@ def _code_span(text: str) -> str:
     return f"{fence} {text} {fence}" if text.startswith("`") or text.endswith("`") else f"{fence}{text}{fence}"
 
 
+# The columns that say what a score rests on (ScoreRead), after the value in the CSV export.
+SCORE_PROVENANCE = ("n", "correct", "scorer", "ci_low", "ci_high")
+
+
+def score_text(score: dict[str, Any]) -> str:
+    """A score as a person reads it in a report: `62.5 % ± 27.9, n = 8, contains` (± is half the interval; the
+    unit is "%" only when the value is known to be the share right), as much of it as is known."""
+    value, n, correct = score["value"], score.get("n"), score.get("correct")
+    share = correct is not None and bool(n) and math.isclose(value, 100 * correct / n, rel_tol=1e-6, abs_tol=1e-6)
+    text = f"{value:.4g}" + (" %" if share else "")
+    if score.get("ci_low") is not None and score.get("ci_high") is not None:
+        text += f" ± {(score['ci_high'] - score['ci_low']) / 2:.1f}"
+    details = ([f"n = {n}"] if n is not None else []) + ([_md(score["scorer"])] if score.get("scorer") else [])
+    return ", ".join([text, *details])
+
+
 def export_markdown(evaluation: Evaluation, caller: Caller) -> str:
     info = detail(evaluation, caller)
     lines = [f"# Evaluation {evaluation.id}: {_md(evaluation.name)}", ""]
@@ -145,13 +291,17 @@ def export_markdown(evaluation: Evaluation, caller: Caller) -> str:
     lines += ["", "## Scores", ""]
     models = list(dict.fromkeys(s["model"] for s in info.scores))
     rows = list(dict.fromkeys((s["dataset"], s["metric"]) for s in info.scores))
-    values = {(s["model"], s["dataset"], s["metric"]): s["value"] for s in info.scores}
+    by_cell = {(s["model"], s["dataset"], s["metric"]): s for s in info.scores}
     if rows:
         lines.append("| dataset | metric | " + " | ".join(_md(m) for m in models) + " |")
         lines.append("|---|---|" + "---:|" * len(models))
         for dataset, metric in rows:
-            cells = [values.get((m, dataset, metric)) for m in models]
-            lines.append(f"| {_md(dataset)} | {_md(metric)} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in cells) + " |")
+            cells = [by_cell.get((m, dataset, metric)) for m in models]
+            lines.append(f"| {_md(dataset)} | {_md(metric)} | "
+                         + " | ".join("-" if s is None else score_text(s) for s in cells) + " |")
+        if any(s.get("ci_low") is not None for s in info.scores):
+            lines += ["", "± is half the width of the 95 % confidence interval (Wilson for accuracy, bootstrap "
+                          "otherwise; the CSV and JSON exports give both ends); n is the number of samples scored."]
     else:
         lines.append("No scores.")
     if info.error:

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from aieval_engine import config_builder
 from aieval_engine.catalogue import UnknownDatasetError, list_builtin_names, missing_data, resolve_builtin
 from aieval_engine.datafiles import (
     FILE_FORMATS,
@@ -27,13 +28,14 @@ from aieval_engine.datafiles import (
     first_rows,
     validate_data_file,
 )
-from aieval_engine.spec import CONTROL_CHARS, clean_display_name
+from aieval_engine.spec import CONTROL_CHARS, DEFAULT_MAX_OUT_LEN, clean_display_name
 
 from ..config import Settings
 from ..enums import AuditAction, AuditTarget, Visibility
 from ..models import Dataset, EvaluationDataset
 from ..schemas.api import (
     BuiltinDatasetRead,
+    BuiltinGenerationSettings,
     DatasetPreview,
     DatasetRead,
     DatasetUpdate,
@@ -43,7 +45,7 @@ from ..schemas.api import (
 from ..storage import Storage
 from . import access, audit, quotas
 from .accounts import Caller
-from .errors import Conflict, Invalid, TooLarge
+from .errors import Conflict, Invalid, NotFound, TooLarge
 
 ACCEPTED_EXTENSIONS = tuple(f".{file_format}" for file_format in FILE_FORMATS)
 PREVIEW_MAX_ROWS = 100
@@ -395,3 +397,16 @@ def demo_files() -> list[tuple[Path, str, str]]:
     return [(Path(d.path), d.name, d.scorer) for d in demo_datasets()]
 
 
+def builtin_generation_settings(config: str) -> BuiltinGenerationSettings:
+    """The generation settings a built-in config sets itself, read from OpenCompass' shipped file as source (the
+    config is found by name in the catalogue and never executed): what a run that overrides nothing uses."""
+    config = config.strip().removesuffix(".py")
+    try:
+        builtin = resolve_builtin(config)
+    except UnknownDatasetError as exc:
+        raise NotFound(f"unknown built-in dataset {config!r}", [str(exc)]) from None
+    found = config_builder.builtin_generation_settings(builtin)
+    return BuiltinGenerationSettings(
+        config=config, generates=found.generates, inferencers=list(dict.fromkeys(i.inferencer for i in found.inferencers)),
+        max_out_len=found.max_out_len, model_decides=found.model_decides, model_default_max_out_len=DEFAULT_MAX_OUT_LEN,
+        stopping_criteria=found.stopping_criteria, readable=found.readable)

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
@@ -22,9 +23,15 @@ from aieval_engine.spec import (
 )
 
 from ..config import Settings
-from ..enums import CANCELLABLE, RETRYABLE, AuditAction, AuditTarget, EvaluationStatus
+from ..enums import CANCELLABLE, RETRYABLE, TERMINAL, AuditAction, AuditTarget, EvaluationStatus, Visibility
 from ..models import Dataset, Evaluation, EvaluationDataset, EvaluationModel, Model, Score, User
-from ..schemas.api import EvaluationCreate, EvaluationDetail, EvaluationSummary, EvaluationUpdate
+from ..schemas.api import (
+    EvaluationCreate,
+    EvaluationDetail,
+    EvaluationParams,
+    EvaluationSummary,
+    EvaluationUpdate,
+)
 from ..storage import Storage
 from . import access, audit, quotas
 from . import datasets as dataset_service
@@ -321,12 +328,19 @@ def summary(evaluation: Evaluation, caller: Caller) -> EvaluationSummary:
     )
 
 
+# A score as the API shows it (schemas ScoreRead), from a Score row or a select of these columns.
+SCORE_COLUMNS = (Score.model_id, Score.model_name, Score.dataset_id, Score.dataset_name, Score.metric, Score.value,
+                 Score.n, Score.correct, Score.scorer, Score.ci_low, Score.ci_high)
+
+
+def _score_dict(s: Any) -> dict[str, Any]:
+    return {"model_id": s.model_id, "model": s.model_name, "dataset_id": s.dataset_id, "dataset": s.dataset_name,
+            "metric": s.metric, "value": s.value, "n": s.n, "correct": s.correct, "scorer": s.scorer,
+            "ci_low": s.ci_low, "ci_high": s.ci_high}
+
+
 def score_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
-    return [
-        {"model_id": s.model_id, "model": s.model_name, "dataset_id": s.dataset_id, "dataset": s.dataset_name,
-         "metric": s.metric, "value": s.value}
-        for s in sorted(evaluation.scores, key=lambda s: (s.model_name, s.dataset_name, s.metric))
-    ]
+    return [_score_dict(s) for s in sorted(evaluation.scores, key=lambda s: (s.model_name, s.dataset_name, s.metric))]
 
 
 def detail(evaluation: Evaluation, caller: Caller) -> EvaluationDetail:
@@ -353,10 +367,9 @@ def show(session: Session, evaluation_id: int, caller: Caller) -> EvaluationDeta
     evaluation = access.readable(caller, session.get(Evaluation, evaluation_id), "evaluation", evaluation_id)
     base = summaries(session, [evaluation], caller)[0]
     scores = [
-        {"model_id": row.model_id, "model": row.model_name, "dataset_id": row.dataset_id, "dataset": row.dataset_name,
-         "metric": row.metric, "value": row.value}
+        _score_dict(row)
         for row in session.execute(
-            select(Score.model_id, Score.model_name, Score.dataset_id, Score.dataset_name, Score.metric, Score.value)
+            select(*SCORE_COLUMNS)
             .where(Score.evaluation_id == evaluation_id)
             .order_by(Score.model_name, Score.dataset_name, Score.metric)
         )
@@ -436,3 +449,36 @@ def delete(session: Session, settings: Settings, storage: Storage, evaluation_id
     storage.delete_prefix(artifacts_prefix(evaluation_id))
     shutil.rmtree(job_dir(settings, evaluation_id), ignore_errors=True)
     shutil.rmtree(settings.cache_dir / artifacts_prefix(evaluation_id), ignore_errors=True)
+
+
+# ---- run again ----------------------------------------------------------------------------------
+AGAIN = " (again)"
+
+
+def resubmission(evaluation: Evaluation) -> EvaluationCreate:
+    """The submission that runs `evaluation` again: its models, datasets (built-in ones by config name, as a new
+    submission names them), parameters and visibility, under its name + " (again)"."""
+    if evaluation.status not in TERMINAL:
+        raise Conflict(f"evaluation {evaluation.id} has not finished yet ({evaluation.status}); "
+                       "run it again once it has")
+    links = sorted(evaluation.datasets, key=lambda link: link.position)
+    name = evaluation.name if evaluation.name.endswith(AGAIN) else evaluation.name[: 200 - len(AGAIN)] + AGAIN
+    try:
+        params = EvaluationParams.model_validate(evaluation.params or {})
+    except ValidationError as exc:
+        raise Invalid("this evaluation's parameters are no longer accepted; start a new evaluation instead",
+                      [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]) from None
+    return EvaluationCreate(
+        name=name,
+        model_ids=[link.model_id for link in sorted(evaluation.models, key=lambda link: link.position)],
+        dataset_ids=[link.dataset_id for link in links if link.dataset.kind != "builtin"],
+        builtin_datasets=[link.dataset.builtin_config for link in links if link.dataset.kind == "builtin"],
+        params=params, visibility=Visibility(evaluation.visibility),
+    )
+
+
+def run_again(session: Session, settings: Settings, storage: Storage, evaluation_id: int,
+              caller: Caller) -> Evaluation:
+    """A finished evaluation run again as the caller's own new one: every check of a new submission applies."""
+    access.require_member(caller)
+    return create(session, settings, storage, resubmission(readable(session, evaluation_id, caller)), caller)

@@ -40,6 +40,7 @@ from .artifacts import RUN_LOG
 from .checkpoints import JobCheckpoint
 from .errors import ServiceError
 from .events import Publisher
+from .provenance import score_provenance
 
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 400
@@ -438,8 +439,8 @@ def _run_claimed(settings: Settings, storage: Storage, evaluation_id: int, token
         dict(evaluation_id=evaluation_id, model_id=model_ids.get(s.model),
               dataset_id=dataset_ids[s.dataset_index] if s.dataset_index is not None else None,
               model_name=s.model, dataset_name=s.dataset, model_abbr=s.model_abbr, dataset_abbr=s.dataset_abbr,
-              metric=s.metric, value=s.value)
-        for s in result.scores
+              metric=s.metric, value=s.value, **rests_on)
+        for s, rests_on in zip(result.scores, score_provenance(result.run_dir, result.scores, spec), strict=True)
     ]
     final_progress = dict(run.last_progress or {})
     final_progress.update(stage=result.status, elapsed_s=result.duration_s)

@@ -165,6 +165,60 @@ export type BuiltinDatasetRead = {
 };
 
 /**
+ * BuiltinGenerationSettings
+ *
+ * What a built-in dataset config sets itself for generation: what a run without a max_out_len override uses.
+ */
+export type BuiltinGenerationSettings = {
+    /**
+     * Config
+     */
+    config: string;
+    /**
+     * Generates
+     *
+     * false for likelihood (ppl) configs, which generate no text
+     */
+    generates: boolean;
+    /**
+     * Inferencers
+     *
+     * OpenCompass inferencer classes the config uses
+     */
+    inferencers: Array<string>;
+    /**
+     * Max Out Len
+     *
+     * output lengths (tokens) the config sets; several when its parts differ
+     */
+    max_out_len: Array<number>;
+    /**
+     * Model Decides
+     *
+     * some part sets no output length: the model's max_out_len applies there
+     */
+    model_decides: boolean;
+    /**
+     * Model Default Max Out Len
+     *
+     * the model's max_out_len when its settings give none
+     */
+    model_default_max_out_len: number;
+    /**
+     * Readable
+     *
+     * false when the config computes a setting that reading it cannot tell
+     */
+    readable: boolean;
+    /**
+     * Stopping Criteria
+     *
+     * stop words the config sets
+     */
+    stopping_criteria: Array<string>;
+};
+
+/**
  * CallerRead
  *
  * Who the request is from. With sign-in off: the local user (id null, is_local true, role admin).
@@ -657,8 +711,10 @@ export type EvaluationParams = {
     limit?: number | null;
     /**
      * Max Out Len
+     *
+     * a deliberate override of every dataset's output length (tokens). Unset: each built-in dataset keeps its own config's setting (as the opencompass CLI runs it; see GET /datasets/builtin/{config}/settings) and datasets without one use the model's max_out_len
      */
-    max_out_len?: number;
+    max_out_len?: number | null;
     /**
      * Seed
      */
@@ -1138,6 +1194,8 @@ export type RegistrationRequest = {
 export type SampleRead = {
     /**
      * Correct
+     *
+     * the scorer's verdict; null when it gave none
      */
     correct: boolean | null;
     /**
@@ -1146,6 +1204,8 @@ export type SampleRead = {
     dataset: string;
     /**
      * Extracted
+     *
+     * the answer the scorer compared with gold, when OpenCompass records one that differs from the prediction
      */
     extracted?: unknown;
     /**
@@ -1154,6 +1214,8 @@ export type SampleRead = {
     gold: unknown;
     /**
      * Index
+     *
+     * the sample's place in the dataset, counting from 1 (as the upload preview)
      */
     index: number;
     /**
@@ -1168,12 +1230,36 @@ export type SampleRead = {
      * Prompt
      */
     prompt: unknown;
+    /**
+     * Scorer
+     *
+     * what gave the verdict, as on the pair's scores: exact or contains, else the OpenCompass evaluator class
+     */
+    scorer?: string | null;
 };
 
 /**
  * ScoreRead
  */
 export type ScoreRead = {
+    /**
+     * Ci High
+     *
+     * upper end of the 95 % confidence interval
+     */
+    ci_high?: number | null;
+    /**
+     * Ci Low
+     *
+     * lower end of the 95 % confidence interval, in the value's unit (Wilson for accuracy, bootstrap otherwise)
+     */
+    ci_low?: number | null;
+    /**
+     * Correct
+     *
+     * right answers, when the value is the share right (accuracy); null for other metrics
+     */
+    correct?: number | null;
     /**
      * Dataset
      */
@@ -1194,6 +1280,18 @@ export type ScoreRead = {
      * Model Id
      */
     model_id: number | null;
+    /**
+     * N
+     *
+     * samples scored
+     */
+    n?: number | null;
+    /**
+     * Scorer
+     *
+     * what judged the answers: exact or contains (an uploaded file's scorer), else the OpenCompass evaluator class
+     */
+    scorer?: string | null;
     /**
      * Value
      */
@@ -2257,6 +2355,36 @@ export type RegisterBuiltinApiV1DatasetsBuiltinConfigPostResponses = {
 
 export type RegisterBuiltinApiV1DatasetsBuiltinConfigPostResponse = RegisterBuiltinApiV1DatasetsBuiltinConfigPostResponses[keyof RegisterBuiltinApiV1DatasetsBuiltinConfigPostResponses];
 
+export type BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetData = {
+    body?: never;
+    path: {
+        /**
+         * Config
+         */
+        config: string;
+    };
+    query?: never;
+    url: '/api/v1/datasets/builtin/{config}/settings';
+};
+
+export type BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetErrors = {
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetError = BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetErrors[keyof BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetErrors];
+
+export type BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetResponses = {
+    /**
+     * Successful Response
+     */
+    200: BuiltinGenerationSettings;
+};
+
+export type BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetResponse = BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetResponses[keyof BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetResponses];
+
 export type UploadRulesApiV1DatasetsUploadRulesGetData = {
     body?: never;
     path?: never;
@@ -2698,6 +2826,36 @@ export type EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetResponses = {
 
 export type EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetResponse = EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetResponses[keyof EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetResponses];
 
+export type RerunEvaluationApiV1EvaluationsEvaluationIdRerunPostData = {
+    body?: never;
+    path: {
+        /**
+         * Evaluation Id
+         */
+        evaluation_id: number;
+    };
+    query?: never;
+    url: '/api/v1/evaluations/{evaluation_id}/rerun';
+};
+
+export type RerunEvaluationApiV1EvaluationsEvaluationIdRerunPostErrors = {
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type RerunEvaluationApiV1EvaluationsEvaluationIdRerunPostError = RerunEvaluationApiV1EvaluationsEvaluationIdRerunPostErrors[keyof RerunEvaluationApiV1EvaluationsEvaluationIdRerunPostErrors];
+
+export type RerunEvaluationApiV1EvaluationsEvaluationIdRerunPostResponses = {
+    /**
+     * Successful Response
+     */
+    201: EvaluationDetail;
+};
+
+export type RerunEvaluationApiV1EvaluationsEvaluationIdRerunPostResponse = RerunEvaluationApiV1EvaluationsEvaluationIdRerunPostResponses[keyof RerunEvaluationApiV1EvaluationsEvaluationIdRerunPostResponses];
+
 export type EvaluationResultsApiV1EvaluationsEvaluationIdResultsGetData = {
     body?: never;
     path: {
@@ -2814,6 +2972,51 @@ export type EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetResponses = {
 };
 
 export type EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetResponse = EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetResponses[keyof EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetResponses];
+
+export type ExportSamplesApiV1EvaluationsEvaluationIdSamplesExportGetData = {
+    body?: never;
+    path: {
+        /**
+         * Evaluation Id
+         */
+        evaluation_id: number;
+    };
+    query?: {
+        /**
+         * Format
+         */
+        format?: 'csv' | 'jsonl';
+        /**
+         * Model
+         */
+        model?: string | null;
+        /**
+         * Dataset
+         */
+        dataset?: string | null;
+        /**
+         * Correct
+         */
+        correct?: boolean | null;
+    };
+    url: '/api/v1/evaluations/{evaluation_id}/samples/export';
+};
+
+export type ExportSamplesApiV1EvaluationsEvaluationIdSamplesExportGetErrors = {
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type ExportSamplesApiV1EvaluationsEvaluationIdSamplesExportGetError = ExportSamplesApiV1EvaluationsEvaluationIdSamplesExportGetErrors[keyof ExportSamplesApiV1EvaluationsEvaluationIdSamplesExportGetErrors];
+
+export type ExportSamplesApiV1EvaluationsEvaluationIdSamplesExportGetResponses = {
+    /**
+     * one row per sample, streamed
+     */
+    200: unknown;
+};
 
 export type HealthApiV1HealthGetData = {
     body?: never;

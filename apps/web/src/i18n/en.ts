@@ -38,6 +38,16 @@ export default {
     confirmCancel: 'Cancel "{name}"?', cancelRequested: 'Cancel requested', retried: 'Queued again', empty: 'No evaluations match.',
     total: '{n} evaluations',
   },
+  genSettings: {
+    ownSetting: "Each dataset's own setting",
+    title: 'Generation settings of the chosen datasets',
+    unsetHint: "Empty: each built-in dataset generates as its OpenCompass config says, exactly as the opencompass command runs it, so its score is comparable with OpenCompass' published numbers. Datasets without a setting of their own use the model's max output length.",
+    overrideHint: 'Override: every dataset generates at most {n} tokens, whatever its config says. Scores of built-in benchmarks are then not comparable with runs on their own settings.',
+    dataset: 'Dataset', own: 'Own max output length', stops: 'Stop words', thisRun: 'This run',
+    tokens: '{n} tokens', modelDecides: "the model's setting ({n} unless the model sets one)", modelSetting: "the model's setting",
+    noGeneration: 'no generation (likelihood scoring)', unknown: 'not readable from the config', partlyUnknown: 'some parts compute it',
+    overridden: 'overridden: {n} tokens', asOwn: 'as its own setting',
+  },
   wizard: {
     title: 'New evaluation', stepModels: 'Models', stepDatasets: 'Datasets', stepParams: 'Parameters',
     stepReview: 'Review', chooseModels: 'Choose one or more models', registerModel: 'Register a model',
@@ -60,6 +70,13 @@ export default {
     failingLog: 'Log of the failing task', noLog: 'No log lines yet.', error: 'Error',
     downloadLog: 'Download full log', bar: 'Scores by dataset', radar: 'Model profile', searchSamples: 'Search prompts and answers',
     started: 'Started', finished: 'Finished', queue: 'Queue', extracted: 'Extracted',
+  },
+  // Issue 10, results pages: per-sample export, extracted answer and scorer inline, run again, cancelled runs.
+  samples2: {
+    extracted: 'Extracted:', scorer: 'Scorer', answer: 'Answer', goldShort: 'Gold:', export: 'Export samples',
+    jsonLines: 'JSON lines', rerun: 'Run again', rerunHint: 'Start a new evaluation of your own with the same models, datasets and parameters',
+    rerunStarted: 'Started "{name}"',
+    cancelledBody: 'This evaluation was stopped on request. The predictions made before that are kept: Retry continues from them, Run again starts afresh.',
   },
   models: {
     title: 'Models', add: 'Register model', editTitle: 'Edit model', kindOpenai: 'OpenAI-compatible API',

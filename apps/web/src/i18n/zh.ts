@@ -34,6 +34,16 @@ const zh: typeof en = {
     progress: '进度', models: '模型', datasets: '数据集', duration: '耗时', confirmCancel: '确定取消“{name}”？',
     cancelRequested: '已请求取消', retried: '已重新排队', empty: '没有符合条件的评测。', total: '共 {n} 个评测',
   },
+  genSettings: {
+    ownSetting: '每个数据集自己的设置',
+    title: '所选数据集的生成设置',
+    unsetHint: '留空：每个内置数据集按其 OpenCompass 配置生成，与 opencompass 命令的运行完全一致，得分可与 OpenCompass 公布的结果比较。没有自身设置的数据集使用模型的最大输出长度。',
+    overrideHint: '覆盖：每个数据集最多生成 {n} 个 token，不论其配置如何。此时内置基准的得分不能与按其自身设置运行的结果比较。',
+    dataset: '数据集', own: '自身的最大输出长度', stops: '停止词', thisRun: '本次运行',
+    tokens: '{n} 个 token', modelDecides: '模型的设置（模型未设置时为 {n}）', modelSetting: '模型的设置',
+    noGeneration: '不生成文本（似然评分）', unknown: '无法从配置中读取', partlyUnknown: '部分由配置计算得出',
+    overridden: '已覆盖：{n} 个 token', asOwn: '按自身设置',
+  },
   wizard: {
     title: '新建评测', stepModels: '模型', stepDatasets: '数据集', stepParams: '参数', stepReview: '确认',
     chooseModels: '选择一个或多个模型', registerModel: '注册新模型', chooseDatasets: '选择数据集',
@@ -54,6 +64,13 @@ const zh: typeof en = {
     failingLog: '失败任务的日志', noLog: '暂无日志。', error: '错误',
     downloadLog: '下载完整日志', bar: '各数据集得分', radar: '模型能力画像', searchSamples: '搜索提示与答案',
     started: '开始时间', finished: '结束时间', queue: '队列', extracted: '提取的答案',
+  },
+  // 问题 10，结果页：逐样本导出、行内显示提取的答案与评分方式、再次运行、已取消的评测。
+  samples2: {
+    extracted: '提取：', scorer: '评分方式', answer: '答案', goldShort: '标准：', export: '导出样本',
+    jsonLines: 'JSON Lines', rerun: '再次运行', rerunHint: '以相同的模型、数据集和参数新建一个属于你的评测',
+    rerunStarted: '已开始“{name}”',
+    cancelledBody: '该评测已按请求停止。停止前已完成的预测会保留：“重试”从这些预测继续，“再次运行”从头开始。',
   },
   models: {
     title: '模型', add: '注册模型', editTitle: '编辑模型', kindOpenai: 'OpenAI 兼容接口', kindDify: 'Dify 对话应用',

@@ -1,0 +1,284 @@
+"""How sure a score is, and whether two models really differ: pure functions, no I/O.
+
+Vocabulary: a *proportion* is `correct` right answers out of `n` samples (accuracy); *per-sample scores* are one
+number per sample (a judge's 1-10, a BLEU) whose mean is the metric. Two models are *paired* when they answered the
+same samples: model A's i-th outcome and model B's i-th outcome belong to sample i. A paired test uses that, which
+makes it far more sensitive than comparing the two means as if they came from different samples (the
+lm-evaluation-harness issue #3831 example: McNemar p = 0.008 where an unpaired z-test gives 0.08).
+
+Every interval here is two-sided at `confidence` (0.95 by default). Bootstrap functions take a `seed` and are
+deterministic: the same data always gives the same interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+DEFAULT_RESAMPLES = 10_000
+# Indexes drawn per bootstrap batch: bounds memory (8 bytes each) however large n and the resample count are.
+_BATCH_CELLS = 2_000_000
+
+
+def _z(confidence: float) -> float:
+    """The standard normal quantile of a two-sided `confidence` interval (1.959964 for 0.95)."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, not {confidence}")
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+# ---- one score ------------------------------------------------------------------------------------
+def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion correct/n (as a fraction, 0..1).
+
+    Unlike the textbook "p ± 1.96·√(p(1-p)/n)" it keeps its coverage at small n and never collapses to a point at
+    0 % or 100 % (8 of 8 right still gives 0.68..1.0): evaluation scores are often on a few dozen samples."""
+    if n <= 0:
+        raise ValueError("a proportion needs at least one sample")
+    if not 0 <= correct <= n:
+        raise ValueError(f"correct must be between 0 and n ({n}), not {correct}")
+    z = _z(confidence)
+    p = correct / n
+    z2n = z * z / n
+    centre = (p + z2n / 2) / (1 + z2n)
+    half = z / (1 + z2n) * math.sqrt(p * (1 - p) / n + z2n / (4 * n))
+    # Clamp rounding noise (p = 0 or 1 give exactly 0 or 1 mathematically).
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _bootstrap_means(values: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """The means of `resamples` bootstrap resamples of `values` (drawn with replacement, same size)."""
+    rng = np.random.default_rng(seed)
+    n = len(values)
+    batch = max(1, _BATCH_CELLS // n)
+    means = np.empty(resamples)
+    for start in range(0, resamples, batch):
+        stop = min(resamples, start + batch)
+        indexes = rng.integers(0, n, size=(stop - start, n))
+        means[start:stop] = values[indexes].mean(axis=1)
+    return means
+
+
+def bootstrap_mean_interval(values: Sequence[float], confidence: float = 0.95, *,
+                            resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval for the mean of per-sample scores (same unit as the scores)."""
+    data = np.asarray(values, dtype=float)
+    if data.size == 0:
+        raise ValueError("a mean needs at least one sample")
+    _z(confidence)  # validates confidence
+    means = _bootstrap_means(data, resamples, seed)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+# ---- two models on the same samples ---------------------------------------------------------------
+@dataclass(frozen=True)
+class PairedTable:
+    """Two models' verdicts on the same n samples: both right, only A right, only B right, both wrong."""
+
+    both: int
+    only_a: int
+    only_b: int
+    neither: int
+
+    @classmethod
+    def from_outcomes(cls, a: Sequence[bool], b: Sequence[bool]) -> PairedTable:
+        if len(a) != len(b):
+            raise ValueError(f"paired outcomes need the same samples: {len(a)} against {len(b)}")
+        pairs = list(zip(map(bool, a), map(bool, b), strict=True))
+        return cls(both=pairs.count((True, True)), only_a=pairs.count((True, False)),
+                   only_b=pairs.count((False, True)), neither=pairs.count((False, False)))
+
+    @property
+    def n(self) -> int:
+        return self.both + self.only_a + self.only_b + self.neither
+
+    @property
+    def difference(self) -> float:
+        """Accuracy of A minus accuracy of B, as a fraction: only the samples they disagree on count."""
+        return (self.only_a - self.only_b) / self.n
+
+
+def mcnemar_exact_p(only_a: int, only_b: int) -> float:
+    """Exact (binomial) McNemar test, two-sided: under "A and B are equally good" each discordant sample is
+    equally likely to favour either, so the smaller discordant count follows Binomial(only_a + only_b, 1/2).
+    The p-value is twice that tail, capped at 1 (the distribution is symmetric)."""
+    if only_a < 0 or only_b < 0:
+        raise ValueError("discordant counts cannot be negative")
+    discordant = only_a + only_b
+    if discordant == 0:
+        return 1.0
+    k = min(only_a, only_b)
+    # log C(m, i) - m log 2, summed in log space: exact enough at any m without huge integers.
+    log_terms = [math.lgamma(discordant + 1) - math.lgamma(i + 1) - math.lgamma(discordant - i + 1)
+                 - discordant * math.log(2) for i in range(k + 1)]
+    top = max(log_terms)
+    tail = math.exp(top) * sum(math.exp(term - top) for term in log_terms)
+    return min(1.0, 2 * tail)
+
+
+def paired_difference_interval(table: PairedTable, confidence: float = 0.95) -> tuple[float, float]:
+    """Interval for accuracy(A) - accuracy(B) on paired samples: Newcombe's hybrid score ("square-and-add")
+    method 10 (Stat Med 1998;17:2635-50), as a fraction (-1..1).
+
+    Chosen over a paired bootstrap because it is exact arithmetic (no resampling noise, same answer everywhere),
+    keeps near-nominal coverage at the small n evaluations often have, and does not collapse to [0, 0] when the
+    two models agree on every sample of a small set (a bootstrap of all-zero differences would claim certainty)."""
+    n = table.n
+    if n == 0:
+        raise ValueError("a paired difference needs at least one sample")
+    right_a, right_b = table.both + table.only_a, table.both + table.only_b
+    p_a, p_b = right_a / n, right_b / n
+    low_a, high_a = wilson_interval(right_a, n, confidence)
+    low_b, high_b = wilson_interval(right_b, n, confidence)
+    # Correlation between the two accuracies, with Newcombe's correction that shrinks small positive values.
+    wrong_a, wrong_b = n - right_a, n - right_b
+    phi = 0.0
+    if right_a and wrong_a and right_b and wrong_b:
+        cross = table.both * table.neither - table.only_a * table.only_b
+        scale = math.sqrt(right_a * wrong_a * right_b * wrong_b)
+        if cross > n / 2:
+            phi = (cross - n / 2) / scale
+        elif cross < 0:
+            phi = cross / scale
+    d = p_a - p_b
+    below = (p_a - low_a) ** 2 + (high_b - p_b) ** 2 - 2 * phi * (p_a - low_a) * (high_b - p_b)
+    above = (p_b - low_b) ** 2 + (high_a - p_a) ** 2 - 2 * phi * (p_b - low_b) * (high_a - p_a)
+    return max(-1.0, d - math.sqrt(max(0.0, below))), min(1.0, d + math.sqrt(max(0.0, above)))
+
+
+def paired_bootstrap_p(a: Sequence[float], b: Sequence[float], *, resamples: int = DEFAULT_RESAMPLES,
+                       seed: int = 0) -> float:
+    """Two-sided p-value for "the mean per-sample scores of A and B are equal" on paired samples (for metrics
+    that are not right/wrong; use `mcnemar_exact_p` for those).
+
+    The per-sample differences are shifted to mean 0 (the null hypothesis made true) and resampled; p is the
+    share of resampled means at least as far from 0 as the observed one, counting the observed one
+    (Davison & Hinkley's (1 + count) / (1 + resamples), never exactly 0)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired scores need the same samples: {len(a)} against {len(b)}")
+    differences = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if differences.size == 0:
+        raise ValueError("a paired test needs at least one sample")
+    observed = abs(differences.mean())
+    centred = differences - differences.mean()
+    if not np.any(centred):  # every difference equal: no variation to resample
+        return 1.0 if observed == 0 else 1 / (resamples + 1)
+    means = _bootstrap_means(centred, resamples, seed)
+    # The tolerance keeps a resample equal to the observed mean counted despite floating-point summation order.
+    extreme = int(np.count_nonzero(np.abs(means) >= observed - 1e-12))
+    return (1 + extreme) / (1 + resamples)
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order: comparing two models on several datasets at once,
+    a dataset is "significantly different" when its adjusted p is below alpha, with the chance of any false
+    alarm across all of them kept at alpha."""
+    m = len(p_values)
+    for p in p_values:
+        if not 0 <= p <= 1:
+            raise ValueError(f"a p-value lies between 0 and 1, not {p}")
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))  # step-down: never below a smaller p's
+        adjusted[i] = running
+    return adjusted
+
+
+# ---- what a sample count can see ------------------------------------------------------------------
+def minimum_detectable_difference(n: int, sd_of_differences: float, *, alpha: float = 0.05,
+                                  power: float = 0.8) -> float:
+    """The smallest true mean difference a two-sided paired test at `alpha` detects with probability `power` on
+    n samples, for per-sample differences with standard deviation `sd_of_differences` (same unit).
+
+    Normal approximation: (z(1-alpha/2) + z(power)) * sd / sqrt(n); the far tail's contribution is ignored (it
+    changes the result by less than 1e-6 at the usual alpha and power)."""
+    if n <= 0:
+        raise ValueError("n must be at least 1")
+    if sd_of_differences < 0:
+        raise ValueError("a standard deviation cannot be negative")
+    return (_z(1 - alpha) + NormalDist().inv_cdf(power)) * sd_of_differences / math.sqrt(n)
+
+
+def minimum_detectable_accuracy_difference(n: int, discordant_rate: float, *, alpha: float = 0.05,
+                                           power: float = 0.8) -> float | None:
+    """The smallest accuracy difference (fraction) the McNemar test detects with probability `power` on n paired
+    samples when the models disagree on a share `discordant_rate` of them; None when not even the largest
+    possible difference (every disagreement in the same direction) would be detected.
+
+    Connor's normal approximation for McNemar (Biometrics 1987;43:207-11):
+    sqrt(n) * d = z(1-alpha/2) * sqrt(psi) + z(power) * sqrt(psi - d^2), solved for d by bisection (the left
+    side grows with d, the right side shrinks). With psi unknown in advance, the observed disagreement rate is
+    the natural plug-in."""
+    if n <= 0:
+        raise ValueError("n must be at least 1")
+    if not 0 <= discordant_rate <= 1:
+        raise ValueError(f"the discordant rate is a share between 0 and 1, not {discordant_rate}")
+    if discordant_rate == 0:
+        return None
+    z_alpha, z_power = _z(1 - alpha), NormalDist().inv_cdf(power)
+
+    def gap(d: float) -> float:
+        return math.sqrt(n) * d - z_alpha * math.sqrt(discordant_rate) - z_power * math.sqrt(
+            max(0.0, discordant_rate - d * d))
+
+    largest = discordant_rate  # |accuracy difference| cannot exceed the share of samples they disagree on
+    if gap(largest) < 0:
+        return None
+    low, high = 0.0, largest
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if gap(middle) < 0 else (low, middle)
+    return high
+
+
+# ---- the interval stored with a score ---------------------------------------------------------------
+@dataclass(frozen=True)
+class ScoreInterval:
+    """What a score rests on: samples scored, right answers (proportions only), and its 95 % interval in the
+    score's own unit (a score reported in percent gets its interval in percent)."""
+
+    n: int
+    correct: int | None
+    ci_low: float | None
+    ci_high: float | None
+    method: str | None  # "wilson", "bootstrap", or None when the score's per-sample basis is not known
+
+
+def _same(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
+
+
+def score_interval(value: float, verdicts: Sequence[bool | None] | None = None,
+                   per_sample: Sequence[float] | None = None, *, seed: int = 0) -> ScoreInterval | None:
+    """The interval of one reported score from the per-sample results behind it.
+
+    `verdicts` (right/wrong per sample): if the score equals the share right (as a fraction or in percent), it
+    is that proportion and gets a Wilson interval. `per_sample` scores: if the score equals their mean (or 100x),
+    it gets a bootstrap interval. A score matching neither (another metric of the same dataset) gets n only:
+    no interval is better than one about a different quantity."""
+    if per_sample is not None and len(per_sample):
+        n = len(per_sample)
+        mean = float(np.mean(np.asarray(per_sample, dtype=float)))
+        for scale in (1.0, 100.0):
+            if _same(value, mean * scale):
+                low, high = bootstrap_mean_interval(per_sample, seed=seed)
+                return ScoreInterval(n, None, low * scale, high * scale, "bootstrap")
+        return ScoreInterval(n, None, None, None, None)
+    if verdicts is not None and len(verdicts):
+        n = len(verdicts)
+        if all(v is not None for v in verdicts):
+            correct = sum(1 for v in verdicts if v)
+            for scale in (100.0, 1.0):
+                if _same(value, correct / n * scale):
+                    low, high = wilson_interval(correct, n)
+                    return ScoreInterval(n, correct, low * scale, high * scale, "wilson")
+        return ScoreInterval(n, None, None, None, None)
+    return None

@@ -1,0 +1,242 @@
+"""services/statistics.py against reference implementations (SciPy, statsmodels) and published values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import NormalIndPower
+from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint, proportions_ztest
+
+from aieval_server.services.statistics import (
+    PairedTable,
+    bootstrap_mean_interval,
+    holm_adjust,
+    mcnemar_exact_p,
+    minimum_detectable_accuracy_difference,
+    minimum_detectable_difference,
+    paired_bootstrap_p,
+    paired_difference_interval,
+    score_interval,
+    wilson_interval,
+)
+
+# lm-evaluation-harness issue #3831 / PR #3868 style: two models on the same 220 items, correlated (hard items are
+# hard for both). 130 both right, 27 only A, 10 only B, 53 both wrong.
+HARNESS_3831 = PairedTable(both=130, only_a=27, only_b=10, neither=53)
+
+
+# ---- Wilson ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
+def test_wilson_matches_statsmodels_on_every_count_including_the_edges(confidence):
+    for n in (1, 2, 8, 12, 30, 101, 1000):
+        for correct in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+            expected = proportion_confint(correct, n, alpha=1 - confidence, method="wilson")
+            assert wilson_interval(correct, n, confidence) == pytest.approx(expected, abs=1e-12), (correct, n)
+
+
+def test_wilson_of_five_in_eight_and_the_refusals():
+    low, high = wilson_interval(5, 8)
+    assert (round(low, 4), round(high, 4)) == (0.3057, 0.8632)  # asymmetric, unlike the Wald 0.625 +- 0.335
+    assert wilson_interval(8, 8)[1] == 1.0 and wilson_interval(8, 8)[0] == pytest.approx(0.6756, abs=1e-4)
+    for correct, n in ((1, 0), (-1, 5), (6, 5)):
+        with pytest.raises(ValueError):
+            wilson_interval(correct, n)
+    with pytest.raises(ValueError):
+        wilson_interval(1, 2, confidence=1.5)
+
+
+# ---- bootstrap of a mean ----------------------------------------------------------------------------
+def test_bootstrap_interval_agrees_with_scipy_and_is_deterministic():
+    rng = np.random.default_rng(7)
+    for values in (rng.normal(5.0, 2.0, 40), rng.exponential(1.0, 200), rng.integers(1, 11, 25).astype(float)):
+        ours = bootstrap_mean_interval(values, resamples=20_000, seed=3)
+        # SciPy's percentile bootstrap draws its resamples the same way: with the same seed, the same interval.
+        same_draws = stats.bootstrap((values,), np.mean, confidence_level=0.95, n_resamples=20_000,
+                                     method="percentile", random_state=np.random.default_rng(3))
+        assert ours == pytest.approx(tuple(same_draws.confidence_interval), rel=1e-12)
+        # Other draws: the endpoints move by Monte Carlo noise only (well under a fifth of the standard error).
+        other_draws = stats.bootstrap((values,), np.mean, confidence_level=0.95, n_resamples=20_000,
+                                      method="percentile", random_state=np.random.default_rng(11))
+        spread = values.std(ddof=1) / math.sqrt(len(values))
+        assert ours == pytest.approx(tuple(other_draws.confidence_interval), abs=0.2 * spread)
+        assert bootstrap_mean_interval(values, resamples=20_000, seed=3) == ours  # same seed, same interval
+    assert bootstrap_mean_interval([4.0, 4.0, 4.0]) == (4.0, 4.0)
+    with pytest.raises(ValueError):
+        bootstrap_mean_interval([])
+
+
+def test_bootstrap_batches_do_not_change_the_draws(monkeypatch):
+    """Memory is bounded by drawing in batches; the batch size must not change the interval."""
+    from aieval_server.services import statistics
+
+    values = np.random.default_rng(1).normal(size=300)
+    whole = bootstrap_mean_interval(values, resamples=2_000, seed=5)
+    monkeypatch.setattr(statistics, "_BATCH_CELLS", 300 * 7)  # 7 resamples per batch
+    batched = bootstrap_mean_interval(values, resamples=2_000, seed=5)
+    assert batched == pytest.approx(whole, abs=1e-12)
+
+
+# ---- McNemar ----------------------------------------------------------------------------------------
+def test_exact_mcnemar_matches_statsmodels_and_scipy():
+    cases = [(0, 0), (0, 1), (1, 0), (3, 3), (5, 0), (0, 9), (6, 16), (27, 10), (40, 20), (2900, 3000), (1, 60)]
+    for only_a, only_b in cases:
+        table = [[50, only_a], [only_b, 40]]
+        expected = mcnemar(table, exact=True).pvalue
+        assert mcnemar_exact_p(only_a, only_b) == pytest.approx(expected, rel=1e-9, abs=1e-300), (only_a, only_b)
+        if only_a + only_b:
+            binomial = stats.binomtest(only_a, only_a + only_b, 0.5).pvalue
+            assert mcnemar_exact_p(only_a, only_b) == pytest.approx(binomial, rel=1e-9, abs=1e-300)
+    with pytest.raises(ValueError):
+        mcnemar_exact_p(-1, 3)
+
+
+def test_pairing_finds_what_an_unpaired_test_misses():
+    """The lm-evaluation-harness #3831 point: on the same items, the paired test is about ten times as sure."""
+    t = HARNESS_3831
+    right_a, right_b = t.both + t.only_a, t.both + t.only_b
+    # The harness's model_comparator: z = (acc1 - acc2) / sqrt(se1^2 + se2^2), as if the items were different.
+    standard_errors = [math.sqrt(p * (1 - p) / t.n) for p in (right_a / t.n, right_b / t.n)]
+    unpaired = 2 * stats.norm.sf(t.difference / math.hypot(*standard_errors))
+    pooled = proportions_ztest([right_a, right_b], [t.n, t.n])[1]  # statsmodels' two-sample test says the same
+    paired = mcnemar_exact_p(t.only_a, t.only_b)
+    assert round(unpaired, 2) == round(pooled, 2) == 0.08 and round(paired, 4) == 0.0076 and unpaired / paired > 10
+    # The same in intervals: the paired one excludes 0, Newcombe's unpaired one (statsmodels) does not.
+    low, high = paired_difference_interval(t)
+    unpaired_low, unpaired_high = confint_proportions_2indep(right_a, t.n, right_b, t.n, method="newcomb")
+    assert 0 < low < t.difference < high and unpaired_low < 0 < unpaired_high
+    assert high - low < unpaired_high - unpaired_low
+
+
+# ---- paired difference ------------------------------------------------------------------------------
+def test_newcombe_paired_interval_matches_the_published_example():
+    """Fagerland, Lydersen & Laake, Statistical Analysis of Contingency Tables (2017), ch. 8: complete response
+    before and after consolidation therapy (Cavo et al. 2012), Newcombe square-and-add: -0.0621 (-0.1186 to
+    -0.0046)."""
+    table = PairedTable(both=59, only_a=6, only_b=16, neither=80)
+    low, high = paired_difference_interval(table)
+    assert (round(table.difference, 4), round(low, 4), round(high, 4)) == (-0.0621, -0.1186, -0.0046)
+
+
+def test_newcombe_paired_interval_is_mirror_symmetric_and_never_degenerate():
+    for table in (PairedTable(3, 2, 0, 3), PairedTable(8, 0, 0, 4), PairedTable(0, 0, 0, 5), PairedTable(0, 7, 1, 0)):
+        low, high = paired_difference_interval(table)
+        swapped = PairedTable(table.both, table.only_b, table.only_a, table.neither)
+        assert paired_difference_interval(swapped) == pytest.approx((-high, -low), abs=1e-12)
+        assert -1 <= low <= table.difference <= high <= 1
+        assert high - low > 0.05  # all-agreement on 12 samples is no proof of equality
+    with pytest.raises(ValueError):
+        paired_difference_interval(PairedTable(0, 0, 0, 0))
+
+
+def test_newcombe_paired_interval_keeps_its_coverage_by_simulation():
+    """95 % of intervals cover the true difference (Newcombe reports 0.93-0.96 for method 10 at these sizes)."""
+    rng = np.random.default_rng(2026)
+    truth = (0.55, 0.15, 0.08, 0.22)  # both, only A, only B, neither
+    difference = truth[1] - truth[2]
+    tables = rng.multinomial(40, truth, size=4000)
+    covered = sum(1 for counts in tables if paired_difference_interval(PairedTable(*map(int, counts)))[0]
+                  <= difference <= paired_difference_interval(PairedTable(*map(int, counts)))[1])
+    assert 0.93 <= covered / len(tables) <= 0.975
+
+
+def test_paired_table_from_outcomes():
+    a = [True, True, False, False, True, False]
+    b = [True, False, True, False, False, False]
+    assert PairedTable.from_outcomes(a, b) == PairedTable(both=1, only_a=2, only_b=1, neither=2)
+    assert PairedTable.from_outcomes(a, b).difference == pytest.approx(1 / 6)
+    with pytest.raises(ValueError):
+        PairedTable.from_outcomes(a, b[:-1])
+
+
+# ---- paired bootstrap p -------------------------------------------------------------------------------
+def test_paired_bootstrap_p_agrees_with_the_paired_t_test_on_large_samples():
+    rng = np.random.default_rng(3)
+    for shift in (0.0, 0.05, 0.12, 0.25):
+        a = rng.normal(0.0, 1.0, 400)
+        b = a - shift + rng.normal(0.0, 0.8, 400)  # correlated with a, as two models on the same items
+        ours = paired_bootstrap_p(a, b, resamples=20_000, seed=1)
+        reference = stats.ttest_rel(a, b).pvalue
+        assert ours == pytest.approx(reference, abs=0.015 + 0.1 * reference), shift
+    assert paired_bootstrap_p(a, b, resamples=2_000, seed=9) == paired_bootstrap_p(a, b, resamples=2_000, seed=9)
+
+
+def test_paired_bootstrap_p_edges():
+    assert paired_bootstrap_p([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == 1.0
+    assert paired_bootstrap_p([2.0, 3.0, 4.0], [1.0, 2.0, 3.0], resamples=999) == pytest.approx(1 / 1000)
+    assert 0 < paired_bootstrap_p([5.0, 1.0, 2.0], [1.0, 2.0, 3.0]) <= 1
+    with pytest.raises(ValueError):
+        paired_bootstrap_p([1.0], [1.0, 2.0])
+
+
+# ---- Holm ---------------------------------------------------------------------------------------------
+def test_holm_matches_statsmodels():
+    rng = np.random.default_rng(4)
+    vectors = [[0.01, 0.04, 0.03, 0.2], [0.5], [], [0.001, 0.001, 0.04, 0.04, 0.9], [0.3, 0.02, 1.0, 0.0],
+               list(rng.uniform(0, 0.1, 12)), list(rng.uniform(0, 1, 30))]
+    for p_values in vectors:
+        expected = list(multipletests(p_values, method="holm")[1]) if p_values else []
+        assert holm_adjust(p_values) == pytest.approx(expected, abs=1e-12), p_values
+    with pytest.raises(ValueError):
+        holm_adjust([0.2, 1.2])
+
+
+# ---- minimum detectable difference ----------------------------------------------------------------------
+def test_minimum_detectable_difference_matches_statsmodels_power():
+    for n in (8, 12, 50, 400):
+        for sd in (0.3, 1.0, 2.5):
+            effect = NormalIndPower().solve_power(effect_size=None, nobs1=n, ratio=0, alpha=0.05, power=0.8)
+            assert minimum_detectable_difference(n, sd) == pytest.approx(effect * sd, rel=1e-4), (n, sd)
+    assert minimum_detectable_difference(12, 0.0) == 0.0
+    with pytest.raises(ValueError):
+        minimum_detectable_difference(0, 1.0)
+
+
+def _exact_mcnemar_power(n: int, discordant_rate: float, difference: float) -> float:
+    """Power of the exact McNemar test at alpha 0.05, by summing over every possible table."""
+    favour_a = (discordant_rate + difference) / (2 * discordant_rate)
+    power = 0.0
+    for discordant in range(n + 1):
+        weight = stats.binom.pmf(discordant, n, discordant_rate)
+        if weight < 1e-12:
+            continue
+        rejected = [only_a for only_a in range(discordant + 1) if mcnemar_exact_p(only_a, discordant - only_a) <= 0.05]
+        power += weight * sum(stats.binom.pmf(only_a, discordant, favour_a) for only_a in rejected)
+    return power
+
+
+def test_minimum_detectable_accuracy_difference_has_the_promised_power():
+    """Connor's approximation checked against the exact test's power computed by enumeration: about 0.8 (the
+    exact test is discrete and a little conservative)."""
+    for n, discordant_rate in ((60, 0.3), (200, 0.2), (500, 0.1)):
+        difference = minimum_detectable_accuracy_difference(n, discordant_rate)
+        assert difference is not None and 0 < difference <= discordant_rate
+        assert 0.72 <= _exact_mcnemar_power(n, discordant_rate, difference) <= 0.86, (n, discordant_rate)
+    # Fewer samples: a larger difference is needed; no disagreement at all: nothing can be detected.
+    assert minimum_detectable_accuracy_difference(100, 0.3) > minimum_detectable_accuracy_difference(400, 0.3)
+    assert minimum_detectable_accuracy_difference(12, 0.0) is None
+    assert minimum_detectable_accuracy_difference(5, 0.4) is None  # even all 2 disagreements one way: p = 0.5
+    with pytest.raises(ValueError):
+        minimum_detectable_accuracy_difference(12, 1.5)
+
+
+# ---- the interval stored with a score ----------------------------------------------------------------
+def test_score_interval_follows_the_scale_of_the_score():
+    verdicts = [True, False, True, True, False, True, True, False]  # 5 of 8
+    percent = score_interval(62.5, verdicts)
+    assert (percent.n, percent.correct, percent.method) == (8, 5, "wilson")
+    assert (round(percent.ci_low, 2), round(percent.ci_high, 2)) == (30.57, 86.32)
+    fraction = score_interval(0.625, verdicts)
+    assert fraction.ci_low == pytest.approx(percent.ci_low / 100)
+    # Another metric of the same dataset (not the share right): n only, no interval about something else.
+    other = score_interval(41.0, verdicts)
+    assert (other.n, other.correct, other.ci_low, other.ci_high, other.method) == (8, None, None, None, None)
+    unknown = score_interval(50.0, [True, None, False, None])
+    assert (unknown.n, unknown.correct, unknown.ci_low) == (4, None, None)
+    graded = score_interval(6.0, per_sample=[4.0, 6.0, 8.0, 6.0])
+    assert graded.method == "bootstrap" and graded.correct is None and graded.ci_low < 6.0 < graded.ci_high
+    assert score_interval(62.5) is None and score_interval(62.5, []) is None
