@@ -81,7 +81,11 @@ def readable_clause(caller: Caller, table: type[Owned], scope: ListScope = "all"
 
 
 def ownership(caller: Caller, visibility: Visibility | None, default: Visibility) -> dict[str, Any]:
-    """Column values for a row the caller creates."""
+    """Column values for a row the caller creates. Without an account (sign-in off) the row belongs to the
+    installation and is shared unless the request says otherwise: once sign-in is turned on, what the team made
+    before stays visible to it (as migration 0005 keeps older rows)."""
+    if caller.user_id is None:
+        default = Visibility.shared
     return {"owner_id": caller.user_id, "visibility": (visibility or default).value}
 
 
