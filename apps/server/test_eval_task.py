@@ -138,6 +138,7 @@ def through_broker(args: argparse.Namespace) -> int:
     from aieval_server.celery_app import enqueue
     from aieval_server.config import get_settings
     from aieval_server.db import session_scope
+    from aieval_server.services.accounts import SYSTEM_CALLER
     from aieval_server.services.errors import NotFound
     from aieval_server.services.evaluations import show
 
@@ -152,7 +153,8 @@ def through_broker(args: argparse.Namespace) -> int:
     def load() -> dict:
         try:
             with session_scope(settings.database_url) as session:
-                return show(session, evaluation_id).model_dump(mode="json")
+                # Read as the server itself (this script stands beside the worker, not behind a sign-in).
+                return show(session, evaluation_id, SYSTEM_CALLER).model_dump(mode="json")
         except NotFound:
             raise Problem(f"there is no evaluation {evaluation_id} in {where} (same AIEVAL_* settings as the "
                           "worker?)", code=2) from None

@@ -170,8 +170,9 @@ def test_debug_worker_stops_at_a_breakpoint_in_the_task_and_completes_the_evalua
     assert f"debugpy listening on 127.0.0.1:{stack.debug_port}; worker {stack.worker_name} (solo pool)" in log
     assert "concurrency: 1 (solo)" in log
 
-    line = TASK_FILE.read_text().splitlines().index("    settings = get_settings()") + 1
-    assert "def run_evaluation" in TASK_FILE.read_text().splitlines()[line - 2]
+    lines = TASK_FILE.read_text().splitlines()
+    task = next(i for i, text in enumerate(lines) if text.startswith("def run_evaluation"))
+    line = lines.index("    settings = get_settings()", task) + 1  # the task's first statement (1-based)
     dap = DapClient(stack.debug_port)
     try:
         dap.request("initialize", clientID="pytest", adapterID="debugpy", pathFormat="path", linesStartAt1=True,
