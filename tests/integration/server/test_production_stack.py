@@ -138,7 +138,7 @@ def test_register_upload_evaluate_watch_results_export_compare(stack, tiny_model
     correct = stack.client.get(f"/evaluations/{evaluation_id}/samples", params={"dataset": "even", "correct": True}).json()
     assert correct["total"] == round(scores[("even", "accuracy")] * 6 / 100)
     found = stack.client.get(f"/evaluations/{evaluation_id}/samples", params={"q": "Is 3 even"}).json()
-    assert found["total"] == 1 and found["items"][0]["index"] == 3
+    assert found["total"] == 1 and found["items"][0]["index"] == 4  # the fourth row; indexes count from 1
 
     log = stack.client.get(f"/evaluations/{evaluation_id}/logs", params={"tail": 20}).text
     assert 0 < len(log.splitlines()) <= 20
