@@ -18,7 +18,20 @@ from starlette.exceptions import HTTPException
 
 from .api_docs import add_api_docs
 from .config import Settings, get_settings
-from .routers import audit, auth, compare, datasets, evaluations, health, live, models, sso, tokens, users
+from .routers import (
+    audit,
+    auth,
+    compare,
+    datasets,
+    evaluations,
+    health,
+    live,
+    models,
+    paired,
+    sso,
+    tokens,
+    users,
+)
 from .routers.deps import caller_dep
 from .security import RequestGuard, ResponseHardening
 from .services.errors import ServiceError, error_response
@@ -133,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, auth.public, sso.public):
         app.include_router(router, prefix=API_PREFIX)
     for router in (auth.router, users.router, models.router, datasets.router, evaluations.router, live.router,
-                   compare.router, tokens.router, audit.router):
+                   compare.router, paired.router, tokens.router, audit.router):
         app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(caller_dep)])
     if (settings.web_dist / "index.html").is_file():
         app.mount("/", SinglePageApp(directory=settings.web_dist, html=True), name="web")

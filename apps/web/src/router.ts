@@ -26,6 +26,7 @@ export const routes: RouteRecordRaw[] = [
   { path: '/models', name: 'models', component: () => import('@/views/ModelsView.vue') },
   { path: '/datasets', name: 'datasets', component: () => import('@/views/DatasetsView.vue') },
   { path: '/compare', name: 'compare', component: () => import('@/views/CompareView.vue'), props: { mode: 'compare' } },
+  { path: '/compare/paired', name: 'paired', component: () => import('@/views/PairedView.vue') },
   { path: '/leaderboard', name: 'leaderboard', component: () => import('@/views/CompareView.vue'), props: { mode: 'leaderboard' } },
   { path: '/tokens', name: 'tokens', component: () => import('@/views/TokensView.vue') },
   { path: '/admin/users', name: 'admin-users', component: () => import('@/views/AdminUsersView.vue'), meta: { admin: true } },

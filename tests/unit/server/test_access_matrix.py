@@ -135,6 +135,8 @@ RULES = {
     ("GET", f"{A}/evaluations/{{evaluation_id}}/export"): read,
     ("GET", f"{A}/compare"): signed_in,
     ("GET", f"{A}/leaderboard"): signed_in,
+    ("GET", f"{A}/paired"): read,  # the world's evaluation paired with itself: read access decides first
+    ("GET", f"{A}/paired/samples"): read,
 }
 # Lists: the world's private things must not be in what another member or a viewer sees (and must be in the
 # owner's and the admin's list).
@@ -226,6 +228,8 @@ class Matrix:
         params: dict = {}
         if path == f"{A}/compare":
             params = {"model_ids": [world.model_id]}
+        elif path.startswith(f"{A}/paired"):
+            params = {"a": world.evaluation_id, "b": world.evaluation_id, "dataset": world.dataset_name}
         elif path == f"{A}/models" and method == "POST" or path == f"{A}/models/test":
             kwargs["json"] = {"name": self.unique("made"), "kind": "openai", "base_url": UNREACHABLE_URL, "model": "m"}
         elif path in (f"{A}/datasets", f"{A}/datasets/validate") and method == "POST":

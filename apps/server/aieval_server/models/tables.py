@@ -202,6 +202,11 @@ class Score(Base):
     scorer: Mapped[str | None] = mapped_column(String(200), nullable=True)  # "exact", "contains", evaluator class
     ci_low: Mapped[float | None] = mapped_column(Float, nullable=True)  # 95 % interval, in the value's unit
     ci_high: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Comparability (services/provenance.py, migration 0007): two scores are put side by side only when these
+    # match. A short hash of `fingerprint_parts`, the readable settings it covers (data, limit, prompt, scorer,
+    # output-length override, OpenCompass version); NULL for scores stored before they were recorded.
+    fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    fingerprint_parts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     evaluation: Mapped[Evaluation] = relationship(back_populates="scores")
 
 

@@ -288,19 +288,44 @@ class SampleRead(BaseModel):
                                                          "contains, else the OpenCompass evaluator class")
 
 
+class CompareDifference(BaseModel):
+    """One fingerprint part in which a cell differs from the result its dataset column compares (services/provenance
+    `fingerprint_parts`), e.g. part "limit", value 8, reference 12: "limit 8 vs 12"."""
+
+    part: str = Field(description="data, config, prompt, limit, scorer, max_out_len, opencompass; or unrecorded "
+                                  "(one of the two was stored before settings were recorded)")
+    value: str | int | None = Field(description="this cell's setting; null: not set (every sample, the dataset's "
+                                                "own output length) or not known")
+    reference: str | int | None = Field(description="the setting of the results this column puts side by side")
+
+
 class CompareCell(BaseModel):
     value: float
     evaluation_id: int
     finished_at: datetime | None
+    n: int | None = Field(default=None, description="samples scored")
+    correct: int | None = None
+    ci_low: float | None = Field(default=None, description="95 % confidence interval, in the value's unit")
+    ci_high: float | None = None
+    scorer: str | None = None
+    fingerprint: str | None = Field(default=None, description="what must match to compare; null: not recorded")
+    comparable: bool = Field(default=True, description="false: settings differ from the column's compared results; "
+                                                       "shown apart and left out of the averages")
+    differences: list[CompareDifference] = Field(default_factory=list)
 
 
 class CompareTable(BaseModel):
     metric: str | None
     models: list[dict[str, Any]]
+    # each dataset: id, name, metric, fingerprint (the one its comparable cells share), fingerprint_parts
     datasets: list[dict[str, Any]]
-    # cells[model_id][dataset_id] -> best-known (latest) score
+    # cells[model_id][dataset_id] -> the latest score with the column's fingerprint, else the model's latest score
+    # (then comparable=false with what differs)
     cells: dict[str, dict[str, CompareCell]]
     averages: dict[str, float | None]
+    average_dataset_ids: list[int] = Field(
+        default_factory=list, description="the datasets the averages are over: those every model with scores has "
+                                          "with the same fingerprint")
 
 
 # ---- accounts and sign-in (services/accounts.py) ----------------------------------------------------------------

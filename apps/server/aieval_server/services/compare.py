@@ -1,16 +1,72 @@
-"""Compare / leaderboard: the latest successful score of each model on each dataset, with its evaluation."""
+"""Compare / leaderboard: each model's score on each dataset, put side by side only when the settings match.
+
+Two scores are comparable when their fingerprints match (services/provenance.py: data, sample limit, prompt,
+scorer, output-length override, OpenCompass version). For each dataset the column compares the fingerprint most
+models have a result with (ties: the one with the newest result); a model's cell is its latest result with that
+fingerprint, or else its latest result marked not comparable, with what differs. Averages use only the datasets
+every model with scores has comparably, and the table names them.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..models import Dataset, Evaluation, Model, Score
-from ..schemas.api import CompareCell, CompareTable
+from ..schemas.api import CompareCell, CompareDifference, CompareTable
 from . import access
 from .accounts import Caller
 
 PREFERRED_METRICS = ("accuracy", "score", "naive_average")
+# The order differences are named in: what a person checks first.
+FINGERPRINT_PART_ORDER = ("limit", "scorer", "max_out_len", "data", "config", "prompt", "opencompass")
+
+
+@dataclass(frozen=True)
+class _Result:
+    score: Score
+    finished_at: datetime | None
+    newness: int  # 0 = the newest result of the query
+
+
+def _chosen_metric(names: set[str]) -> str:
+    return next((m for m in PREFERRED_METRICS if m in names), sorted(names)[0])
+
+
+def _reference_fingerprint(results: list[_Result]) -> str | None:
+    """The fingerprint most models have a result with; ties go to a recorded fingerprint, then the newest."""
+    models_with: dict[str | None, set[int]] = {}
+    newest: dict[str | None, int] = {}
+    for result in results:
+        fingerprint = result.score.fingerprint
+        models_with.setdefault(fingerprint, set()).add(result.score.model_id)
+        newest[fingerprint] = min(newest.get(fingerprint, result.newness), result.newness)
+    return max(models_with, key=lambda f: (len(models_with[f]), f is not None, -newest[f]))
+
+
+def _differences(parts: dict[str, Any] | None, reference: dict[str, Any] | None) -> list[CompareDifference]:
+    if parts is None or reference is None:
+        return [CompareDifference(part="unrecorded", value=None, reference=None)]
+    keys = [k for k in FINGERPRINT_PART_ORDER if k in parts or k in reference]
+    keys += sorted((set(parts) | set(reference)) - set(keys))  # parts added later still get named
+    return [CompareDifference(part=key, value=_shown(parts.get(key)), reference=_shown(reference.get(key)))
+            for key in keys if parts.get(key) != reference.get(key)]
+
+
+def _shown(value: Any) -> str | int | None:
+    return value if value is None or isinstance(value, (str, int)) and not isinstance(value, bool) else str(value)
+
+
+def _cell(result: _Result, comparable: bool, differences: list[CompareDifference]) -> CompareCell:
+    score = result.score
+    return CompareCell(value=score.value, evaluation_id=score.evaluation_id, finished_at=result.finished_at,
+                       n=score.n, correct=score.correct, ci_low=score.ci_low, ci_high=score.ci_high,
+                       scorer=score.scorer, fingerprint=score.fingerprint, comparable=comparable,
+                       differences=differences)
 
 
 def compare(session: Session, caller: Caller, model_ids: list[int] | None, dataset_ids: list[int] | None,
@@ -22,7 +78,7 @@ def compare(session: Session, caller: Caller, model_ids: list[int] | None, datas
         .join(Model, Score.model_id == Model.id)
         .where(Evaluation.status == "succeeded", Score.model_id.is_not(None), Score.dataset_id.is_not(None),
                access.readable_clause(caller, Evaluation), access.readable_clause(caller, Model))
-        .order_by(Evaluation.finished_at.desc(), Evaluation.id.desc())
+        .order_by(Evaluation.finished_at.desc(), Evaluation.id.desc(), Score.id)
     )
     if model_ids:
         readable_models = select(Model.id).where(Model.id.in_(model_ids), access.readable_clause(caller, Model))
@@ -32,40 +88,58 @@ def compare(session: Session, caller: Caller, model_ids: list[int] | None, datas
         query = query.where(Score.dataset_id.in_(dataset_ids))
     if metric:
         query = query.where(Score.metric == metric)
-    latest: dict[tuple[int, int, str], tuple[Score, object]] = {}
-    metrics_of: dict[int, set[str]] = {}
-    for score, finished_at in session.execute(query):
-        latest.setdefault((score.model_id, score.dataset_id, score.metric), (score, finished_at))
-        metrics_of.setdefault(score.dataset_id, set()).add(score.metric)
-
-    def chosen_metric(dataset_id: int) -> str:
-        names = metrics_of[dataset_id]
-        return next((m for m in PREFERRED_METRICS if m in names), sorted(names)[0])
+    # dataset -> metric -> every result, newest first
+    results: dict[int, dict[str, list[_Result]]] = {}
+    for newness, (score, finished_at) in enumerate(session.execute(query)):
+        results.setdefault(score.dataset_id, {}).setdefault(score.metric, []).append(
+            _Result(score, finished_at, newness))
 
     cells: dict[str, dict[str, CompareCell]] = {}
-    for (model_id, dataset_id, name), (score, finished_at) in latest.items():
-        if name != chosen_metric(dataset_id):
-            continue
-        cells.setdefault(str(model_id), {})[str(dataset_id)] = CompareCell(
-            value=score.value, evaluation_id=score.evaluation_id, finished_at=finished_at
-        )
+    reference_of: dict[int, tuple[str | None, dict[str, Any] | None]] = {}
+    metric_of: dict[int, str] = {}
+    for dataset_id, by_metric in results.items():
+        metric_of[dataset_id] = _chosen_metric(set(by_metric))
+        column = by_metric[metric_of[dataset_id]]
+        reference = _reference_fingerprint(column)
+        reference_parts = next(r.score.fingerprint_parts for r in column if r.score.fingerprint == reference)
+        reference_of[dataset_id] = (reference, reference_parts)
+        latest: dict[int, _Result] = {}
+        matching: dict[int, _Result] = {}
+        for result in column:  # newest first: setdefault keeps the latest
+            latest.setdefault(result.score.model_id, result)
+            if result.score.fingerprint == reference:
+                matching.setdefault(result.score.model_id, result)
+        for model_id, result in latest.items():
+            if model_id in matching:
+                cell = _cell(matching[model_id], True, [])
+            else:
+                cell = _cell(result, False, _differences(result.score.fingerprint_parts, reference_parts))
+            cells.setdefault(str(model_id), {})[str(dataset_id)] = cell
+
     model_list = sorted({int(m) for m in cells} | set(model_ids or []))
     dataset_list = sorted({int(d) for row in cells.values() for d in row})
-    if shared_only and model_list:
-        dataset_list = [d for d in dataset_list if all(str(d) in cells.get(str(m), {}) for m in model_list)]
+    # A chosen model without a single score is listed, but narrows neither the shared datasets nor the average:
+    # it has nothing to share or compare.
+    scored = [m for m in model_list if cells.get(str(m))]
+    if shared_only and scored:
+        dataset_list = [d for d in dataset_list if all(str(d) in cells[str(m)] for m in scored)]
         cells = {m: {d: c for d, c in row.items() if int(d) in dataset_list} for m, row in cells.items()}
+    average_dataset_ids = [d for d in dataset_list if scored and all(
+        str(d) in cells[str(m)] and cells[str(m)][str(d)].comparable for m in scored)]
+    averages: dict[str, float | None] = {}
+    for model_id in model_list:
+        values = [cells[str(model_id)][str(d)].value for d in average_dataset_ids if str(model_id) in cells]
+        averages[str(model_id)] = sum(values) / len(values) if values else None
     names_m = dict(session.execute(select(Model.id, Model.name).where(Model.id.in_(model_list))).all())
     names_d = dict(session.execute(select(Dataset.id, Dataset.name).where(Dataset.id.in_(dataset_list))).all())
-    averages = {}
-    for model_id in model_list:
-        values = [c.value for c in cells.get(str(model_id), {}).values()]
-        averages[str(model_id)] = sum(values) / len(values) if values else None
     ranked = sorted(model_list, key=lambda m: -(averages[str(m)] if averages[str(m)] is not None else float("-inf")))
     return CompareTable(
         metric=metric,
         models=[{"id": m, "name": names_m.get(m, f"model {m}"), "average": averages[str(m)]} for m in ranked],
-        datasets=[{"id": d, "name": names_d.get(d, f"dataset {d}"),
-                   "metric": chosen_metric(d) if d in metrics_of else metric} for d in dataset_list],
+        datasets=[{"id": d, "name": names_d.get(d, f"dataset {d}"), "metric": metric_of.get(d, metric),
+                   "fingerprint": reference_of[d][0], "fingerprint_parts": reference_of[d][1]}
+                  for d in dataset_list],
         cells=cells,
         averages=averages,
+        average_dataset_ids=average_dataset_ids,
     )

@@ -435,12 +435,13 @@ def _run_claimed(settings: Settings, storage: Storage, evaluation_id: int, token
     run_dir_name = result.run_dir.name if result.run_dir else None
     stored = _store_artifacts(checkpoint, evaluation_id)
     pairs = _pairs(run.last_progress, result)
+    provenance = score_provenance(result.run_dir, result.scores, spec, result.manifest)
     scores = [
         dict(evaluation_id=evaluation_id, model_id=model_ids.get(s.model),
               dataset_id=dataset_ids[s.dataset_index] if s.dataset_index is not None else None,
               model_name=s.model, dataset_name=s.dataset, model_abbr=s.model_abbr, dataset_abbr=s.dataset_abbr,
               metric=s.metric, value=s.value, **rests_on)
-        for s, rests_on in zip(result.scores, score_provenance(result.run_dir, result.scores, spec), strict=True)
+        for s, rests_on in zip(result.scores, provenance, strict=True)
     ]
     final_progress = dict(run.last_progress or {})
     final_progress.update(stage=result.status, elapsed_s=result.duration_s)

@@ -254,13 +254,53 @@ export type CallerRead = {
  */
 export type CompareCell = {
     /**
+     * Ci High
+     */
+    ci_high?: number | null;
+    /**
+     * Ci Low
+     *
+     * 95 % confidence interval, in the value's unit
+     */
+    ci_low?: number | null;
+    /**
+     * Comparable
+     *
+     * false: settings differ from the column's compared results; shown apart and left out of the averages
+     */
+    comparable?: boolean;
+    /**
+     * Correct
+     */
+    correct?: number | null;
+    /**
+     * Differences
+     */
+    differences?: Array<CompareDifference>;
+    /**
      * Evaluation Id
      */
     evaluation_id: number;
     /**
+     * Fingerprint
+     *
+     * what must match to compare; null: not recorded
+     */
+    fingerprint?: string | null;
+    /**
      * Finished At
      */
     finished_at: string | null;
+    /**
+     * N
+     *
+     * samples scored
+     */
+    n?: number | null;
+    /**
+     * Scorer
+     */
+    scorer?: string | null;
     /**
      * Value
      */
@@ -268,9 +308,42 @@ export type CompareCell = {
 };
 
 /**
+ * CompareDifference
+ *
+ * One fingerprint part in which a cell differs from the result its dataset column compares (services/provenance
+ * `fingerprint_parts`), e.g. part "limit", value 8, reference 12: "limit 8 vs 12".
+ */
+export type CompareDifference = {
+    /**
+     * Part
+     *
+     * data, config, prompt, limit, scorer, max_out_len, opencompass; or unrecorded (one of the two was stored before settings were recorded)
+     */
+    part: string;
+    /**
+     * Reference
+     *
+     * the setting of the results this column puts side by side
+     */
+    reference: string | number | null;
+    /**
+     * Value
+     *
+     * this cell's setting; null: not set (every sample, the dataset's own output length) or not known
+     */
+    value: string | number | null;
+};
+
+/**
  * CompareTable
  */
 export type CompareTable = {
+    /**
+     * Average Dataset Ids
+     *
+     * the datasets the averages are over: those every model with scores has with the same fingerprint
+     */
+    average_dataset_ids?: Array<number>;
     /**
      * Averages
      */
@@ -1129,6 +1202,28 @@ export type PageEvaluationSummary = {
 };
 
 /**
+ * Page[PairedSampleRead]
+ */
+export type PagePairedSampleRead = {
+    /**
+     * Items
+     */
+    items: Array<PairedSampleRead>;
+    /**
+     * Page
+     */
+    page: number;
+    /**
+     * Page Size
+     */
+    page_size: number;
+    /**
+     * Total
+     */
+    total: number;
+};
+
+/**
  * Page[SampleRead]
  */
 export type PageSampleRead = {
@@ -1148,6 +1243,226 @@ export type PageSampleRead = {
      * Total
      */
     total: number;
+};
+
+/**
+ * PairedAnswer
+ */
+export type PairedAnswer = {
+    /**
+     * Correct
+     */
+    correct: boolean | null;
+    /**
+     * Extracted
+     *
+     * the answer the scorer compared with gold, when it differs from the prediction
+     */
+    extracted?: unknown;
+    /**
+     * Prediction
+     */
+    prediction: unknown;
+};
+
+/**
+ * PairedComparison
+ */
+export type PairedComparison = {
+    a: PairedSide;
+    /**
+     * Alpha
+     *
+     * the significance level of `significant`
+     */
+    alpha: number;
+    b: PairedSide;
+    /**
+     * Datasets
+     */
+    datasets: Array<PairedDataset>;
+};
+
+/**
+ * PairedCounts
+ *
+ * The paired 2×2 table: how the n samples split by the two verdicts.
+ */
+export type PairedCounts = {
+    /**
+     * Both
+     *
+     * right for A and for B
+     */
+    both: number;
+    /**
+     * Neither
+     *
+     * wrong for both
+     */
+    neither: number;
+    /**
+     * Only A
+     *
+     * right for A, wrong for B
+     */
+    only_a: number;
+    /**
+     * Only B
+     *
+     * wrong for A, right for B
+     */
+    only_b: number;
+};
+
+/**
+ * PairedDataset
+ *
+ * One dataset of the comparison. Not comparable (with the reason) unless both sides answered the same samples;
+ * the statistics are then null.
+ */
+export type PairedDataset = {
+    /**
+     * Accuracy A
+     *
+     * percent right for A
+     */
+    accuracy_a?: number | null;
+    /**
+     * Accuracy B
+     *
+     * percent right for B
+     */
+    accuracy_b?: number | null;
+    /**
+     * Ci High
+     */
+    ci_high?: number | null;
+    /**
+     * Ci Low
+     *
+     * 95 % interval of the difference (Newcombe's paired score method), percentage points
+     */
+    ci_low?: number | null;
+    /**
+     * Comparable
+     */
+    comparable: boolean;
+    counts?: PairedCounts | null;
+    /**
+     * Dataset
+     *
+     * the dataset's name in evaluation A (pass it as `dataset` to /paired/samples)
+     */
+    dataset: string;
+    /**
+     * Dataset B
+     *
+     * its name in evaluation B, when different
+     */
+    dataset_b?: string | null;
+    /**
+     * Detectable Difference
+     *
+     * the smallest accuracy difference (percentage points) this many samples detect with 80 % power at alpha, given how often the two models disagreed; null when no difference could be detected at that rate of disagreement (or the models never disagreed)
+     */
+    detectable_difference?: number | null;
+    /**
+     * Difference
+     *
+     * accuracy A minus accuracy B, in percentage points
+     */
+    difference?: number | null;
+    /**
+     * Few Samples
+     *
+     * true when differences of several points cannot be told from chance with these samples
+     */
+    few_samples?: boolean | null;
+    /**
+     * N
+     *
+     * paired samples
+     */
+    n?: number | null;
+    /**
+     * P Holm
+     *
+     * p adjusted (Holm) for comparing on every comparable dataset at once
+     */
+    p_holm?: number | null;
+    /**
+     * P Value
+     */
+    p_value?: number | null;
+    /**
+     * Reason
+     *
+     * why the samples cannot be paired, when not comparable
+     */
+    reason?: string | null;
+    /**
+     * Significant
+     *
+     * p_holm below alpha
+     */
+    significant?: boolean | null;
+    /**
+     * Test
+     *
+     * mcnemar_exact: the exact McNemar test on the discordant samples (the verdicts are right/wrong)
+     */
+    test?: string | null;
+};
+
+/**
+ * PairedSampleRead
+ */
+export type PairedSampleRead = {
+    a: PairedAnswer;
+    b: PairedAnswer;
+    /**
+     * Gold
+     */
+    gold: unknown;
+    /**
+     * Index
+     *
+     * the sample's place in the dataset, counting from 1
+     */
+    index: number;
+    /**
+     * Prompt
+     *
+     * the prompt A was sent
+     */
+    prompt: unknown;
+    /**
+     * Prompt B
+     *
+     * the prompt B was sent, when it differs (another chat template)
+     */
+    prompt_b?: unknown;
+};
+
+/**
+ * PairedSide
+ */
+export type PairedSide = {
+    /**
+     * Evaluation Id
+     */
+    evaluation_id: number;
+    /**
+     * Evaluation Name
+     */
+    evaluation_name: string;
+    /**
+     * Model
+     *
+     * the model of that evaluation whose answers are compared
+     */
+    model: string;
 };
 
 /**
@@ -3281,6 +3596,106 @@ export type TestModelApiV1ModelsModelIdTestPostResponses = {
 };
 
 export type TestModelApiV1ModelsModelIdTestPostResponse = TestModelApiV1ModelsModelIdTestPostResponses[keyof TestModelApiV1ModelsModelIdTestPostResponses];
+
+export type PairedComparisonApiV1PairedGetData = {
+    body?: never;
+    path?: never;
+    query: {
+        /**
+         * A
+         */
+        a: number;
+        /**
+         * B
+         */
+        b: number;
+        /**
+         * Model A
+         */
+        model_a?: string | null;
+        /**
+         * Model B
+         */
+        model_b?: string | null;
+    };
+    url: '/api/v1/paired';
+};
+
+export type PairedComparisonApiV1PairedGetErrors = {
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type PairedComparisonApiV1PairedGetError = PairedComparisonApiV1PairedGetErrors[keyof PairedComparisonApiV1PairedGetErrors];
+
+export type PairedComparisonApiV1PairedGetResponses = {
+    /**
+     * Successful Response
+     */
+    200: PairedComparison;
+};
+
+export type PairedComparisonApiV1PairedGetResponse = PairedComparisonApiV1PairedGetResponses[keyof PairedComparisonApiV1PairedGetResponses];
+
+export type PairedSamplesApiV1PairedSamplesGetData = {
+    body?: never;
+    path?: never;
+    query: {
+        /**
+         * A
+         */
+        a: number;
+        /**
+         * B
+         */
+        b: number;
+        /**
+         * Dataset
+         */
+        dataset: string;
+        /**
+         * Flip
+         */
+        flip?: 'a_only' | 'b_only' | 'both' | 'neither' | 'changed' | null;
+        /**
+         * Model A
+         */
+        model_a?: string | null;
+        /**
+         * Model B
+         */
+        model_b?: string | null;
+        /**
+         * Page
+         */
+        page?: number;
+        /**
+         * Page Size
+         */
+        page_size?: number;
+    };
+    url: '/api/v1/paired/samples';
+};
+
+export type PairedSamplesApiV1PairedSamplesGetErrors = {
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type PairedSamplesApiV1PairedSamplesGetError = PairedSamplesApiV1PairedSamplesGetErrors[keyof PairedSamplesApiV1PairedSamplesGetErrors];
+
+export type PairedSamplesApiV1PairedSamplesGetResponses = {
+    /**
+     * Successful Response
+     */
+    200: PagePairedSampleRead;
+};
+
+export type PairedSamplesApiV1PairedSamplesGetResponse = PairedSamplesApiV1PairedSamplesGetResponses[keyof PairedSamplesApiV1PairedSamplesGetResponses];
 
 export type ListTokensApiV1TokensGetData = {
     body?: never;

@@ -139,10 +139,43 @@ export default {
       model: 'Model', dataset: 'Dataset', evaluation: 'Evaluation', user: 'User', token: 'Token', session: 'Session',
     } satisfies Record<AuditTarget, string>,
   },
+  // Issue 10: what a score rests on (n, scorer, 95 % interval) and which results are comparable (fingerprints).
+  provenance: {
+    score: 'Score', basis: 'Rests on',
+    intervalHint: '± is half the width of the 95 % confidence interval (Wilson for accuracy, bootstrap for other metrics); n is the number of samples scored.',
+    notComparable: 'Not comparable with the other results in this column:',
+    differs: '{part} {value} vs {reference}',
+    unrecorded: 'settings not recorded (stored before they were)',
+    parts: {
+      limit: 'limit', scorer: 'scorer', max_out_len: 'max output length', data: 'data', config: 'config',
+      prompt: 'prompt', opencompass: 'OpenCompass',
+    },
+    unset: { limit: 'all', max_out_len: "dataset's own", unknown: 'unknown' },
+    averageNote: 'Average over {n} dataset every model has with the same settings: {names}. | Average over {n} datasets every model has with the same settings: {names}.',
+    noAverage: 'No dataset is held by every model with the same settings, so there is no average. Choose fewer models or datasets, or run them with the same settings.',
+    notInAverage: 'Not in the average: not every model has it with the same settings',
+    errorBar: '95 % confidence interval',
+  },
   compare: {
     title: 'Compare models', leaderboardTitle: 'Leaderboard', pickModels: 'Models to compare', pickDatasets: 'Datasets (empty: all shared)',
     average: 'Average', rank: 'Rank', noData: 'No finished scores for this selection yet.', fromEvaluation: 'from evaluation #{id}',
     sharedOnly: 'Only datasets every model has', allDatasets: 'Datasets (empty: all)', metric: 'Metric',
+  },
+  // Issue 10: two evaluations compared on the same samples (views/PairedView.vue).
+  paired: {
+    title: 'Paired comparison', open: 'Compare with…', openHint: 'Compare this evaluation with another finished one, sample by sample',
+    intro: 'Two evaluations compared on the samples both answered: a paired test sees differences an unpaired comparison of two averages misses, and tells which differences could be chance.',
+    pick: 'Choose a finished evaluation', pickBoth: 'Choose two finished evaluations (A and B) to compare.', swap: 'Swap A and B',
+    result: 'Accuracy A − B (95% interval)', points: 'points', significant: 'significant', notSignificant: 'not significant',
+    holm: 'Holm p', notComparable: 'Not comparable',
+    counts: 'both right {both} · only A {a} · only B {b} · both wrong {neither}',
+    invisibleUnder: 'With {n} samples, differences under ~{points} points cannot be told from chance.',
+    nothingDetectable: 'With {n} samples and this few disagreements, no difference can be told from chance.',
+    agreeEverywhere: 'A and B give the same verdict on all {n} samples.',
+    legend: 'Exact McNemar test on the samples where A and B disagree; Holm p corrects for comparing on every dataset at once (significant: Holm p < {alpha}). The interval is Newcombe’s paired score interval.',
+    samples: 'Samples side by side', noComparable: 'No dataset can be compared sample by sample.', noSamples: 'No samples with this outcome.',
+    total: 'no samples | {n} sample | {n} samples',
+    flips: { changed: 'Changed', a_only: 'Only A right', b_only: 'Only B right', both: 'Both right', neither: 'Both wrong', all: 'All' },
   },
   sso: {
     signInWith: 'Sign in with {name}', or: 'or', failed: 'Single sign-on failed',

@@ -128,10 +128,43 @@ const zh: typeof en = {
     },
     targets: { model: '模型', dataset: '数据集', evaluation: '评测', user: '用户', token: '令牌', session: '会话' },
   },
+  // 第 10 号需求：得分依据（n、评分方式、95% 置信区间）与结果是否可比（指纹）。
+  provenance: {
+    score: '得分', basis: '依据',
+    intervalHint: '± 为 95% 置信区间宽度的一半（准确率用 Wilson 区间，其他指标用 bootstrap）；n 为参与评分的样本数。',
+    notComparable: '与本列其他结果不可比：',
+    differs: '{part}：{value}（本列为 {reference}）',
+    unrecorded: '未记录评测设置（在记录设置之前保存）',
+    parts: {
+      limit: '样本上限', scorer: '评分方式', max_out_len: '最大输出长度', data: '数据', config: '配置',
+      prompt: '提示词', opencompass: 'OpenCompass 版本',
+    },
+    unset: { limit: '全部', max_out_len: '数据集自带', unknown: '未知' },
+    averageNote: '平均分只计 {n} 个所有模型以相同设置评测过的数据集：{names}。',
+    noAverage: '没有哪个数据集是所有模型以相同设置评测过的，因此不计算平均分。请减少模型或数据集，或以相同设置重新评测。',
+    notInAverage: '不计入平均分：并非所有模型都以相同设置评测了它',
+    errorBar: '95% 置信区间',
+  },
   compare: {
     title: '模型对比', leaderboardTitle: '排行榜', pickModels: '要对比的模型', pickDatasets: '数据集（留空：所有共同数据集）',
     average: '平均分', rank: '排名', noData: '所选范围内还没有完成的得分。', fromEvaluation: '来自评测 #{id}',
     sharedOnly: '只看所有模型都有的数据集', allDatasets: '数据集（留空：全部）', metric: '指标',
+  },
+  // 问题 10：两个评测在相同样本上的配对比较（views/PairedView.vue）。
+  paired: {
+    title: '配对比较', open: '与其他评测比较…', openHint: '将该评测与另一个已完成的评测逐样本比较',
+    intro: '在两个评测都回答过的样本上比较：配对检验能发现两个平均分直接相比看不出的差异，并判断差异是否可能只是偶然。',
+    pick: '选择一个已完成的评测', pickBoth: '选择两个已完成的评测（A 和 B）进行比较。', swap: '交换 A 和 B',
+    result: '准确率 A − B（95% 区间）', points: '个百分点', significant: '显著', notSignificant: '不显著',
+    holm: 'Holm p', notComparable: '无法比较',
+    counts: '都对 {both} · 仅 A 对 {a} · 仅 B 对 {b} · 都错 {neither}',
+    invisibleUnder: '只有 {n} 个样本时，小于约 {points} 个百分点的差异无法与偶然区分。',
+    nothingDetectable: '只有 {n} 个样本且分歧这么少，任何差异都无法与偶然区分。',
+    agreeEverywhere: 'A 和 B 在全部 {n} 个样本上的判定相同。',
+    legend: '对 A、B 判定不同的样本做精确 McNemar 检验；Holm p 校正了同时在多个数据集上比较的影响（显著：Holm p < {alpha}）。区间为 Newcombe 配对得分区间。',
+    samples: '逐样本对照', noComparable: '没有可以逐样本比较的数据集。', noSamples: '没有该结果的样本。',
+    total: '{n} 个样本',
+    flips: { changed: '有变化', a_only: '仅 A 对', b_only: '仅 B 对', both: '都对', neither: '都错', all: '全部' },
   },
   sso: {
     signInWith: '使用 {name} 登录', or: '或', failed: '单点登录失败',

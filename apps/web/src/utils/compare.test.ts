@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import type { CompareTable } from '@/api/types.gen'
 import { barOption, radarOption } from '@/charts/options'
-import { comparePoints, compareRows } from './compare'
+import { averagedDatasets, comparePoints, compareRows } from './compare'
 
 const table: CompareTable = {
   metric: null,
@@ -9,25 +9,40 @@ const table: CompareTable = {
   datasets: [{ id: 10, name: 'mcq' }, { id: 11, name: 'qa' }],
   cells: {
     1: { 10: { value: 40, evaluation_id: 5, finished_at: null } },
-    2: { 10: { value: 80, evaluation_id: 6, finished_at: null }, 11: { value: 60, evaluation_id: 6, finished_at: null } },
+    2: {
+      10: { value: 80, evaluation_id: 6, finished_at: null, n: 10, correct: 8, ci_low: 49.0, ci_high: 94.3, scorer: 'exact' },
+      11: { value: 60, evaluation_id: 6, finished_at: null, comparable: false, differences: [{ part: 'limit', value: 5, reference: null }] },
+    },
   },
-  averages: { 1: 40, 2: 70, 3: null },
+  averages: { 1: 40, 2: 80, 3: null },
+  average_dataset_ids: [10],
 }
 
 describe('compare table', () => {
   it('ranks by average, unscored models last and unranked', () => {
     const rows = compareRows(table)
     expect(rows.map((r) => [r.model, r.rank])).toEqual([['big', 1], ['small', 2], ['never ran', 0]])
-    expect(rows[1].cells['10']).toEqual({ value: 40, evaluationId: 5 })
+    expect(rows[1].cells['10']).toEqual({
+      value: 40, evaluationId: 5, n: null, correct: null, ciLow: null, ciHigh: null, scorer: null, comparable: true, differences: [],
+    })
     expect(rows[1].cells['11']).toBeUndefined()
+    expect(rows[0].cells['10']).toMatchObject({ n: 10, correct: 8, ciLow: 49.0, ciHigh: 94.3, scorer: 'exact', comparable: true })
+    expect(rows[0].cells['11']).toMatchObject({ comparable: false, differences: [{ part: 'limit', value: 5, reference: null }] })
+  })
+
+  it('names the datasets the averages are over', () => {
+    expect(averagedDatasets(table)).toEqual([{ id: 10, name: 'mcq' }])
+    expect(averagedDatasets({ ...table, average_dataset_ids: [] })).toEqual([])
   })
 
   it('turns cells into chart points and options', () => {
     const points = comparePoints(table)
     expect(points).toHaveLength(3)
+    expect(points.find((p) => p.model === 'big' && p.dataset === 'qa')?.comparable).toBe(false)
     const bar = barOption(points)
     expect(bar.xAxis.data).toEqual(['mcq', 'qa'])
-    expect(bar.series.map((s) => [s.name, s.data])).toEqual([['small', [40, null]], ['big', [80, 60]]])
+    const bars = bar.series.filter((s) => s.type === 'bar') as { name: string; data: ({ value: number } | null)[] }[]
+    expect(bars.map((s) => [s.name, s.data.map((item) => item?.value ?? null)])).toEqual([['small', [40, null]], ['big', [80, 60]]])
     const radar = radarOption(points)
     expect(radar.radar.indicator.map((i) => i.name)).toEqual(['mcq', 'qa'])
     expect(radar.series[0].data.find((d) => d.name === 'small')?.value).toEqual([40, 0])

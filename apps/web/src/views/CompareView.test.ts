@@ -1,0 +1,79 @@
+// Issue 10, "Every score says what it rests on": compare and leaderboard show each score as `62.5 % ± 27.9` with
+// n and scorer, grey a result whose settings differ (what differs in its tooltip), and say which datasets the
+// average is over.
+import { flushPromises } from '@vue/test-utils'
+import { createPinia, setActivePinia } from 'pinia'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import type { CompareTable } from '@/api/types.gen'
+import { createAppRouter } from '@/router'
+import { mockApi } from '@/test/fetchMock'
+import { mountApp } from '@/test/mountApp'
+import CompareView from '@/views/CompareView.vue'
+
+beforeEach(() => { setActivePinia(createPinia()) })
+afterEach(() => { document.body.innerHTML = '' })
+
+async function settle() {
+  for (let i = 0; i < 5; i++) {
+    await flushPromises()
+    await new Promise((r) => setTimeout(r, 0))
+  }
+}
+
+const BOARD: CompareTable = {
+  metric: null,
+  models: [{ id: 1, name: 'alpha', average: 25 }, { id: 2, name: 'beta', average: 25 }],
+  datasets: [{ id: 10, name: 'colours', metric: 'accuracy' }, { id: 11, name: 'phrases', metric: 'accuracy' }],
+  cells: {
+    1: {
+      10: { value: 50, evaluation_id: 7, finished_at: null, n: 6, correct: 3, ci_low: 18.76, ci_high: 81.24, scorer: 'contains',
+            fingerprint: 'a'.repeat(16), comparable: false, differences: [{ part: 'limit', value: 6, reference: null }] },
+      11: { value: 25, evaluation_id: 7, finished_at: null, n: 4, correct: 1, ci_low: 4.56, ci_high: 69.94, scorer: 'exact', fingerprint: 'c'.repeat(16) },
+    },
+    2: {
+      10: { value: 62.5, evaluation_id: 8, finished_at: null, n: 8, correct: 5, ci_low: 30.57, ci_high: 86.32, scorer: 'contains', fingerprint: 'b'.repeat(16) },
+      11: { value: 25, evaluation_id: 8, finished_at: null, n: 4, correct: 1, ci_low: 4.56, ci_high: 69.94, scorer: 'exact', fingerprint: 'c'.repeat(16) },
+    },
+  },
+  averages: { 1: 25, 2: 25 },
+  average_dataset_ids: [11],
+}
+
+async function openLeaderboard(table: CompareTable, locale: 'en' | 'zh' = 'en') {
+  mockApi({
+    'GET /api/v1/models': () => ({ json: [] }),
+    'GET /api/v1/datasets': () => ({ json: [] }),
+    'GET /api/v1/leaderboard': () => ({ json: table }),
+  })
+  const router = createAppRouter('/')
+  await router.push('/leaderboard')
+  const wrapper = mountApp(CompareView, { mode: 'leaderboard' }, locale, { plugins: [router] })
+  await settle()
+  // The registry, then the table: under load a few more turns than settle() gives.
+  await vi.waitFor(() => expect(wrapper.find('[data-test=average-note]').exists()).toBe(true))
+  return wrapper
+}
+
+describe('CompareView', () => {
+  it('shows value ± interval with n and scorer, and greys a result with other settings', async () => {
+    const wrapper = await openLeaderboard(BOARD)
+    const comparable = wrapper.findAll('[data-test=compare-cell]').map((cell) => cell.text())
+    expect(comparable).toContain('62.5 % ± 27.9n = 8 · contains')
+    expect(comparable).toContain('25 % ± 32.7n = 4 · exact')
+    const greyed = wrapper.find('[data-test=compare-cell-incomparable]')
+    expect(greyed.classes()).toContain('incomparable')
+    expect(greyed.text()).toBe('≠ 50 % ± 31.2n = 6 · contains')
+    expect(wrapper.find('[data-test=average-note]').text()).toBe('Average over 1 dataset every model has with the same settings: phrases.')
+    greyed.element.dispatchEvent(new MouseEvent('mouseenter'))
+    await vi.waitFor(() => expect(document.body.querySelector('[data-test=incomparable-reason]')?.textContent).toBe(
+      'Not comparable with the other results in this column:· limit 6 vs all'))
+  })
+
+  it('says when no dataset can be averaged, in Chinese too', async () => {
+    const wrapper = await openLeaderboard({ ...BOARD, average_dataset_ids: [], averages: { 1: null, 2: null } }, 'zh')
+    expect(wrapper.find('[data-test=average-note]').text()).toContain('没有哪个数据集是所有模型以相同设置评测过的')
+    wrapper.unmount()
+    const note = await openLeaderboard(BOARD, 'zh')
+    expect(note.find('[data-test=average-note]').text()).toBe('平均分只计 1 个所有模型以相同设置评测过的数据集：phrases。')
+  })
+})
