@@ -42,27 +42,31 @@ def _fields(node: ast.AST | None) -> dict[str, ast.AST]:
     return {}
 
 
-def evaluator_classes(run_dir: Path) -> dict[str, str]:
-    """dataset abbr -> the class name of the evaluator OpenCompass scored it with, from the config it dumped at
-    start (`configs/<stamp>.py`, the fully resolved one: built-in and custom datasets alike)."""
+def _dumped_datasets(run_dir: Path) -> list[ast.AST]:
+    """The dataset entries of the config OpenCompass dumped at start (`configs/<stamp>.py`, the fully resolved one:
+    built-in and custom datasets alike), as syntax: read, never run."""
     configs = sorted((run_dir / "configs").glob("*.py"))
     if not configs:
-        return {}
+        return []
     try:
         tree = ast.parse(configs[0].read_text(encoding="utf-8"))
     except (OSError, SyntaxError, ValueError):
-        return {}
+        return []
+    return [element for statement in tree.body
+            if isinstance(statement, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "datasets" for t in statement.targets)
+            for element in getattr(statement.value, "elts", [])]
+
+
+def evaluator_classes(run_dir: Path) -> dict[str, str]:
+    """dataset abbr -> the class name of the evaluator OpenCompass scored it with."""
     found: dict[str, str] = {}
-    for statement in tree.body:
-        if not (isinstance(statement, ast.Assign)
-                and any(isinstance(t, ast.Name) and t.id == "datasets" for t in statement.targets)):
-            continue
-        for element in getattr(statement.value, "elts", []):
-            fields = _fields(element)
-            abbr = fields.get("abbr")
-            kind = _fields(_fields(fields.get("eval_cfg")).get("evaluator")).get("type")
-            if isinstance(abbr, ast.Constant) and isinstance(kind, ast.Constant) and isinstance(kind.value, str):
-                found[str(abbr.value)] = kind.value.rsplit(".", 1)[-1]
+    for element in _dumped_datasets(run_dir):
+        fields = _fields(element)
+        abbr = fields.get("abbr")
+        kind = _fields(_fields(fields.get("eval_cfg")).get("evaluator")).get("type")
+        if isinstance(abbr, ast.Constant) and isinstance(kind, ast.Constant) and isinstance(kind.value, str):
+            found[str(abbr.value)] = kind.value.rsplit(".", 1)[-1]
     return found
 
 
@@ -82,23 +86,13 @@ def _plain(node: ast.AST) -> Any:
 
 
 def resolved_dataset_configs(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """dataset abbr -> its dataset config as OpenCompass resolved and dumped it (`configs/<stamp>.py`), as data:
-    reader columns, prompt template, retriever, inferencer and evaluator, for built-in and uploaded datasets alike."""
-    configs = sorted((run_dir / "configs").glob("*.py"))
-    if not configs:
-        return {}
-    try:
-        tree = ast.parse(configs[0].read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, ValueError):
-        return {}
+    """dataset abbr -> its dataset config as OpenCompass resolved it, as data: reader columns, prompt template,
+    retriever, inferencer and evaluator, for built-in and uploaded datasets alike."""
     found: dict[str, dict[str, Any]] = {}
-    for statement in tree.body:
-        if isinstance(statement, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "datasets"
-                                                     for t in statement.targets):
-            for element in getattr(statement.value, "elts", []):
-                config = _plain(element)
-                if isinstance(config, dict) and isinstance(config.get("abbr"), str):
-                    found[config["abbr"]] = config
+    for element in _dumped_datasets(run_dir):
+        config = _plain(element)
+        if isinstance(config, dict) and isinstance(config.get("abbr"), str):
+            found[config["abbr"]] = config
     return found
 
 
