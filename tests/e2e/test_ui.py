@@ -148,8 +148,9 @@ def test_results_show_scores_charts_and_wrong_sample_filter(wizard_run, server):
     scores = api(server, f"/evaluations/{wizard_run['id']}/results")
     table = page.locator("[data-test=score-table] tbody tr")
     expect(table).to_have_count(len(scores))
-    for score in scores:
-        expect(page.locator("[data-test=score-table]")).to_contain_text(f"{score['value']:.2f}")
+    for score in scores:  # four significant digits, what it rests on beside it (utils/provenance.ts)
+        expect(page.locator("[data-test=score-table]")).to_contain_text(f"{score['value']:.4g}")
+        expect(page.locator("[data-test=score-table]")).to_contain_text(f"n = {score['n']} · {score['scorer']}")
     expect(page.locator("[data-test=bar-chart] canvas")).to_have_count(1)
     expect(page.locator("[data-test=radar-chart] canvas")).to_have_count(1)  # three datasets: a radar
     expect(page.locator("[data-test=pairs-table] tbody tr")).to_have_count(3)
