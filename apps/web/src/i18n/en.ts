@@ -163,6 +163,7 @@ export default {
   },
   // Issue 10: two evaluations compared on the same samples (views/PairedView.vue).
   paired: {
+    fromCompare: 'Sample by sample on {dataset}',
     title: 'Paired comparison', open: 'Compare with…', openHint: 'Compare this evaluation with another finished one, sample by sample',
     intro: 'Two evaluations compared on the samples both answered: a paired test sees differences an unpaired comparison of two averages misses, and tells which differences could be chance.',
     pick: 'Choose a finished evaluation', pickBoth: 'Choose two finished evaluations (A and B) to compare.', swap: 'Swap A and B',

@@ -152,6 +152,7 @@ const zh: typeof en = {
   },
   // 问题 10：两个评测在相同样本上的配对比较（views/PairedView.vue）。
   paired: {
+    fromCompare: '逐样本配对比较：{dataset}',
     title: '配对比较', open: '与其他评测比较…', openHint: '将该评测与另一个已完成的评测逐样本比较',
     intro: '在两个评测都回答过的样本上比较：配对检验能发现两个平均分直接相比看不出的差异，并判断差异是否可能只是偶然。',
     pick: '选择一个已完成的评测', pickBoth: '选择两个已完成的评测（A 和 B）进行比较。', swap: '交换 A 和 B',

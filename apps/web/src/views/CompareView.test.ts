@@ -76,4 +76,21 @@ describe('CompareView', () => {
     const note = await openLeaderboard(BOARD, 'zh')
     expect(note.find('[data-test=average-note]').text()).toBe('平均分只计 1 个所有模型以相同设置评测过的数据集：phrases。')
   })
+
+  it('links two chosen models to their sample-by-sample comparison where both results are comparable', async () => {
+    mockApi({
+      'GET /api/v1/models': () => ({ json: [{ id: 1, name: 'alpha' }, { id: 2, name: 'beta' }] }),
+      'GET /api/v1/datasets': () => ({ json: [] }),
+      'GET /api/v1/compare': () => ({ json: BOARD }),
+    })
+    const router = createAppRouter('/')
+    await router.push('/compare')
+    const wrapper = mountApp(CompareView, { mode: 'compare' }, 'en', { plugins: [router] })
+    await settle()
+    await vi.waitFor(() => expect(wrapper.find('[data-test=paired-links]').exists()).toBe(true))
+    const links = wrapper.findAll('[data-test=paired-links] a')
+    // colours: alpha's result has other settings (limit 6), so only phrases can be paired
+    expect(links.map((link) => link.text())).toEqual(['Sample by sample on phrases →'])
+    expect(links[0].attributes('href')).toBe('/compare/paired?a=7&b=8&model_a=alpha&model_b=beta')
+  })
 })
