@@ -10,6 +10,15 @@ import threading
 from aieval_engine.local_server import free_port
 
 
+def chat_completion(model: str | None, answer: str) -> bytes:
+    """The body of an OpenAI chat completion answering `answer`."""
+    return json.dumps({
+        "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }).encode()
+
+
 class FakeChatEndpoint:
     """A real HTTP server speaking the OpenAI chat-completions shape, answering a fixed text and recording the
     Authorization headers it received (to prove the key reaches the endpoint and nothing else)."""
@@ -28,12 +37,7 @@ class FakeChatEndpoint:
                 if not self.path.endswith("/chat/completions"):
                     self.send_error(404)
                     return
-                body = json.dumps({
-                    "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": request.get("model"),
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": endpoint.answer},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                }).encode()
+                body = chat_completion(request.get("model"), endpoint.answer)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

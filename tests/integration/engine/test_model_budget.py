@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from fake_openai import chat_completion
 
 from aieval_engine.local_server import free_port
 from aieval_engine.results import iter_samples
@@ -54,12 +55,7 @@ class CountingChatEndpoint:
                     number = re.search(r"What is (\d+) times 3", question)
                     time.sleep(delay_s)
                     answer = str(int(number.group(1)) * 3) if number else "no idea"
-                    body = json.dumps({
-                        "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": request.get("model"),
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
-                                     "finish_reason": "stop"}],
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                    }).encode()
+                    body = chat_completion(request.get("model"), answer)
                 finally:
                     with endpoint.lock:
                         endpoint.in_flight -= 1
