@@ -80,8 +80,10 @@ class FakeDify:
                     "message_id": message_id,
                     "conversation_id": str(uuid.uuid4()),
                     "mode": "chat",
-                    "answer": fake.answer_for(query),
-                    "metadata": {"usage": {"total_tokens": 0}},
+                    "answer": (answer := fake.answer_for(query)),
+                    # as Dify reports it; one "token" per character here, so a test knows the counts
+                    "metadata": {"usage": {"prompt_tokens": len(query), "completion_tokens": len(answer),
+                                           "total_tokens": len(query) + len(answer), "latency": 0.001}},
                     "created_at": 1700000000,
                 })
 

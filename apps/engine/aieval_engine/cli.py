@@ -1,6 +1,7 @@
 """`aieval`: run evaluations from the command line.
 
     aieval run SPEC.yaml [--json]   run one evaluation on this machine
+    aieval rescore SPEC.yaml --from RUN   score a finished run's predictions again (another scorer or judge)
     aieval check SPEC.yaml          validate a spec and its data without running it
     aieval demo [--limit N]         prepare the offline demo model and evaluate it on the demo data
     aieval datasets [--available]   list OpenCompass' built-in dataset configs
@@ -47,6 +48,11 @@ def compass_data_cache(data_dir: Path) -> Path:
     return Path(os.environ.get("COMPASS_DATA_CACHE") or data_dir / "compass")
 
 
+def judge_cache_file(data_dir: Path) -> Path:
+    """Where the judge model's replies are kept between runs (judge.JudgeCallCache), as the server keeps its own."""
+    return data_dir / "judge-cache.sqlite"
+
+
 def _new_job_dir(data_dir: Path, name: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name)[:40] or "evaluation"
@@ -86,13 +92,15 @@ def print_results(console: Console, result: EvalResult) -> None:
 
 
 def run_spec(spec: EvalSpec, data_dir: Path, *, as_json: bool = False, job_dir: Path | None = None,
-             resume: bool = False, console: Console | None = None) -> int:
+             resume: bool = False, console: Console | None = None, rescore_from: Path | None = None) -> int:
     console = console or Console(stderr=as_json)
     evaluation = Evaluation(
         spec,
         job_dir or _new_job_dir(data_dir, spec.name),
         data_cache=compass_data_cache(data_dir),
         launcher=ColdLauncher(),
+        judge_cache=judge_cache_file(data_dir),
+        rescore_from=rescore_from,
     )
     try:
         evaluation.prepare()
@@ -143,6 +151,19 @@ def _cmd_run(args) -> int:
         return EXIT_INVALID
     return run_spec(spec, Path(args.data_dir), as_json=args.json,
                     job_dir=Path(args.job_dir) if args.job_dir else None, resume=args.resume, console=console)
+
+
+def _cmd_rescore(args) -> int:
+    console = Console(stderr=args.json)
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as exc:
+        for problem in exc.problems:
+            console.print(f"[red]error:[/red] {problem}", highlight=False)
+        return EXIT_INVALID
+    return run_spec(spec, Path(args.data_dir), as_json=args.json,
+                    job_dir=Path(args.job_dir) if args.job_dir else None, console=console,
+                    rescore_from=Path(args.source))
 
 
 def _cmd_check(args) -> int:
@@ -198,6 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--job-dir", help="where to keep this run's files (default: a new folder in the data dir)")
     run.add_argument("--resume", action="store_true", help="reuse the predictions already in --job-dir")
     run.set_defaults(handler=_cmd_run)
+
+    rescore = commands.add_parser(
+        "rescore", help="score a finished run's predictions again with the spec's scorers and judge, without inference")
+    rescore.add_argument("spec", help="YAML or JSON EvalSpec: the same models and datasets as the finished run")
+    rescore.add_argument("--from", dest="source", required=True, help="the finished run's job dir or run dir")
+    rescore.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
+    rescore.add_argument("--job-dir", help="where to keep this re-score's files (default: a new folder in the data dir)")
+    rescore.set_defaults(handler=_cmd_rescore)
 
     check = commands.add_parser("check", help="validate a spec and its data without running it")
     check.add_argument("spec")

@@ -22,6 +22,7 @@ from typing import Any
 
 from .catalogue import BuiltinDataset, _imported_module, resolve_builtin
 from .datafiles import validate_data_file, write_canonical_jsonl
+from .judge import JUDGE_DEFAULT_MAX_OUT_LEN, JUDGE_PROMPTS, detect_prompt_language, weights_signature
 from .spec import (
     DEFAULT_MAX_OUT_LEN,
     BuiltinDatasetSpec,
@@ -41,6 +42,15 @@ REFERENCES = {
     "SecretKeyOpenAISDK": "from aieval_engine.oc_ext import SecretKeyOpenAISDK",
     "DifyChatModel": "from aieval_engine.oc_ext import DifyChatModel",
     "ContainsAnswerEvaluator": "from aieval_engine.oc_ext import ContainsAnswerEvaluator",
+    # LLM-as-judge (judge.py, oc_judge.py): OpenCompass' evaluator, our prompt, our judge model classes and reader.
+    "GenericLLMEvaluator": "from opencompass.evaluator import GenericLLMEvaluator",
+    "PromptTemplate": "from opencompass.openicl.icl_prompt_template import PromptTemplate",
+    "CustomDataset": "from opencompass.datasets import CustomDataset",
+    "CachedJudgeOpenAISDK": "from aieval_engine.oc_judge import CachedJudgeOpenAISDK",
+    "CachedJudgeDifyChatModel": "from aieval_engine.oc_judge import CachedJudgeDifyChatModel",
+    "CachedJudgeHuggingFaceChat": "from aieval_engine.oc_judge import CachedJudgeHuggingFaceChat",
+    "CachedJudgeHuggingFaceBase": "from aieval_engine.oc_judge import CachedJudgeHuggingFaceBase",
+    "judge_verdict_postprocess": "from aieval_engine.oc_judge import judge_verdict_postprocess",
     "QuickNumWorkerPartitioner": "from aieval_engine.oc_ext import QuickNumWorkerPartitioner",
     "QuickNaivePartitioner": "from aieval_engine.oc_ext import QuickNaivePartitioner",
     "LocalRunner": "from opencompass.runners import LocalRunner",
@@ -119,6 +129,7 @@ class PlannedDataset:
     sha256: str | None = None  # of the user's original file
     data_type: str | None = None
     evaluated_path: Path | None = None  # the file OpenCompass reads (the canonical copy)
+    needs_judge: bool = False  # scored by the judge model (a custom "judge" scorer, or a built-in judge config)
 
 
 @dataclass
@@ -155,7 +166,13 @@ def plan_datasets(spec: EvalSpec, canonical_dir: Path | None = None) -> list[Pla
             problems.append((i, f"datasets[{i}] ({dataset.display_name}): {exc}"))
             continue
         taken.update(builtin.abbrs)
-        resolved[i] = PlannedDataset(dataset, "ppl" if "_ppl" in builtin.name else "gen", i, builtin=builtin)
+        needs_judge = builtin_needs_judge(builtin)
+        if needs_judge and spec.judge is None:
+            problems.append((i, f"datasets[{i}] ({dataset.display_name}): {builtin.name} is scored by a judge model "
+                                "(OpenCompass' GenericLLMEvaluator): choose a judge model"))
+            continue
+        resolved[i] = PlannedDataset(dataset, "ppl" if "_ppl" in builtin.name else "gen", i, builtin=builtin,
+                                     needs_judge=needs_judge)
     for i, dataset in customs:
         where = f"datasets[{i}] ({dataset.display_name})"
         abbr = safe_abbr(dataset.name, taken)
@@ -167,8 +184,9 @@ def plan_datasets(spec: EvalSpec, canonical_dir: Path | None = None) -> list[Pla
         except ValueError as exc:
             problems.append((i, f"{where}: {exc}"))
             continue
-        if dataset.scorer == "contains" and info.data_type != "qa":
-            problems.append((i, f"{where}: the 'contains' scorer is for question-answer files, not multiple choice"))
+        if dataset.scorer in ("contains", "judge") and info.data_type != "qa":
+            problems.append((i, f"{where}: the '{dataset.scorer}' scorer is for question-answer files, "
+                                "not multiple choice"))
             continue
         if dataset.infer_method == "ppl" and info.data_type != "mcq":
             problems.append((i, f"{where}: ppl (likelihood) scoring needs a multiple-choice file"))
@@ -182,6 +200,7 @@ def plan_datasets(spec: EvalSpec, canonical_dir: Path | None = None) -> list[Pla
             sha256=info.sha256,
             data_type=info.data_type,
             evaluated_path=canonical_dir / f"{abbr}.jsonl" if canonical_dir is not None else Path(dataset.path),
+            needs_judge=dataset.scorer == "judge",
         )
     planned = [resolved[i] for i in sorted(resolved)]
     messages = [message for _, message in sorted(problems, key=lambda item: item[0])]
@@ -202,12 +221,13 @@ def plan_datasets(spec: EvalSpec, canonical_dir: Path | None = None) -> list[Pla
     return planned
 
 
-def _endpoint_fields(model, key_env: str | None, max_out_len: int) -> dict:
+def _endpoint_fields(model, abbr: str, key_env: str | None, max_out_len: int) -> dict:
     """What every remote model (EndpointModelSpec) sets the same way."""
     # Only a model with a shared budget gets the field, so every other config stays as it was.
     budget = {"shared_budget": model.shared_budget.model_dump()} if model.shared_budget else {}
     return {
         **budget,
+        "sample_metrics": abbr,  # the name its latency and token records go under (sample_metrics.py)
         "key_env": key_env,
         "meta_template": API_META_TEMPLATE,
         "query_per_second": model.query_per_second,
@@ -232,7 +252,7 @@ def _model_config(model, abbr: str, params, key_env: str | None, for_ppl: bool =
             "base_url": model.base_url,
             "inputs": dict(model.inputs),
             # the app decides its answers' length; OpenCompass wants a value
-            **_endpoint_fields(model, key_env, max_out_len),
+            **_endpoint_fields(model, abbr, key_env, max_out_len),
         }
     if isinstance(model, OpenAIModelSpec):
         return {
@@ -243,7 +263,7 @@ def _model_config(model, abbr: str, params, key_env: str | None, for_ppl: bool =
             "tokenizer_path": model.tokenizer_path,
             "temperature": model.temperature,
             "max_seq_len": model.max_seq_len,
-            **_endpoint_fields(model, key_env, max_out_len),
+            **_endpoint_fields(model, abbr, key_env, max_out_len),
         }
     assert isinstance(model, HuggingFaceModelSpec)
     chat = model.mode == "chat" and not for_ppl
@@ -268,11 +288,76 @@ def _model_config(model, abbr: str, params, key_env: str | None, for_ppl: bool =
     }
 
 
-def _custom_dataset_config(planned: PlannedDataset, limit: int | None) -> dict:
+_JUDGE_CLASSES = {
+    "SecretKeyOpenAISDK": "CachedJudgeOpenAISDK",
+    "DifyChatModel": "CachedJudgeDifyChatModel",
+    "HuggingFacewithChatTemplate": "CachedJudgeHuggingFaceChat",
+    "HuggingFaceBaseModel": "CachedJudgeHuggingFaceBase",
+}
+# How hard and where from a judge is called: none of it changes a reply, so none of it is in the cache key.
+_NOT_JUDGE_IDENTITY = {"abbr", "key_env", "query_per_second", "batch_size", "max_workers", "retry", "timeout",
+                       "shared_budget", "run_cfg", "judge_cache", "sample_metrics"}
+JUDGE_KEY_ENV = "AIEVAL_JUDGE_API_KEY"
+
+
+def judge_model_config(spec: EvalSpec, judge_cache: Path | None, key_env: str | None) -> dict:
+    """The judge's OpenCompass model config: the project's class for its kind with a call cache in front
+    (oc_judge.py), the same settings as when that model is evaluated, and room for a rationale."""
+    assert spec.judge is not None
+    model = spec.judge.model
+    config = _model_config(model, "judge", spec.params, key_env)
+    config.pop("sample_metrics", None)  # the judge's calls are not the evaluated models' answers
+    config["type"] = Ref(_JUDGE_CLASSES[config["type"].name])
+    config["max_out_len"] = getattr(model, "max_out_len", None) or JUDGE_DEFAULT_MAX_OUT_LEN
+    if judge_cache is None:
+        config["judge_cache"] = None
+        return config
+    # `model_class`, not `type`: OpenCompass turns every `type` in a custom dataset's config into a class path (and
+    # mmengine dumps configs as dict(key=...), so a key must also not be a Python keyword such as `class`).
+    identity = {key: value for key, value in config.items() if key not in _NOT_JUDGE_IDENTITY and key != "type"}
+    identity["model_class"] = config["type"].name
+    if isinstance(model, HuggingFaceModelSpec):
+        identity["weights"] = weights_signature(model.path)
+    config["judge_cache"] = {"path": str(Path(judge_cache).resolve()), "identity": _plain(identity)}
+    return config
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Ref):
+        return value.name
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _questions(path: Path) -> list[str]:
+    import json
+
+    questions = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                questions.append(str(json.loads(line).get("question", "")))
+    return questions
+
+
+def judge_prompt_language(spec: EvalSpec, planned: PlannedDataset) -> str:
+    """The language of our judge prompt for a custom dataset: the spec's choice, or by its questions ('auto')."""
+    assert spec.judge is not None
+    if spec.judge.prompt_language != "auto":
+        return spec.judge.prompt_language
+    return detect_prompt_language(_questions(Path(planned.evaluated_path)))
+
+
+def _custom_dataset_config(planned: PlannedDataset, limit: int | None, spec: EvalSpec | None = None,
+                           judge: dict | None = None) -> dict:
     dataset = planned.spec
     assert isinstance(dataset, CustomDatasetSpec)
+    path = str(Path(planned.evaluated_path).resolve())
     config: dict[str, Any] = {
-        "path": str(Path(planned.evaluated_path).resolve()),
+        "path": path,
         "abbr": planned.abbr,
         "infer_method": planned.infer_method,
         "data_type": planned.data_type,
@@ -281,16 +366,35 @@ def _custom_dataset_config(planned: PlannedDataset, limit: int | None) -> dict:
         config["test_range"] = f"[0:{limit}]"
     if dataset.scorer == "contains":
         config["evaluator"] = Ref("ContainsAnswerEvaluator")
+    elif dataset.scorer == "judge":
+        assert spec is not None and judge is not None
+        # OpenCompass' GenericLLMEvaluator re-reads the same rows (dataset_cfg) and adds the model's answers as
+        # `prediction` to the columns our prompt is filled from.
+        reader = {"input_columns": ["question", "answer"], "output_column": "answer"}
+        if limit:
+            reader["test_range"] = f"[0:{limit}]"
+        config["evaluator"] = Ref("GenericLLMEvaluator")
+        config["evaluator_kwargs"] = {
+            "prompt_template": {
+                "type": Ref("PromptTemplate"),
+                "template": {"round": [{"role": "HUMAN", "prompt": JUDGE_PROMPTS[judge_prompt_language(spec, planned)]}]},
+            },
+            "judge_cfg": judge,
+            "dataset_cfg": {"type": Ref("CustomDataset"), "path": path, "reader_cfg": reader},
+            "dict_postprocessor": {"type": Ref("judge_verdict_postprocess")},
+        }
     return config
 
 
 def build_config(
-    spec: EvalSpec, job_dir: Path, environ: dict[str, str] | None = None, *, quick_pipeline: bool = True
+    spec: EvalSpec, job_dir: Path, environ: dict[str, str] | None = None, *, quick_pipeline: bool = True,
+    judge_cache: Path | None = None,
 ) -> BuiltConfig:
     """Write `config.py` for a spec into job_dir (created if needed) and describe what it contains.
 
     With quick_pipeline=False the config leaves the pipeline to OpenCompass' defaults, as a config written
-    by hand would (benchmarks compare against that)."""
+    by hand would (benchmarks compare against that). `judge_cache`: the SQLite file the judge's replies are
+    kept in (judge.JudgeCallCache); None calls the judge every time."""
     environ = environ or {}
     try:
         planned = plan_datasets(spec, canonical_dir=job_dir / "data")
@@ -318,6 +422,18 @@ def build_config(
         gen_models.append(_model_config(model, abbr, params, key_env))
         if isinstance(model, HuggingFaceModelSpec):
             ppl_models.append(_model_config(model, abbr, params, key_env, for_ppl=True))
+    judge: dict | None = None
+    if spec.judge is not None and any(item.needs_judge for item in planned):
+        judge_key_env = None
+        if isinstance(spec.judge.model, EndpointModelSpec):
+            key = spec.judge.model.resolved_api_key(environ)
+            if spec.judge.model.api_key_env and key is None:
+                raise SpecError([f"judge ({spec.judge.model.name}): the environment variable "
+                                 f"{spec.judge.model.api_key_env} is not set"])
+            if key is not None:
+                judge_key_env = JUDGE_KEY_ENV
+                secret_env[judge_key_env] = key
+        judge = judge_model_config(spec, judge_cache, judge_key_env)
 
     lines = [
         "# Generated by ai-eval-system from a validated EvalSpec. Do not edit: regenerate instead.",
@@ -332,6 +448,7 @@ def build_config(
                       "QuickNaivePartitioner"}
     gen_parts: list[str] = []
     ppl_parts: list[str] = []
+    judged_builtin_lists: list[str] = []
     for item in planned:
         target = ppl_parts if item.infer_method == "ppl" else gen_parts
         if item.builtin is not None:
@@ -339,10 +456,16 @@ def build_config(
                 alias = f"builtin_{item.index}_{var}"  # workdir.resolved_datasets reads the index back
                 builtin_imports.append(f"    from {item.builtin.module} import {var} as {alias}")
                 target.append(f"*{alias}")
+                if item.needs_judge:
+                    judged_builtin_lists.append(alias)
         else:
             if item.spec.scorer == "contains":
                 used_refs.add("ContainsAnswerEvaluator")
-            target.append(render_literal(_custom_dataset_config(item, params.limit)))
+            if item.spec.scorer == "judge":
+                used_refs |= {"GenericLLMEvaluator", "PromptTemplate", "CustomDataset", "judge_verdict_postprocess"}
+            target.append(render_literal(_custom_dataset_config(item, params.limit, spec, judge)))
+    if judge is not None:
+        used_refs.add(judge["type"].name)
     if builtin_imports:
         lines += ["", "with read_base():", *builtin_imports]
     lines += [""] + [REFERENCES[name] for name in sorted(used_refs)]
@@ -368,6 +491,24 @@ def build_config(
         ]
     if overrides:
         lines += ["for dataset in datasets:", *overrides, "del dataset"]
+    if judged_builtin_lists and judge is not None:
+        # The built-in config's judge_cfg=dict() means "the judge the user gives" (OpenCompass would otherwise read
+        # OC_JUDGE_* variables): every empty judge_cfg in the datasets' evaluators, nested ones (CascadeEvaluator's
+        # llm_evaluator) included, gets the judge model. A plain data edit; the prompt stays OpenCompass'.
+        lines += [
+            f"judge_model = {render_literal(judge)}",
+            "judge_pending = list(datasets)",
+            "judge_node = None",
+            "while judge_pending:",
+            "    judge_node = judge_pending.pop()",
+            "    if isinstance(judge_node, dict):",
+            "        if 'judge_cfg' in judge_node and not judge_node['judge_cfg']:",
+            "            judge_node['judge_cfg'] = judge_model",
+            "        judge_pending.extend(v for k, v in judge_node.items() if k != 'judge_cfg')",
+            "    elif isinstance(judge_node, (list, tuple)):",
+            "        judge_pending.extend(judge_node)",
+            "del judge_pending, judge_node, judge_model",
+        ]
     lines += ["", f"models = {render_literal(gen_models)}"]
     if ppl_parts and ppl_models:
         # OpenCompass' chat-template class cannot score likelihoods, so ppl datasets pair with the base class.
@@ -518,3 +659,65 @@ def _generation_settings_of(file: Path) -> GenerationSettings:
 def builtin_generation_settings(builtin: BuiltinDataset) -> GenerationSettings:
     """The generation settings a built-in dataset config sets itself (inferencer class, output length, stop words)."""
     return _generation_settings_of(builtin.file)
+
+
+# ---- built-in configs scored by a judge model ---------------------------------------------------------------
+JUDGE_EVALUATOR = "GenericLLMEvaluator"
+
+
+def _is_empty_dict(node: ast.expr | None, assignments: dict[str, ast.expr]) -> bool:
+    """`dict()`, `{}`, or a module-level name bound to one of them."""
+    if isinstance(node, ast.Name) and node.id in assignments:
+        node = assignments[node.id]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
+        return not node.args and not node.keywords
+    return isinstance(node, ast.Dict) and not node.keys
+
+
+def _empty_judge_cfgs_in(file: Path, seen: frozenset[Path] = frozenset()) -> int:
+    """How many `dict(type=GenericLLMEvaluator, ...)` in a config file and the OpenCompass configs it imports leave
+    judge_cfg empty (or out): those OpenCompass fills from OC_JUDGE_* variables, the platform from the spec's judge.
+    Read as source with `ast`, never executed (as _inferencers_in)."""
+    tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
+    assignments = {
+        node.targets[0].id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+    }
+    found = 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = _imported_module(node, file)
+            if base is not None and base not in seen and base != file:
+                found += _empty_judge_cfgs_in(base, seen | {file})
+            continue
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict"):
+            continue
+        keywords = {k.arg: k.value for k in node.keywords if k.arg}
+        if "type" not in keywords or _class_name(keywords["type"]) != JUDGE_EVALUATOR:
+            continue
+        if "judge_cfg" not in keywords or _is_empty_dict(keywords["judge_cfg"], assignments):
+            found += 1
+    return found
+
+
+@functools.cache
+def _needs_judge(file: Path) -> bool:
+    return _empty_judge_cfgs_in(file) > 0
+
+
+def builtin_needs_judge(builtin: BuiltinDataset) -> bool:
+    """Whether OpenCompass scores a built-in config with a judge model the user must give: a GenericLLMEvaluator
+    (directly or inside e.g. a CascadeEvaluator) whose judge_cfg is empty."""
+    return _needs_judge(builtin.file)
+
+
+def scored_by_judge(spec: EvalSpec, dataset_index: int) -> bool:
+    """Whether the spec's dataset at `dataset_index` is scored by its judge model."""
+    dataset = spec.datasets[dataset_index]
+    if isinstance(dataset, CustomDatasetSpec):
+        return dataset.scorer == "judge"
+    try:
+        return builtin_needs_judge(resolve_builtin(dataset.config))
+    except ValueError:
+        return False

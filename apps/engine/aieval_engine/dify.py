@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from .netpolicy import OutboundPolicy, OutboundPolicyError, guarded_client
+from .sample_metrics import token_count
 
 # Dify identifies the "end user" of each message; evaluations show up under this name in the app's logs.
 EVAL_USER = "aieval"
@@ -42,6 +43,9 @@ class DifyReply:
     answer: str
     conversation_id: str | None
     message_id: str | None
+    # the app's own count (metadata.usage), None when it sends none: recorded per sample (sample_metrics.py)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 def chat_messages_url(base_url: str) -> str:
@@ -102,10 +106,15 @@ def parse_answer(response: httpx.Response, url: str) -> DifyReply:
             status=response.status_code,
         )
     conversation, message = data.get("conversation_id"), data.get("message_id", data.get("id"))
+    metadata = data.get("metadata")
+    usage = metadata.get("usage") if isinstance(metadata, dict) else None
+    usage = usage if isinstance(usage, dict) else {}
     return DifyReply(
         answer=data["answer"],
         conversation_id=conversation if isinstance(conversation, str) else None,
         message_id=message if isinstance(message, str) else None,
+        prompt_tokens=token_count(usage.get("prompt_tokens")),
+        completion_tokens=token_count(usage.get("completion_tokens")),
     )
 
 

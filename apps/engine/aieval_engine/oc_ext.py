@@ -14,6 +14,8 @@ These subclass OpenCompass' public classes (nothing of OpenCompass is patched):
 - `DifyChatModel` evaluates a Dify chat app: each prompt is the `query` of one blocking chat-messages
   request (built and parsed by `dify.py`, shared with the server's connection test), its key read from a
   named environment variable like `SecretKeyOpenAISDK`.
+- Both remote model classes record each answered prompt's latency, token usage and retries (sample_metrics.py)
+  under the name the config gives them (`sample_metrics`), when the process is given a directory for them.
 - `ContainsAnswerEvaluator` is the documented forgiving scorer for free-form answers.
 - `QuickNumWorkerPartitioner` / `QuickNaivePartitioner` partition exactly like OpenCompass' own, but
   mark the task configs they return as not to be yapf-formatted when dumped.
@@ -40,6 +42,7 @@ from opencompass.registry import ICL_EVALUATORS, MODELS, PARTITIONERS
 from .budget import Budget, open_budget
 from .dify import DifyError, send_chat_message
 from .netpolicy import GuardedTransport, OutboundPolicy, guarded_client
+from .sample_metrics import HttpAttempts, MetricsWriter, record_of
 
 
 class _ApproximateTokenizer:
@@ -100,8 +103,14 @@ class _SharedBudget:
 
 @MODELS.register_module()
 class SecretKeyOpenAISDK(_SharedBudget, OpenAISDK):
-    def __init__(self, key_env: str | None = None, shared_budget: dict | None = None, **kwargs):
+    """`sample_metrics`: the name (the model's abbr) its per-prompt latency and token records are written under, when
+    this process is given a directory for them (sample_metrics.py)."""
+
+    def __init__(self, key_env: str | None = None, shared_budget: dict | None = None,
+                 sample_metrics: str | None = None, **kwargs):
         self._open_budget(shared_budget)
+        self._metrics = MetricsWriter(sample_metrics)
+        self._http_attempts = HttpAttempts()
         kwargs["key"] = (os.environ.get(key_env) if key_env else None) or "EMPTY"
         self.outbound_policy = _policy_for(kwargs.get("openai_api_base") or [])
         # OpenAISDK builds its own httpx.Client from http_client_cfg; the guarded transport takes the place
@@ -110,8 +119,22 @@ class SecretKeyOpenAISDK(_SharedBudget, OpenAISDK):
             "transport": GuardedTransport(self.outbound_policy,
                                           limits=httpx.Limits(max_keepalive_connections=2048, max_connections=4096)),
             "trust_env": False,
+            **({"event_hooks": self._http_attempts.event_hooks()} if self._metrics.enabled else {}),
         }
         super().__init__(**kwargs)
+
+    def _generate(self, input, max_out_len: int, temperature: float) -> str:
+        # OpenAISDK answers one prompt per call, on one thread: the hooks time this thread's HTTP attempts and read
+        # their usage, and the answer is OpenAISDK's own, untouched.
+        if not self._metrics.enabled:
+            return super()._generate(input, max_out_len, temperature)
+        self._http_attempts.begin()
+        try:
+            answer = super()._generate(input, max_out_len, temperature)
+        finally:
+            attempts, requests = self._http_attempts.end()
+        self._metrics.write(input, record_of(attempts, requests))
+        return answer
 
     def _init_tokenizer(self):
         if self.tokenizer_path and os.path.isdir(self.tokenizer_path):
@@ -166,9 +189,11 @@ class DifyChatModel(_SharedBudget, BaseAPIModel):
         max_seq_len: int = 4096,
         meta_template: dict | None = None,
         shared_budget: dict | None = None,
+        sample_metrics: str | None = None,
         **kwargs,
     ):
         self._open_budget(shared_budget)
+        self._metrics = MetricsWriter(sample_metrics)  # as SecretKeyOpenAISDK's
         super().__init__(path=path or base_url, query_per_second=query_per_second, retry=retry,
                          max_seq_len=max_seq_len, meta_template=meta_template, **kwargs)
         self.base_url = base_url
@@ -192,8 +217,14 @@ class DifyChatModel(_SharedBudget, BaseAPIModel):
         for attempt in range(1, attempts + 1):
             self.acquire()
             try:
-                return send_chat_message(self.base_url, query, self._key, inputs=self.inputs,
-                                         timeout=self.timeout, client=self._client).answer
+                started = time.perf_counter()
+                reply = send_chat_message(self.base_url, query, self._key, inputs=self.inputs,
+                                          timeout=self.timeout, client=self._client)
+                self._metrics.write(prompt, {
+                    "latency_s": round(time.perf_counter() - started, 6), "ttft_s": None,
+                    "prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
+                    "retries": attempt - 1})
+                return reply.answer
             except DifyError as exc:
                 error = exc
             finally:

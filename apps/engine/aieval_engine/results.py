@@ -14,6 +14,7 @@ from typing import Any
 
 from . import workdir
 from .catalogue import local_data_path, opencompass_version
+from .sample_metrics import SampleMetrics
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,26 @@ class SampleRow:
     gold: Any
     correct: bool | None
     extracted: Any = None  # the answer OpenCompass parsed from the prediction, when it reports one
+    # Speed and size of the answer, recorded for endpoint models (sample_metrics.py); None when not recorded.
+    latency_s: float | None = None
+    ttft_s: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    retries: int | None = None
+    # An LLM judge's verdict (correct | incorrect | unparsed) and its reasoning, when a judge scored the sample. For a
+    # built-in config's judge the rationale is its raw reply, and the verdict the one OpenCompass drew from it.
+    judge_verdict: str | None = None
+    judge_rationale: str | None = None
+
+
+# The evaluator classes that score by asking a judge model (OpenCompass' own); a score whose dataset config names one
+# is judge-scored, and its scorer is `judge_scorer_name(...)`.
+JUDGE_EVALUATOR_CLASSES = frozenset({"GenericLLMEvaluator", "CascadeEvaluator"})
+
+
+def judge_scorer_name(judge_name: str) -> str:
+    """The scorer recorded for a judge-scored result: "judge:<the judge model's display name>"."""
+    return f"judge:{judge_name}"
 
 
 @dataclass
@@ -112,7 +133,7 @@ def _unwrap(value: Any) -> Any:
 
 
 def _correct_of(detail: dict) -> bool | None:
-    value = _unwrap(detail.get("correct", detail.get("is_correct")))
+    value = _unwrap(detail.get("correct", detail.get("is_correct", detail.get("cascade_correct"))))
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)):
@@ -121,13 +142,19 @@ def _correct_of(detail: dict) -> bool | None:
 
 
 def iter_samples(run_dir: Path, model_abbr: str, dataset_abbr: str) -> Iterator[SampleRow]:
-    """Per-sample rows in dataset order: prompt, prediction and gold from predictions, correctness from results."""
+    """Per-sample rows in dataset order: prompt, prediction and gold from predictions, correctness from results,
+    latency and tokens from the model's records (sample_metrics.py)."""
     result = workdir.read_json(workdir.results_file(run_dir, model_abbr, dataset_abbr)) or {}
     details = _detail_list(result.get("details"))
+    metrics = SampleMetrics.read(workdir.sample_metrics_file(run_dir, model_abbr))
     for position, entry in enumerate(workdir.read_predictions(run_dir, model_abbr, dataset_abbr)):
         entry = entry if isinstance(entry, dict) else {}
         detail = details[position] if position < len(details) else {}
         extracted = _unwrap(detail.get("parsed", detail.get("pred")))
+        rule = _unwrap(detail.get("rule_evaluation"))
+        if isinstance(rule, dict) and extracted is None:  # CascadeEvaluator: what its rule step parsed
+            extracted = rule.get("pred")
+        verdict, rationale = _judgement_of(detail)
         yield SampleRow(
             index=position,
             prompt=entry.get("origin_prompt"),
@@ -135,7 +162,42 @@ def iter_samples(run_dir: Path, model_abbr: str, dataset_abbr: str) -> Iterator[
             gold=entry.get("gold", _unwrap(detail.get("refr", detail.get("answer")))),
             correct=_correct_of(detail),
             extracted=extracted if extracted != entry.get("prediction") else None,
+            **metrics.take(entry.get("origin_prompt")),
+            judge_verdict=verdict,
+            judge_rationale=rationale,
         )
+
+
+def sample_verdicts(run_dir: Path, model_abbr: str, dataset_abbr: str) -> list[bool | None]:
+    """Each sample's verdict in dataset order, exactly as iter_samples' `correct`, reading nothing else: a leaderboard's
+    rank bootstrap reads those of every result it averages, and whole sample rows cost ten times more."""
+    result = workdir.read_json(workdir.results_file(run_dir, model_abbr, dataset_abbr)) or {}
+    details = _detail_list(result.get("details"))
+    count = len(workdir.read_predictions(run_dir, model_abbr, dataset_abbr))
+    return [_correct_of(details[i]) if i < len(details) else None for i in range(count)]
+
+
+def _judgement_of(detail: dict) -> tuple[str | None, str | None]:
+    """(verdict, rationale) of a judged sample's details, (None, None) when no judge saw it.
+
+    - our judge prompt (oc_judge.judge_verdict_postprocess): its `judge_verdict` and `judge_rationale`;
+    - CascadeEvaluator: `llm_evaluation` when its rule step passed the sample on to the judge (the judge's raw reply
+      and its `llm_correct`), nothing when the rule step already found it right;
+    - GenericLLMEvaluator with OpenCompass' own postprocessors: its details are the judge's raw outputs
+      (origin_prompt, prediction: the reply, gold), without a verdict per sample."""
+    if "judge_verdict" in detail:
+        verdict, rationale = _unwrap(detail.get("judge_verdict")), _unwrap(detail.get("judge_rationale"))
+        return (str(verdict) if verdict is not None else None), (str(rationale) if rationale is not None else None)
+    llm = _unwrap(detail.get("llm_evaluation"))
+    if isinstance(llm, dict):
+        reply = llm.get("prediction", llm.get("llm_judge"))
+        correct = llm.get("llm_correct")
+        verdict = None if not isinstance(correct, bool) else ("correct" if correct else "incorrect")
+        return verdict, (str(reply) if reply is not None else None)
+    if "correct" not in detail and {"origin_prompt", "prediction", "gold"} <= detail.keys():
+        reply = _unwrap(detail.get("prediction"))
+        return None, (str(reply) if reply is not None else None)
+    return None, None
 
 
 def collect_scores(

@@ -23,6 +23,7 @@ from .config_builder import BuiltConfig, build_config
 from .launchers import ColdLauncher, Launcher, RunProcess, kill_process_group
 from .netpolicy import POLICY_ENV, OutboundPolicy
 from .results import EvalResult, build_manifest, collect_scores
+from .sample_metrics import METRICS_DIR_ENV
 from .spec import EvalSpec, HuggingFaceModelSpec, SpecError
 
 JOB_META = "job.json"
@@ -94,12 +95,19 @@ class Evaluation:
         environ: dict[str, str] | None = None,
         outbound_policy: OutboundPolicy | None = None,
         budget_store: str | None = None,
+        judge_cache: str | Path | None = None,
+        rescore_from: str | Path | None = None,
     ):
         """`outbound_policy`: where the run's model calls may connect (netpolicy.py); by default the one in
         environ's AIEVAL_OUTBOUND_POLICY, else the engine's default (everything but link-local/metadata).
         `budget_store`: where models' shared request budgets live (budget.py: a Redis URL, shared by machines,
         or a directory, shared by this machine's processes); by default environ's AIEVAL_BUDGET_STORE, else a
-        directory in the user's cache."""
+        directory in the user's cache.
+        `judge_cache`: the SQLite file the judge model's replies are kept in (judge.JudgeCallCache), so scoring the
+        same answers again costs no judge call; None calls the judge every time.
+        `rescore_from`: the run dir (or job dir) of a finished run of the same models and datasets: its predictions
+        are copied into this job and OpenCompass runs only its evaluation stage (`-m eval -r`), so the scores come
+        from the evaluators this spec names (another scorer, another judge) with no call to the evaluated models."""
         self.spec = spec
         self.job_dir = Path(job_dir).resolve()
         self.data_cache = Path(data_cache).resolve() if data_cache else default_data_cache()
@@ -107,7 +115,10 @@ class Evaluation:
         self.environ = dict(os.environ if environ is None else environ)
         self.outbound_policy = outbound_policy or OutboundPolicy.from_env(self.environ)
         self.budget_store = budget_store or store_from_env(self.environ)
+        self.judge_cache = Path(judge_cache).resolve() if judge_cache else None
+        self.rescore_from = Path(rescore_from).resolve() if rescore_from else None
         self.built: BuiltConfig | None = None
+        self._rescore_run: Path | None = None
         self._cancel = threading.Event()
         self._cancel_reason = "cancelled"
 
@@ -115,15 +126,24 @@ class Evaluation:
     def prepare(self) -> BuiltConfig:
         """Validate everything that can be checked before starting; write config.py and job.json."""
         problems = []
-        for i, model in enumerate(self.spec.models):
+        judge = [(f"judge ({self.spec.judge.model.name})", self.spec.judge.model)] if self.spec.judge else []
+        for where, model in [(f"models[{i}] ({m.name})", m) for i, m in enumerate(self.spec.models)] + judge:
             if isinstance(model, HuggingFaceModelSpec) and not (Path(model.path) / "config.json").is_file():
                 problems.append(
-                    f"models[{i}] ({model.name}): no Hugging Face checkpoint at {model.path} "
+                    f"{where}: no Hugging Face checkpoint at {model.path} "
                     "(a directory with config.json is expected)"
                 )
+        source_run = None
+        if self.rescore_from is not None:
+            try:
+                source_run = rescore_source(self.rescore_from)
+            except ValueError as exc:
+                problems.append(str(exc))
         if problems:
             raise SpecError(problems)
-        built = build_config(self.spec, self.job_dir, self.environ)
+        built = build_config(self.spec, self.job_dir, self.environ, judge_cache=self.judge_cache)
+        if source_run is not None:
+            check_rescore_source(source_run, built, self.spec.params.limit)
         missing = []
         for planned in built.datasets:
             if planned.builtin is not None:
@@ -139,9 +159,11 @@ class Evaluation:
             "custom_rows": {d.abbr: d.rows for d in built.datasets if d.abbr},
             "spec": self.spec.public_dict(),
             "config_sha256": built.sha256,
+            "rescored_from": str(source_run) if source_run is not None else None,
         }
         (self.job_dir / JOB_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
         self.built = built
+        self._rescore_run = source_run
         return built
 
     # ---- running -----------------------------------------------------------------------------
@@ -156,6 +178,8 @@ class Evaluation:
         if workers == 1:
             argv.append("--debug")  # every task in this one (warm) process
         previous = workdir.latest_run_dir(self.job_dir)
+        if self._rescore_run is not None and previous is not None:
+            return argv + ["-m", "eval", "-r", previous.name]  # only the evaluation stage, on the copied predictions
         if resume and previous is not None:
             argv += ["-r", previous.name]
         return argv
@@ -172,9 +196,12 @@ class Evaluation:
         emit = on_event or (lambda event: None)
         emit(ProgressEvent("status", "preparing", 0.0))
         built = self.built or self.prepare()
+        if self._rescore_run is not None and workdir.latest_run_dir(self.job_dir) is None:
+            copy_predictions(self._rescore_run, self.job_dir)
         env = {"COMPASS_DATA_CACHE": str(self.data_cache), POLICY_ENV: self.outbound_policy.to_env(),
-               **built.secret_env}
-        if any(getattr(model, "shared_budget", None) for model in self.spec.models):
+               METRICS_DIR_ENV: str(workdir.sample_metrics_dir(self.job_dir)), **built.secret_env}
+        judge = [self.spec.judge.model] if self.spec.judge is not None else []
+        if any(getattr(model, "shared_budget", None) for model in [*self.spec.models, *judge]):
             # By the environment, never the config file: a Redis URL may hold a password.
             env[BUDGET_STORE_ENV] = self.budget_store
         process = self.launcher.start(str(self.job_dir), self._argv(resume), env, self.spec.params.seed)
@@ -256,6 +283,64 @@ class Evaluation:
         if cause:
             result.error += f". Cause: {cause}"
         return result
+
+
+def rescore_source(path: Path) -> Path:
+    """The run dir a re-score copies its predictions from: `path` itself, or the latest run of a job dir."""
+    if (path / "predictions").is_dir():
+        return path
+    latest = workdir.latest_run_dir(path)
+    if latest is not None and (latest / "predictions").is_dir():
+        return latest
+    raise ValueError(f"rescore_from: {path} is neither a finished run's directory nor a job directory with one")
+
+
+def check_rescore_source(run_dir: Path, built: BuiltConfig, built_limit: int | None) -> None:
+    """The source run must have evaluated the same models on the same datasets: its job metadata names the same
+    model and dataset abbreviations, and every model has predictions there."""
+    problems = []
+    meta = workdir.read_json(run_dir.parent.parent / JOB_META)
+    if isinstance(meta, dict):
+        if sorted(meta.get("models") or {}) != sorted(built.models):
+            problems.append(f"rescore_from: {run_dir} evaluated other models ({', '.join(meta.get('models') or {})})")
+        ours = sorted(d.abbr for d in built.datasets if d.abbr)
+        if sorted(meta.get("custom_datasets") or {}) != ours:
+            problems.append(f"rescore_from: {run_dir} evaluated other uploaded datasets")
+        source_limit = ((meta.get("spec") or {}).get("params") or {}).get("limit")
+        if source_limit != built_limit:
+            problems.append(f"rescore_from: {run_dir} evaluated {source_limit or 'all'} samples per dataset, "
+                            f"this spec {built_limit or 'all'}")
+    manifest = workdir.read_json(run_dir.parent.parent / "manifest.json")
+    if isinstance(manifest, dict):
+        # the answers are judged against the file's references: the file must be the one the predictions came from
+        source = {d.get("name"): d.get("sha256") for d in manifest.get("datasets") or [] if d.get("kind") == "custom"}
+        for planned in built.datasets:
+            if planned.abbr and planned.spec.name in source and source[planned.spec.name] != planned.sha256:
+                problems.append(f"rescore_from: the file of dataset {planned.spec.name!r} changed since {run_dir}")
+    for abbr in built.models:
+        if not (run_dir / "predictions" / abbr).is_dir():
+            problems.append(f"rescore_from: {run_dir} has no predictions of model {abbr!r}")
+    if problems:
+        raise SpecError(problems)
+
+
+def copy_predictions(source_run: Path, job_dir: Path) -> Path:
+    """A new run dir in job_dir holding a byte-for-byte copy of the source run's finished predictions (and the
+    endpoint models' per-sample records beside it), for OpenCompass' `-m eval -r` to score."""
+    import shutil
+    from datetime import datetime
+
+    run_dir = workdir.outputs_dir(job_dir) / datetime.now().strftime("%Y%m%d_%H%M%S")
+    for source in sorted((source_run / "predictions").rglob("*.json")):
+        if source.name.startswith("tmp_"):
+            continue  # an unfinished shard: OpenCompass would resume inference from it
+        target = run_dir / "predictions" / source.relative_to(source_run / "predictions")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    metrics = source_run.parent / workdir.SAMPLE_METRICS
+    if metrics.is_dir():
+        shutil.copytree(metrics, workdir.sample_metrics_dir(job_dir), dirs_exist_ok=True)
+    return run_dir
 
 
 class _Monitor:

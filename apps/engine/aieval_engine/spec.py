@@ -241,11 +241,12 @@ class CustomDatasetSpec(_Strict):
     path: Annotated[str, Field(min_length=1, max_length=4096)]
     data_type: Literal["mcq", "qa"] | None = Field(default=None, description="detected from the columns if omitted")
     infer_method: Literal["gen", "ppl"] = "gen"
-    scorer: Literal["exact", "contains"] = Field(
+    scorer: Literal["exact", "contains", "judge"] = Field(
         default="exact",
         description=(
             "QA only. exact: the answer must equal the reference (OpenCompass' AccEvaluator); "
-            "contains: the normalised reference must appear in the normalised answer"
+            "contains: the normalised reference must appear in the normalised answer; "
+            "judge: the evaluation's judge model decides (OpenCompass' GenericLLMEvaluator, see `judge`)"
         ),
     )
 
@@ -289,11 +290,23 @@ class RunParams(_Strict):
     timeout_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
 
 
+class JudgeSpec(_Strict):
+    """The model that scores free-form answers: question-answer files with the scorer "judge", and built-in configs
+    OpenCompass scores with a judge (its GenericLLMEvaluator). Any kind of model may judge."""
+
+    model: ModelSpec
+    prompt_language: Literal["auto", "en", "zh"] = Field(
+        default="auto",
+        description="the language of our judge prompt; auto: Chinese when a dataset's questions are mostly CJK",
+    )
+
+
 class EvalSpec(_Strict):
     name: DisplayName = "evaluation"
     models: Annotated[list[ModelSpec], Field(min_length=1, max_length=64)]
     datasets: Annotated[list[DatasetSpec], Field(min_length=1, max_length=512)]
     params: RunParams = RunParams()
+    judge: JudgeSpec | None = Field(default=None, description="the judge model, for datasets scored by a judge")
 
     @model_validator(mode="after")
     def _unique_names(self) -> EvalSpec:
@@ -307,6 +320,14 @@ class EvalSpec(_Strict):
                 if name in seen:
                     problems.append(f"{label}: the name {name!r} is used twice; give each a distinct name")
                 seen.add(name)
+        for i, dataset in enumerate(self.datasets):
+            if not isinstance(dataset, CustomDatasetSpec) or dataset.scorer != "judge":
+                continue
+            where = f"datasets[{i}] ({dataset.display_name})"
+            if self.judge is None:
+                problems.append(f"{where}: the 'judge' scorer needs a judge model: set `judge`")
+            if dataset.data_type == "mcq":
+                problems.append(f"{where}: the 'judge' scorer is for question-answer files, not multiple choice")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -314,6 +335,26 @@ class EvalSpec(_Strict):
     def public_dict(self) -> dict[str, Any]:
         """The spec as plain data without secrets: safe to write into manifests and logs."""
         return self.model_dump(mode="json")
+
+
+def judge_fingerprint(spec: EvalSpec) -> dict[str, Any] | None:
+    """What a judged score depends on about its judge: the model (kind, the name sent or the checkpoint, where it is
+    reached), its sampling temperature, and our prompt (language setting and the sha256 of its text). None without a
+    judge. Stable: the same judge settings give the same dict in every release that keeps the prompt."""
+    if spec.judge is None:
+        return None
+    from .judge import prompt_sha256
+
+    model = spec.judge.model
+    identity: dict[str, Any] = {"kind": model.kind}
+    if isinstance(model, OpenAIModelSpec):
+        identity |= {"model": model.model, "base_url": model.base_url, "temperature": model.temperature}
+    elif isinstance(model, DifyModelSpec):
+        identity |= {"base_url": model.base_url, "inputs": dict(sorted(model.inputs.items()))}
+    else:
+        identity |= {"path": model.path, "mode": model.mode, "dtype": model.dtype, "temperature": 0.0}
+    language = spec.judge.prompt_language
+    return {**identity, "prompt_language": language, "prompt_sha256": prompt_sha256(language)}
 
 
 def _format_validation_error(error: ValidationError) -> list[str]:
@@ -349,7 +390,9 @@ def load_spec(path: str | Path) -> EvalSpec:
     for item in data.get("datasets") or []:
         if isinstance(item, dict) and isinstance(item.get("path"), str) and not Path(item["path"]).is_absolute():
             item["path"] = str(base / item["path"])
-    for item in data.get("models") or []:
+    judge = data.get("judge")
+    judge_model = [judge["model"]] if isinstance(judge, dict) and isinstance(judge.get("model"), dict) else []
+    for item in [*(data.get("models") or []), *judge_model]:
         for key in ("path", "tokenizer_path"):
             value = item.get(key) if isinstance(item, dict) else None
             if isinstance(value, str) and value and not Path(value).is_absolute():

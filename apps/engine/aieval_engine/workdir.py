@@ -8,6 +8,7 @@
     results/<model>/<ds>.json      scores, with per-sample `details`
     logs/{infer,eval}/<model>/<ds>.out   per-task logs (only when tasks run in separate processes)
     summary/summary_<ts>.csv
+<job>/outputs/sample_metrics/<model>.jsonl   latency and tokens per answered prompt (sample_metrics.py)
 """
 
 from __future__ import annotations
@@ -124,6 +125,20 @@ def _partial_files(run_dir: Path, model: str, dataset: str) -> list[Path]:
 
 def results_file(run_dir: Path, model: str, dataset: str) -> Path:
     return run_dir / "results" / model / f"{dataset}.json"
+
+
+SAMPLE_METRICS = "sample_metrics"
+
+
+def sample_metrics_dir(job_dir: Path) -> Path:
+    """Where the models' per-prompt latency and token records go (sample_metrics.py): beside the run dirs in the
+    OpenCompass work dir, since a model writes them without knowing which run dir OpenCompass chose (a resumed run
+    appends)."""
+    return outputs_dir(job_dir) / SAMPLE_METRICS
+
+
+def sample_metrics_file(run_dir: Path, model: str) -> Path:
+    return run_dir.parent / SAMPLE_METRICS / f"{model}.jsonl"
 
 
 def task_logs(run_dir: Path, model: str, dataset: str) -> list[Path]:

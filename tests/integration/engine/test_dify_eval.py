@@ -69,6 +69,9 @@ def test_dify_app_scores_match_the_opencompass_cli_and_the_key_stays_in_memory(t
         samples = list(iter_samples(result.run_dir, model_abbr, exact_abbr))
         assert sorted(s.prediction for s in samples) == sorted(answer for _, answer in ROWS.values())
         assert sum(bool(s.correct) for s in samples) == 5
+        # Each answer's latency and the app's own token counts are recorded (the fake counts characters).
+        assert all(s.prompt_tokens == len(s.prompt[-1]["prompt"]) and s.completion_tokens == len(s.prediction)
+                   and s.latency_s is not None and s.retries == 0 for s in samples)
 
         # The key travelled in memory only: not in the config, logs, predictions, manifest or anything else.
         assert files_containing(job, APP_KEY.encode()) == []

@@ -157,6 +157,7 @@ def test_dify_model_settings_in_the_config(tmp_path):
     assert cfg == {
         "type": "<DifyChatModel>", "abbr": "my_app-" + cfg["abbr"].rsplit("-", 1)[1], "path": "http://127.0.0.1:5001/v1/",
         "base_url": "http://127.0.0.1:5001/v1/", "key_env": "AIEVAL_API_KEY_0", "inputs": {},
+        "sample_metrics": cfg["abbr"],  # its latency and token records go under its abbr
         "meta_template": {"round": [{"role": "HUMAN", "api_role": "HUMAN"},
                                     {"role": "BOT", "api_role": "BOT", "generate": True}]},
         "query_per_second": 5, "batch_size": 3, "max_workers": 3, "retry": 4, "timeout": 30, "max_out_len": 64,

@@ -132,11 +132,14 @@ RULES = {
     ("GET", f"{A}/evaluations/{{evaluation_id}}/samples"): read,
     ("GET", f"{A}/evaluations/{{evaluation_id}}/samples/export"): read,
     ("POST", f"{A}/evaluations/{{evaluation_id}}/rerun"): use,  # a new evaluation of the caller's own
+    ("POST", f"{A}/evaluations/{{evaluation_id}}/rescore"): use,  # a new evaluation of the caller's own
     ("GET", f"{A}/evaluations/{{evaluation_id}}/export"): read,
     ("GET", f"{A}/compare"): signed_in,
     ("GET", f"{A}/leaderboard"): signed_in,
+    ("GET", f"{A}/compare/suggested"): signed_in,
     ("GET", f"{A}/paired"): read,  # the world's evaluation paired with itself: read access decides first
     ("GET", f"{A}/paired/samples"): read,
+    ("GET", f"{A}/paired/samples/export"): read,
 }
 # Lists: the world's private things must not be in what another member or a viewer sees (and must be in the
 # owner's and the admin's list).
@@ -236,6 +239,8 @@ class Matrix:
             name = self.unique("upload")
             kwargs["data"] = {"name": name}
             kwargs["files"] = {"file": ("quiz.jsonl", io.BytesIO(mcq_file(name)))}
+        elif path.endswith("/rescore"):
+            kwargs["json"] = {"scorer": "contains"}
         elif path == f"{A}/evaluations" and method == "POST":
             kwargs["json"] = {"model_ids": [world.model_id], "dataset_ids": [world.dataset_id]}
         elif path == f"{A}/tokens" and method == "POST":

@@ -11,7 +11,7 @@ def test_a_builtin_configs_own_settings_are_shown(client):
     assert gsm8k.status_code == 200, gsm8k.text
     assert gsm8k.json() == {"config": "gsm8k_gen", "generates": True, "inferencers": ["GenInferencer"],
                             "max_out_len": [512], "model_decides": False, "model_default_max_out_len": 256,
-                            "stopping_criteria": [], "readable": True}
+                            "stopping_criteria": [], "readable": True, "needs_judge": False}
     qualified = client.get("/api/v1/datasets/builtin/gsm8k/gsm8k_gen/settings").json()
     assert qualified["max_out_len"] == [512] and qualified["config"] == "gsm8k/gsm8k_gen"
     math = client.get("/api/v1/datasets/builtin/math_4shot_base_gen_43d5b6/settings").json()

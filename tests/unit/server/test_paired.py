@@ -7,6 +7,8 @@ reach another member's private evaluation through the comparison."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import pytest
@@ -138,6 +140,23 @@ def test_two_real_runs_paired_sample_by_sample(client, settings, endpoints):
     assert [(s["a"]["correct"], s["b"]["correct"]) for s in everything["items"]] == [
         (True, False), (False, True), (False, False), (False, False)]
 
+    # The same rows exported for a spreadsheet or a script: prompt and gold once, each side's answer in a_/b_ columns.
+    exported = client.get("/api/v1/paired/samples/export", params={"a": a, "b": b, "dataset": "letters",
+                                                                   "flip": "a_only", "format": "csv"})
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+    table = list(csv.DictReader(io.StringIO(exported.content.decode("utf-8-sig"))))
+    assert [row["gold"] for row in table] == [w for w in WORDS if w in ONLY_A]
+    assert [row["index"] for row in table] == [str(s["index"]) for s in only_a["items"]]
+    assert {(row["a_correct"], row["b_correct"]) for row in table} == {("true", "false")}
+    assert table[0]["a_prediction"] == ANSWER_A and table[0]["b_prediction"] == ANSWER_B
+    assert {"a_latency_s", "b_completion_tokens", "a_judge_rationale", "b_scorer"} <= set(table[0])
+    lines = client.get("/api/v1/paired/samples/export", params={"a": a, "b": b, "dataset": "phrases",
+                                                                "format": "jsonl"})
+    assert lines.status_code == 200
+    rows = [json.loads(line) for line in lines.text.splitlines()]
+    assert [(r["index"], r["a_correct"], r["b_correct"]) for r in rows] == [
+        (1, True, False), (2, False, True), (3, False, False), (4, False, False)]
+
     # Another sample selection: not paired, and the reason says why.
     other = client.get("/api/v1/paired", params={"a": a, "b": limited})
     assert other.status_code == 200, other.text
@@ -146,8 +165,9 @@ def test_two_real_runs_paired_sample_by_sample(client, settings, endpoints):
     assert reasons["letters"]["reason"] == ("different sample selection: A used all samples, B the first 5 "
                                             "(limit 5)")
     assert reasons["phrases"] == {**reasons["phrases"], "comparable": False, "reason": "only evaluation A has it"}
-    refused = client.get("/api/v1/paired/samples", params={"a": a, "b": limited, "dataset": "letters"})
-    assert refused.status_code == 422 and "different sample selection" in refused.json()["detail"]
+    for path in ("/api/v1/paired/samples", "/api/v1/paired/samples/export"):
+        refused = client.get(path, params={"a": a, "b": limited, "dataset": "letters"})
+        assert refused.status_code == 422 and "different sample selection" in refused.json()["detail"]
 
     # The data B read is recorded with another hash than A's: another version of the dataset, not paired.
     from aieval_server.db import session_scope

@@ -21,6 +21,8 @@ from aieval_server.services.statistics import (
     minimum_detectable_difference,
     paired_bootstrap_p,
     paired_difference_interval,
+    rank_draws,
+    rank_intervals,
     score_interval,
     wilson_interval,
 )
@@ -240,3 +242,77 @@ def test_score_interval_follows_the_scale_of_the_score():
     graded = score_interval(6.0, per_sample=[4.0, 6.0, 8.0, 6.0])
     assert graded.method == "bootstrap" and graded.correct is None and graded.ci_low < 6.0 < graded.ci_high
     assert score_interval(62.5) is None and score_interval(62.5, []) is None
+
+
+# ---- rank intervals ------------------------------------------------------------------------------------
+def _reference_rank_draws(datasets, resamples: int, seed: int) -> np.ndarray:
+    """The rank bootstrap written the plain way: per resample, per dataset one draw of sample indexes shared by the
+    models, their averages, then ranks with exact ties broken at random. ranks[r, m]."""
+    rng = np.random.default_rng(seed)
+    models = len(datasets[0])
+    ranks = np.empty((resamples, models), dtype=int)
+    for r in range(resamples):
+        averages = np.zeros(models)
+        for column in datasets:
+            n = len(column[0])
+            indexes = rng.integers(0, n, n)
+            for m, scores in enumerate(column):
+                averages[m] += np.asarray(scores, dtype=float)[indexes].mean() / len(datasets)
+        order = sorted(range(models), key=lambda m: (-averages[m], rng.random()))
+        for place, m in enumerate(order):
+            ranks[r, m] = place + 1
+    return ranks
+
+
+def _verdicts(pattern: str) -> list[float]:
+    return [100.0 if c == "1" else 0.0 for c in pattern]
+
+
+def test_identical_models_share_ranks_one_to_two_and_a_clear_leader_is_first_for_sure():
+    same = _verdicts("1101001110" * 4)
+    assert rank_intervals([[same, list(same)]]) == [(1, 2), (1, 2)]
+    # Also on several datasets, and with a third model far behind: it is third, the tie still spans 1-2.
+    worst = _verdicts("0000000001" * 4)
+    assert rank_intervals([[same, list(same), worst]] * 3) == [(1, 2), (1, 2), (3, 3)]
+    leader = _verdicts("1111111111" * 4)
+    middle = _verdicts("1010101010" * 4)
+    assert rank_intervals([[middle, leader, worst]]) == [(2, 2), (1, 1), (3, 3)]
+
+
+def test_pairing_makes_a_consistent_small_lead_certain():
+    """B is right exactly where A is, plus 6 more of 200 samples: every resample keeps B ahead or level (the shared
+    samples move both alike), so B is first. Resampled independently the two would overlap."""
+    a = _verdicts("1" * 100 + "0" * 100)
+    b = _verdicts("1" * 106 + "0" * 94)
+    assert rank_intervals([[a, b]]) == [(2, 2), (1, 1)]
+
+
+def test_rank_bootstrap_agrees_with_the_plain_reference():
+    rng = np.random.default_rng(11)
+    datasets = [[(rng.random(n) < p).astype(float) * 100 for p in (0.62, 0.58, 0.30)] for n in (40, 60)]
+    ours = rank_intervals(datasets, resamples=4000, seed=5)
+    reference = _reference_rank_draws(datasets, 4000, seed=9)
+    low = np.quantile(reference, 0.025, axis=0, method="inverted_cdf")
+    high = np.quantile(reference, 0.975, axis=0, method="inverted_cdf")
+    assert ours == [(int(x), int(y)) for x, y in zip(low, high, strict=True)] == [(1, 2), (1, 2), (3, 3)]
+    # And the whole distribution, not only its ends: how often each model takes each rank, within Monte Carlo error.
+    draws = rank_draws(datasets, resamples=4000, seed=5)
+    for m in range(3):
+        for rank in (1, 2, 3):
+            assert np.mean(draws[:, m] == rank) == pytest.approx(np.mean(reference[:, m] == rank), abs=0.03)
+    assert 0.2 < np.mean(draws[:, 0] == 1) < 0.8  # a real toss-up, so the check above means something
+
+
+def test_rank_intervals_hold_unknown_per_sample_scores_fixed_and_are_deterministic():
+    varied = _verdicts("10" * 20)
+    # Model 1's score on the dataset is a bare number (no per-sample scores): fixed at 50, the same as model 0's
+    # mean, so only model 0's resampling moves the order: both ranks stay possible.
+    assert rank_intervals([[varied, 50.0]]) == [(1, 2), (1, 2)]
+    assert rank_intervals([[90.0, 10.0]]) == [(1, 1), (2, 2)]
+    first = rank_intervals([[varied, _verdicts("1100" * 10)]], seed=4)
+    assert first == rank_intervals([[varied, _verdicts("1100" * 10)]], seed=4)
+    for bad in ([], [[]], [[varied], [varied, varied]], [[[]]]):
+        with pytest.raises(ValueError):
+            rank_intervals(bad)
+    with pytest.raises(ValueError):
+        rank_intervals([[varied]], confidence=1.0)

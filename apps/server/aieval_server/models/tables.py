@@ -149,7 +149,18 @@ class Evaluation(Owned, Base):
     pairs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     run_dir_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
     artifacts_stored: Mapped[bool] = mapped_column(Boolean, default=False)
+    # LLM-as-judge (migration 0008): the model that judges free-form answers and its prompt's language (auto, en,
+    # zh). A judging model cannot be deleted, like an evaluated one.
+    judge_model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"), nullable=True,
+                                                       index=True)
+    judge_prompt_language: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    # The scorer of its uploaded question-answer datasets instead of each dataset's own (a re-score); NULL: theirs.
+    scorer: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    # The finished evaluation whose predictions this one scores again without inference. A plain id: ids are never
+    # reused, so "re-scored from #N" stays true after #N is deleted.
+    rescored_from_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
 
+    judge_model: Mapped[Model | None] = relationship(foreign_keys=[judge_model_id])
     models: Mapped[list[EvaluationModel]] = relationship(
         back_populates="evaluation", cascade="all, delete-orphan", order_by="EvaluationModel.position"
     )
@@ -207,6 +218,9 @@ class Score(Base):
     # output-length override, OpenCompass version); NULL for scores stored before they were recorded.
     fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     fingerprint_parts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Latency and tokens per answer of the model on this dataset (aieval_engine.sample_metrics.summarize, migration
+    # 0009); NULL when not recorded (local models, scores stored before it was recorded).
+    speed: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     evaluation: Mapped[Evaluation] = relationship(back_populates="scores")
 
 

@@ -12,6 +12,7 @@ from ..enums import EvaluationStatus
 from ..schemas.api import (
     EvaluationCreate,
     EvaluationDetail,
+    EvaluationRescore,
     EvaluationSummary,
     EvaluationUpdate,
     Page,
@@ -98,6 +99,19 @@ def rerun_evaluation(*, evaluation_id: DatabaseId, session: SessionDep,
     visibility). Every check of a new submission applies: the caller must be a member who may read the evaluation
     and each of its models and datasets, and within their quotas."""
     evaluation = service.run_again(session, settings, storage, evaluation_id, caller)
+    session.commit()  # the row exists before the message, as for any submission
+    enqueue(settings, evaluation.id, evaluation.queue)
+    return service.show(session, evaluation.id, caller)
+
+
+@router.post("/{evaluation_id}/rescore", response_model=EvaluationDetail, status_code=201)
+def rescore_evaluation(*, evaluation_id: DatabaseId, body: EvaluationRescore, session: SessionDep,
+                       settings: SettingsDep, storage: StorageDep, caller: CurrentUser):
+    """Score a succeeded evaluation's predictions again with another scorer or judge: a new evaluation of the
+    caller's own (same models, datasets and parameters) that runs no inference, linked by rescored_from_id. Every
+    check of a new submission applies (a member who may read the evaluation, its models, datasets and the judge;
+    quotas)."""
+    evaluation = service.rescore(session, settings, storage, evaluation_id, body, caller)
     session.commit()  # the row exists before the message, as for any submission
     enqueue(settings, evaluation.id, evaluation.queue)
     return service.show(session, evaluation.id, caller)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
 
 from ..schemas.api import Page
 from ..schemas.ids import DatabaseId, PageNumber
 from ..schemas.paired import PairedComparison, PairedSampleRead
 from ..services import paired as service
+from ..services.artifacts import SAMPLE_MEDIA_TYPES, SampleFormat
 from .deps import CurrentUser, SessionDep, SettingsDep, StorageDep
 
 router = APIRouter(prefix="/paired", tags=["compare"])
@@ -37,3 +39,20 @@ def paired_samples(*, a: DatabaseId, b: DatabaseId, dataset: Annotated[str, Quer
     items, total = service.samples(session, settings, storage, caller, a, b, dataset=dataset, flip=flip,
                                    model_a=model_a, model_b=model_b, page=page, page_size=page_size)
     return Page(items=items, total=total, page=page, page_size=page_size)
+
+
+@router.get("/samples/export", response_class=StreamingResponse,
+            responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}},
+                             "description": "one row per compared sample, streamed"}})
+def export_paired_samples(*, a: DatabaseId, b: DatabaseId, dataset: Annotated[str, Query(min_length=1, max_length=200)],
+                          flip: service.Flip | None = None, model_a: Name = None, model_b: Name = None,
+                          format: SampleFormat = "csv", session: SessionDep, settings: SettingsDep,
+                          storage: StorageDep, caller: CurrentUser):
+    """The compared samples of one dataset (those with the chosen flip) as CSV or JSON lines: the prompt and gold
+    once, then A's and B's model, prediction, extracted answer, verdict, scorer, judge verdict and rationale, latency
+    and tokens (columns a_… and b_…)."""
+    body = service.sample_export(session, settings, storage, caller, a, b, dataset=dataset, flip=flip,
+                                 export_format=format, model_a=model_a, model_b=model_b)
+    filename = f"paired-{a}-{b}-samples.{format}"
+    return StreamingResponse(body, media_type=SAMPLE_MEDIA_TYPES[format],
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})

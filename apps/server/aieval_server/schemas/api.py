@@ -110,7 +110,9 @@ class DatasetUpdate(Strict):
     """What can change about an uploaded dataset; its content cannot (upload the new file instead)."""
 
     name: Name | None = None
-    scorer: Literal["exact", "contains"] | None = None
+    scorer: Literal["exact", "contains", "judge"] | None = Field(
+        default=None, description="contains and judge: question-answer datasets only; judge: an evaluation using it "
+        "names a judge model")
     infer_method: Literal["gen", "ppl"] | None = None
     visibility: Visibility | None = None
 
@@ -192,6 +194,18 @@ class BuiltinGenerationSettings(BaseModel):
     model_default_max_out_len: int = Field(description="the model's max_out_len when its settings give none")
     stopping_criteria: list[str] = Field(description="stop words the config sets")
     readable: bool = Field(description="false when the config computes a setting that reading it cannot tell")
+    needs_judge: bool = Field(default=False, description="OpenCompass scores this config with an LLM judge: an "
+                                                         "evaluation of it names a judge model (judge_model_id)")
+
+
+ScorerChoice = Literal["exact", "contains", "judge"]
+JudgePromptLanguage = Literal["auto", "en", "zh"]
+JudgeModelField = Field(
+    default=None, description="a registered model (any kind) that judges free-form answers: needed when a dataset is "
+    "scored \"judge\" or is a built-in config OpenCompass scores with a judge (GET /datasets/builtin/{config}/settings "
+    "needs_judge)")
+JudgePromptLanguageField = Field(default="auto", description="the language of the judge's prompt; auto: the "
+                                                             "dataset's own (Chinese text gets the Chinese prompt)")
 
 
 class EvaluationCreate(Strict):
@@ -203,11 +217,44 @@ class EvaluationCreate(Strict):
     )
     params: EvaluationParams = EvaluationParams()
     visibility: Visibility | None = VisibilityField
+    scorer: ScorerChoice | None = Field(
+        default=None, description="the scorer of every uploaded question-answer dataset of this evaluation instead of "
+        "each dataset's own (multiple-choice files keep theirs); unset: each dataset's own")
+    judge_model_id: DatabaseId | None = JudgeModelField
+    judge_prompt_language: JudgePromptLanguage = JudgePromptLanguageField
+
+
+class EvaluationRescore(Strict):
+    """Score a finished evaluation's predictions again with another scorer or judge: a new evaluation of the same
+    models, datasets and parameters that runs no inference."""
+
+    scorer: ScorerChoice | None = Field(
+        default=None, description="the scorer of its uploaded question-answer datasets; unset: as the source was scored")
+    judge_model_id: DatabaseId | None = JudgeModelField
+    judge_prompt_language: JudgePromptLanguage = JudgePromptLanguageField
+    name: Name | None = Field(default=None, description="default: the source's name + \" (re-scored)\"")
+    visibility: Visibility | None = Field(default=None, description="default: the source's visibility")
 
 
 class EvaluationUpdate(Strict):
     name: Name | None = None
     visibility: Visibility | None = None
+
+
+class HeadlineScore(BaseModel):
+    """What a list row says about a finished evaluation's results, per model: its score on its only dataset, or
+    its average over its datasets (each dataset by the metric compare uses for it)."""
+
+    model_id: int | None
+    model: str
+    value: float
+    datasets: int = Field(description="how many datasets the value is over (1: the score itself, else their average)")
+    dataset: str | None = Field(default=None, description="the dataset, when there is one")
+    metric: str | None = Field(default=None, description="the metric, when there is one dataset")
+    n: int | None = Field(default=None, description="samples scored (summed over the datasets); null when not known")
+    correct: int | None = Field(default=None, description="right answers, one dataset scored by accuracy")
+    ci_low: float | None = Field(default=None, description="95 % interval, one dataset only")
+    ci_high: float | None = None
 
 
 class EvaluationSummary(OwnedRead):
@@ -224,6 +271,8 @@ class EvaluationSummary(OwnedRead):
     stage: str | None
     revision: int
     error: str | None
+    headline: list[HeadlineScore] = Field(default_factory=list, description="per model, its headline score once "
+                                          "scores are stored; empty before")
 
     # What the status allows, decided here so that clients ask the server instead of keeping a copy of the rules.
     @computed_field(description="final: nothing changes any more unless it is retried; stop following it")
@@ -242,8 +291,19 @@ class EvaluationSummary(OwnedRead):
         return self.status in RETRYABLE
 
 
+class JudgeRead(BaseModel):
+    model_id: int
+    model: str = Field(description="the judge model's name")
+    prompt_language: str
+
+
 class EvaluationDetail(EvaluationSummary):
     params: dict[str, Any]
+    scorer: str | None = Field(default=None, description="the scorer of its uploaded question-answer datasets "
+                                                         "instead of each dataset's own; null: theirs")
+    judge: JudgeRead | None = Field(default=None, description="the model judging free-form answers, if any")
+    rescored_from_id: int | None = Field(default=None, description="the finished evaluation whose predictions this "
+                                                                   "one scored again (no inference)")
     attempts: int
     worker: str | None
     heartbeat_at: datetime | None
@@ -254,6 +314,30 @@ class EvaluationDetail(EvaluationSummary):
     manifest: dict[str, Any] | None
     pairs: list[dict[str, Any]] | None
     scores: list[dict[str, Any]]
+
+    @computed_field(description="POST .../rescore is accepted: it succeeded, so its predictions can be scored again")
+    @property
+    def can_rescore(self) -> bool:
+        return self.status == EvaluationStatus.succeeded
+
+
+class SpeedSummary(BaseModel):
+    """Latency and tokens per answer of one result (model x dataset) of an endpoint model, from the per-sample records
+    (aieval_engine.sample_metrics). Not recorded for local models, which generate a batch at a time."""
+
+    samples: int = Field(description="samples with a record")
+    latency_p50_s: float | None = Field(description="median seconds from request to the whole answer")
+    latency_p95_s: float | None = Field(description="95th percentile of the same (numpy's linear interpolation)")
+    latency_mean_s: float | None = None
+    ttft_p50_s: float | None = Field(default=None, description="time to first token; null: not measured (the "
+                                                               "requests do not stream)")
+    ttft_p95_s: float | None = None
+    prompt_tokens_mean: float | None = Field(default=None, description="as the endpoint counted them (its usage); "
+                                                                       "null when it sent none")
+    completion_tokens_mean: float | None = Field(default=None, description="tokens per answer, from the usage")
+    total_tokens: int | None = Field(default=None, description="prompt + completion tokens of every sample; null "
+                                                               "unless every sample's usage was sent")
+    retries: int = Field(default=0, description="requests repeated before an answer came")
 
 
 class ScoreRead(BaseModel):
@@ -272,6 +356,14 @@ class ScoreRead(BaseModel):
     ci_low: float | None = Field(default=None, description="lower end of the 95 % confidence interval, in the "
                                                            "value's unit (Wilson for accuracy, bootstrap otherwise)")
     ci_high: float | None = Field(default=None, description="upper end of the 95 % confidence interval")
+    fingerprint: str | None = Field(default=None, description="what the score's comparability rests on, as a short "
+                                    "hash of fingerprint_parts: two scores with the same fingerprint are compared")
+    fingerprint_parts: dict[str, Any] | None = Field(
+        default=None, description="the settings the fingerprint covers: data (content hash), config (built-in "
+        "config name), prompt (hash of the resolved dataset config), limit, scorer, max_out_len (override; null: the "
+        "dataset's own), opencompass (version), and the judge when one scored; null parts are not set or not known")
+    speed: SpeedSummary | None = Field(default=None, description="latency and tokens per answer of this model on this "
+                                                                 "dataset; null when not recorded (local models)")
 
 
 class SampleRead(BaseModel):
@@ -285,7 +377,17 @@ class SampleRead(BaseModel):
     extracted: Any = Field(default=None, description="the answer the scorer compared with gold, when OpenCompass "
                                                      "records one that differs from the prediction")
     scorer: str | None = Field(default=None, description="what gave the verdict, as on the pair's scores: exact or "
-                                                         "contains, else the OpenCompass evaluator class")
+                                                         "contains, judge:<judge model>, else the OpenCompass "
+                                                         "evaluator class")
+    judge_verdict: str | None = Field(default=None, description="the judge's verdict as it gave it (LLM-as-judge)")
+    judge_rationale: str | None = Field(default=None, description="the judge's reasoning for its verdict")
+    # Recorded for endpoint models (aieval_engine.sample_metrics); null when not recorded.
+    latency_s: float | None = Field(default=None, description="seconds from request to the whole answer (the "
+                                                              "successful attempt)")
+    ttft_s: float | None = Field(default=None, description="time to first token; null: not measured")
+    prompt_tokens: int | None = Field(default=None, description="as the endpoint's usage counted them")
+    completion_tokens: int | None = Field(default=None, description="as the endpoint's usage counted them")
+    retries: int | None = Field(default=None, description="requests repeated before the answer came")
 
 
 class CompareDifference(BaseModel):
@@ -314,6 +416,23 @@ class CompareCell(BaseModel):
     differences: list[CompareDifference] = Field(default_factory=list)
 
 
+class RankInterval(BaseModel):
+    """A model's plausible places on the leaderboard: 95 % of bootstrap resamples of the samples put it between
+    `low` and `high` (1 = first). Two models whose ranges overlap are not reliably ordered."""
+
+    low: int
+    high: int
+
+
+class SuggestedComparison(BaseModel):
+    """The comparison the compare page opens with when nothing is chosen (GET /compare/suggested)."""
+
+    model_ids: list[int] = Field(description="at most 4 models, newest results first; one model when no two are "
+                                             "comparable anywhere; empty when no finished scores are readable")
+    evaluation_ids: list[int] = Field(description="per model (same order) its newest evaluation compared")
+    dataset_ids: list[int] = Field(description="datasets every suggested model has with the same fingerprint")
+
+
 class CompareTable(BaseModel):
     metric: str | None
     models: list[dict[str, Any]]
@@ -326,6 +445,11 @@ class CompareTable(BaseModel):
     average_dataset_ids: list[int] = Field(
         default_factory=list, description="the datasets the averages are over: those every model with scores has "
                                           "with the same fingerprint")
+    rank_intervals: dict[str, RankInterval] = Field(
+        default_factory=dict, description="model id -> its 95 % rank range by the average, from a paired bootstrap "
+        "over each averaged dataset's samples (a score whose per-sample verdicts are not known is held fixed); only "
+        "models with an average, and only when at least two have one")
+    rank_resamples: int | None = Field(default=None, description="bootstrap resamples behind rank_intervals")
 
 
 # ---- accounts and sign-in (services/accounts.py) ----------------------------------------------------------------

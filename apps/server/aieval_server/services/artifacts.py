@@ -10,7 +10,7 @@ import math
 import re
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -23,7 +23,7 @@ from ..config import Settings
 from ..models import Evaluation
 from ..schemas.api import SampleRead
 from ..storage import Storage, StorageError
-from . import provenance
+from . import provenance, speed
 from .accounts import Caller
 from .errors import Invalid, NotFound
 from .evaluations import artifacts_prefix, detail, score_rows
@@ -67,6 +67,11 @@ def _pair_files(settings: Settings, storage: Storage, run: _RunFiles, model_abbr
             continue
         local = storage.local_copy(key, settings.cache_dir)
         local_root = Path(str(local)[: -len(relative) - 1])
+    # The model's latency and token records lie beside the run dirs (workdir.sample_metrics_file), where
+    # iter_samples looks for them next to the local copy.
+    beside = workdir.sample_metrics_file(PurePosixPath(run.run_dir_name), model_abbr).as_posix()
+    if storage.exists(f"{root.parent}/{beside}"):
+        storage.local_copy(f"{root.parent}/{beside}", settings.cache_dir)
     return local_root
 
 
@@ -130,8 +135,10 @@ def samples(settings: Settings, storage: Storage, evaluation: Evaluation, *, mod
 
 
 # ---- per-sample export ----------------------------------------------------------------------------
-# One row per sample. Not recorded by the engine yet, so not exported: latency, token counts, judge rationale.
-SAMPLE_COLUMNS = ("model", "dataset", "index", "prompt", "prediction", "extracted", "gold", "correct", "scorer")
+# One row per sample. The judge's verdict and rationale are empty unless an LLM judge scored the sample; latency and
+# tokens unless an endpoint model answered it (not recorded for local models).
+SAMPLE_COLUMNS = ("model", "dataset", "index", "prompt", "prediction", "extracted", "gold", "correct", "scorer",
+                  "judge_verdict", "judge_rationale", *speed.SAMPLE_SPEED_COLUMNS)
 SampleFormat = Literal["csv", "jsonl"]
 SAMPLE_MEDIA_TYPES: dict[str, str] = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 
@@ -148,9 +155,14 @@ def _as_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+_NUMBER_COLUMNS = frozenset({"index", *speed.SAMPLE_SPEED_COLUMNS})
+
+
 def _csv_value(column: str, value: Any) -> object:
-    if column == "index":
-        return value
+    """One cell; `column` may carry a side's prefix (a_correct, b_latency_s in a comparison's export)."""
+    column = column.removeprefix("a_").removeprefix("b_")
+    if column in _NUMBER_COLUMNS:
+        return "" if value is None else value  # numbers stay numbers; empty: not recorded
     if column == "correct":  # as in the JSON lines: true, false, or empty when the scorer gave no verdict
         return "" if value is None else str(value).lower()
     return _as_text(value)
@@ -175,17 +187,21 @@ def sample_export(settings: Settings, storage: Storage, evaluation: Evaluation, 
                 if correct is None or row.correct is correct:
                     yield row
 
+    return export_rows((row.model_dump(include=set(SAMPLE_COLUMNS)) for row in rows()), SAMPLE_COLUMNS, export_format)
+
+
+def export_rows(rows: Iterator[dict[str, Any]], columns: Sequence[str], export_format: SampleFormat) -> Iterator[bytes]:
+    """Rows of samples as CSV (spreadsheet-safe cells) or JSON lines, in `columns`' order, produced while sent."""
+
     def as_csv() -> Iterator[bytes]:
         # A byte order mark: spreadsheet programs then read the UTF-8 (Chinese text) as UTF-8.
-        yield "\ufeff".encode() + _csv_line(list(SAMPLE_COLUMNS))
-        for row in rows():
-            values = row.model_dump(include=set(SAMPLE_COLUMNS))
-            yield _csv_line([_csv_value(column, values[column]) for column in SAMPLE_COLUMNS])
+        yield "\ufeff".encode() + _csv_line(list(columns))
+        for values in rows:
+            yield _csv_line([_csv_value(column, values[column]) for column in columns])
 
     def as_jsonl() -> Iterator[bytes]:
-        for row in rows():
-            values = row.model_dump(include=set(SAMPLE_COLUMNS))
-            yield (json.dumps({column: values[column] for column in SAMPLE_COLUMNS}, ensure_ascii=False) + "\n").encode()
+        for values in rows:
+            yield (json.dumps({column: values[column] for column in columns}, ensure_ascii=False) + "\n").encode()
 
     return _in_chunks(as_csv() if export_format == "csv" else as_jsonl())
 
@@ -225,10 +241,15 @@ def _csv_cell(value: object) -> object:
 def export_csv(evaluation: Evaluation, caller: Caller) -> str:  # noqa: ARG001 (one signature for every format)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["evaluation_id", "model", "dataset", "metric", "value", *SCORE_PROVENANCE])
-    for score in score_rows(evaluation):
+    scores = score_rows(evaluation)
+    parts = fingerprint_columns(scores)
+    writer.writerow(["evaluation_id", "model", "dataset", "metric", "value", *SCORE_PROVENANCE, "fingerprint",
+                     *parts, *speed.SPEED_COLUMNS])
+    for score in scores:
         row = [evaluation.id, score["model"], score["dataset"], score["metric"], score["value"],
-               *(score[field] for field in SCORE_PROVENANCE)]  # None (not known) is an empty cell
+               *(score[field] for field in SCORE_PROVENANCE),  # None (not known) is an empty cell
+               score.get("fingerprint"), *(_part_text((score.get("fingerprint_parts") or {}).get(p)) for p in parts),
+               *speed.speed_cells(score.get("speed"))]
         writer.writerow([_csv_cell(cell) for cell in row])
     return out.getvalue()
 
@@ -262,6 +283,20 @@ def _code_span(text: str) -> str:
 
 # The columns that say what a score rests on (ScoreRead), after the value in the CSV export.
 SCORE_PROVENANCE = ("n", "correct", "scorer", "ci_low", "ci_high")
+# Then the fingerprint and its parts (services/provenance.py): what the score's comparability rests on. The scorer
+# has its column above; parts recorded later (a judge) follow these, named as in the API's fingerprint_parts.
+FINGERPRINT_PARTS = ("data", "config", "prompt", "limit", "max_out_len", "opencompass")
+
+
+def fingerprint_columns(scores: list[dict[str, Any]]) -> list[str]:
+    """The fingerprint parts an export lists: the known ones always, any other part a score records after them."""
+    recorded = {key for score in scores for key in (score.get("fingerprint_parts") or {})}
+    return [*FINGERPRINT_PARTS, *sorted(recorded - set(FINGERPRINT_PARTS) - {"scorer"})]
+
+
+def _part_text(value: Any) -> object:
+    """A fingerprint part as one cell: None (not set or not known) empty, structures as JSON."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True) if isinstance(value, (dict, list)) else value
 
 
 def score_text(score: dict[str, Any]) -> str:
@@ -302,6 +337,21 @@ def export_markdown(evaluation: Evaluation, caller: Caller) -> str:
         if any(s.get("ci_low") is not None for s in info.scores):
             lines += ["", "± is half the width of the 95 % confidence interval (Wilson for accuracy, bootstrap "
                           "otherwise; the CSV and JSON exports give both ends); n is the number of samples scored."]
+        lines += ["", "## Comparability", "",
+                  "Two scores are put side by side only when their fingerprints match: the hash of the settings "
+                  "below (data: content hash; prompt: hash of the dataset config OpenCompass resolved; limit and "
+                  "max_out_len empty: every sample, the dataset's own output length).", ""]
+        parts = fingerprint_columns(info.scores)
+        lines.append("| model | dataset | fingerprint | " + " | ".join(_md(p) for p in parts) + " |")
+        lines.append("|---|---|---|" + "---|" * len(parts))
+        for score in dict.fromkeys((s["model"], s["dataset"]) for s in info.scores):
+            first = next(s for s in info.scores if (s["model"], s["dataset"]) == score)
+            recorded = first.get("fingerprint_parts") or {}
+            # _md: a part may carry user text (a judge model's name); the rest are hashes, numbers, config names.
+            cells = ["" if recorded.get(p) is None else _md(_part_text(recorded[p])) for p in parts]
+            fingerprint = _md(first["fingerprint"]) if first.get("fingerprint") else "not recorded"
+            lines.append(f"| {_md(score[0])} | {_md(score[1])} | {fingerprint} | " + " | ".join(cells) + " |")
+        lines += speed.markdown_lines(info.scores, _md)
     else:
         lines.append("No scores.")
     if info.error:

@@ -47,6 +47,9 @@ from . import access, audit, quotas
 from .accounts import Caller
 from .errors import Conflict, Invalid, NotFound, TooLarge
 
+SCORERS = ("exact", "contains", "judge")  # how an uploaded file's answers are scored (engine CustomDatasetSpec)
+QA_ONLY_SCORERS = ("contains", "judge")  # a multiple-choice answer is one letter: compared exactly
+
 ACCEPTED_EXTENSIONS = tuple(f".{file_format}" for file_format in FILE_FORMATS)
 PREVIEW_MAX_ROWS = 100
 VALIDATION_PREVIEW_ROWS = 20
@@ -213,8 +216,8 @@ def check_upload(session: Session, settings: Settings, caller: Caller, stream: B
     if data_type not in (None, "mcq", "qa"):
         check.problems.append("data_type must be 'mcq' or 'qa' (or omitted to detect it from the columns)")
         data_type = None
-    if scorer not in ("exact", "contains"):
-        check.problems.append("scorer must be 'exact' or 'contains'")
+    if scorer not in SCORERS:
+        check.problems.append("scorer must be 'exact', 'contains' or 'judge'")
     if infer_method not in ("gen", "ppl"):
         check.problems.append("infer_method must be 'gen' or 'ppl'")
     try:
@@ -242,6 +245,8 @@ def check_upload(session: Session, settings: Settings, caller: Caller, stream: B
         check.columns, check.data_type = exc.columns, exc.data_type
     else:
         check.columns, check.data_type = check.info.columns, check.info.data_type
+        if scorer in QA_ONLY_SCORERS and check.data_type != "qa":
+            check.problems.append(f"the {scorer!r} scorer is for question-answer datasets, not multiple choice")
         # The same file already uploaded and readable by this caller (their own first) is returned instead of
         # stored twice; another user's private copy is not revealed: this caller gets a row of their own.
         check.existing = session.scalar(
@@ -328,8 +333,8 @@ def update(session: Session, dataset_id: int, body: DatasetUpdate, caller: Calle
         raise Invalid(f"{dataset.name!r} is an OpenCompass built-in dataset: its settings come from OpenCompass")
     scorer = scorer or dataset.scorer
     infer_method = infer_method or dataset.infer_method
-    if scorer == "contains" and dataset.data_type != "qa":
-        raise Invalid("the 'contains' scorer is for question-answer datasets, not multiple choice")
+    if scorer in QA_ONLY_SCORERS and dataset.data_type != "qa":
+        raise Invalid(f"the {scorer!r} scorer is for question-answer datasets, not multiple choice")
     if infer_method == "ppl" and dataset.data_type != "mcq":
         raise Invalid("ppl (likelihood) scoring needs a multiple-choice dataset")
     if name is not None and name.lower() != dataset.name.lower() and _name_is_taken(session, name):
@@ -397,6 +402,16 @@ def demo_files() -> list[tuple[Path, str, str]]:
     return [(Path(d.path), d.name, d.scorer) for d in demo_datasets()]
 
 
+def builtin_needs_judge(config: str | None) -> bool:
+    """Whether OpenCompass scores this built-in config with an LLM judge (an evaluation of it names a judge model).
+    An unknown config needs none: it is refused for being unknown."""
+    try:
+        builtin = resolve_builtin(config or "")
+    except UnknownDatasetError:
+        return False
+    return config_builder.builtin_needs_judge(builtin)
+
+
 def builtin_generation_settings(config: str) -> BuiltinGenerationSettings:
     """The generation settings a built-in config sets itself, read from OpenCompass' shipped file as source (the
     config is found by name in the catalogue and never executed): what a run that overrides nothing uses."""
@@ -409,4 +424,5 @@ def builtin_generation_settings(config: str) -> BuiltinGenerationSettings:
     return BuiltinGenerationSettings(
         config=config, generates=found.generates, inferencers=list(dict.fromkeys(i.inferencer for i in found.inferencers)),
         max_out_len=found.max_out_len, model_decides=found.model_decides, model_default_max_out_len=DEFAULT_MAX_OUT_LEN,
-        stopping_criteria=found.stopping_criteria, readable=found.readable)
+        stopping_criteria=found.stopping_criteria, readable=found.readable,
+        needs_judge=config_builder.builtin_needs_judge(builtin))

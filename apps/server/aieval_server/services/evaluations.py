@@ -29,14 +29,18 @@ from ..schemas.api import (
     EvaluationCreate,
     EvaluationDetail,
     EvaluationParams,
+    EvaluationRescore,
     EvaluationSummary,
     EvaluationUpdate,
+    HeadlineScore,
+    JudgeRead,
 )
 from ..storage import Storage
 from . import access, audit, quotas
 from . import datasets as dataset_service
 from . import models as model_service
 from .accounts import Caller
+from .compare import chosen_metric
 from .errors import Conflict, Invalid, NotFound
 
 log = logging.getLogger(__name__)
@@ -73,10 +77,47 @@ def _load_all(session: Session, caller: Caller, kind: type, ids: list[int], labe
     return [rows[i] for i in ids]
 
 
+def scorer_for(dataset: Dataset, scorer: str | None) -> str:
+    """How an uploaded dataset's answers are scored in an evaluation: the evaluation's scorer (a re-score, or a
+    submission naming one) for question-answer files, else the dataset's own. Multiple-choice files keep theirs."""
+    return scorer if scorer is not None and dataset.data_type == "qa" else dataset.scorer
+
+
+def judged_datasets(datasets: list[Dataset], scorer: str | None) -> list[Dataset]:
+    """The datasets an LLM judge scores: uploaded files scored "judge" and built-in configs OpenCompass scores
+    with a judge."""
+    return [d for d in datasets
+            if (d.kind == "builtin" and dataset_service.builtin_needs_judge(d.builtin_config))
+            or (d.kind != "builtin" and scorer_for(d, scorer) == "judge")]
+
+
+def _check_scoring(datasets: list[Dataset], scorer: str | None, judge: Model | None) -> None:
+    """A judge exactly when something is judged; an evaluation-wide scorer only where there is a file it applies to."""
+    if scorer is not None and not any(d.kind != "builtin" and d.data_type == "qa" for d in datasets):
+        raise Invalid(f"the scorer {scorer!r} applies to uploaded question-answer datasets; this evaluation has none")
+    judged = judged_datasets(datasets, scorer)
+    if judged and judge is None:
+        raise Invalid("choose a judge model (judge_model_id): these datasets are scored by an LLM judge",
+                      [f"dataset {d.name!r}: " + ("OpenCompass scores this built-in config with a judge model"
+                                                 if d.kind == "builtin" else "its scorer is 'judge'") for d in judged])
+    if judge is not None and not judged:
+        raise Invalid("no dataset of this evaluation is scored by a judge, so a judge model has nothing to do",
+                      ["choose the scorer 'judge' for an uploaded question-answer dataset, or leave judge_model_id "
+                       "unset"])
+
+
+def _with_key(spec: Any) -> dict[str, Any]:
+    """A model spec as data for parse_spec, with its key: the key is excluded from every dump, so it is put back
+    here (in memory only, never written anywhere)."""
+    return spec.model_dump() | ({"api_key": spec.api_key} if getattr(spec, "api_key", None) else {})
+
+
 def build_spec(settings: Settings, storage: Storage | None, name: str, models: list[Model], datasets: list[Dataset],
-               params: dict[str, Any], *, with_keys: bool = False, local_files: bool = False) -> EvalSpec:
+               params: dict[str, Any], *, judge_model: Model | None = None, judge_prompt_language: str | None = None,
+               scorer: str | None = None, with_keys: bool = False, local_files: bool = False) -> EvalSpec:
     """The engine spec of an evaluation. API side: no keys, dataset paths are placeholders with the right
-    extension (validation only); worker side: decrypted keys and the uploaded files on local disk."""
+    extension (validation only); worker side: decrypted keys (the judge's too) and the uploaded files on local
+    disk. `scorer`: the evaluation's scorer for question-answer files (scorer_for)."""
     model_specs = [model_service.engine_spec(m, settings, with_key=with_keys) for m in models]
     dataset_specs: list[BuiltinDatasetSpec | CustomDatasetSpec] = []
     for dataset in datasets:
@@ -90,37 +131,50 @@ def build_spec(settings: Settings, storage: Storage | None, name: str, models: l
         )
         dataset_specs.append(
             CustomDatasetSpec(name=dataset.name, path=path, data_type=dataset.data_type,
-                              infer_method=dataset.infer_method, scorer=dataset.scorer)
+                              infer_method=dataset.infer_method, scorer=scorer_for(dataset, scorer))
         )
+    judge: dict[str, Any] = {}
+    if judge_model is not None:
+        judge_spec = model_service.engine_spec(judge_model, settings, with_key=with_keys)
+        judge = {"judge": {"model": _with_key(judge_spec), "prompt_language": judge_prompt_language or "auto"}}
     try:
         return parse_spec({
             "name": name,
-            "models": [m.model_dump() | ({"api_key": m.api_key} if getattr(m, "api_key", None) else {})
-                       for m in model_specs],
+            "models": [_with_key(m) for m in model_specs],
             "datasets": [d.model_dump() for d in dataset_specs],
             "params": RunParams(**params).model_dump(),
+            **judge,
         })
     except SpecError as exc:
         raise Invalid("this evaluation cannot be run", exc.problems) from None
 
 
-def _check_runnable(settings: Settings, models: list[Model], datasets: list[Dataset]) -> None:
+def _checkpoint_problems(settings: Settings, model: Model) -> list[str]:
+    """Why a local model's checkpoint cannot be used by a run (nothing for endpoint models)."""
+    if model.kind != "huggingface" or not settings.check_model_paths:
+        return []
+    # The server's rules first (roots, remote code): a row saved before they existed must not tell whether
+    # a folder outside the roots exists.
+    try:
+        spec = model_service.engine_spec(model, settings)
+    except Invalid as exc:
+        return [f"{exc.message}: {problem}" for problem in exc.problems]
+    path = Path(spec.path)
+    if not (path / "config.json").is_file():
+        hint = " (the demo model is still being prepared; try again in a minute)" if model.is_demo else ""
+        return [f"model {model.name!r}: no Hugging Face checkpoint at {path}{hint}"]
+    return []
+
+
+def _check_runnable(settings: Settings, models: list[Model], datasets: list[Dataset],
+                    judge: Model | None = None) -> None:
     problems = []
     for model in models:
         if model.kind not in model_service.EVALUABLE_KINDS:
             problems.append(f"model {model.name!r}: {model.kind} models cannot be evaluated")
-        if model.kind == "huggingface" and settings.check_model_paths:
-            # The server's rules first (roots, remote code): a row saved before they existed must not tell whether
-            # a folder outside the roots exists.
-            try:
-                spec = model_service.engine_spec(model, settings)
-            except Invalid as exc:
-                problems.extend(f"{exc.message}: {problem}" for problem in exc.problems)
-                continue
-            path = Path(spec.path)
-            if not (path / "config.json").is_file():
-                hint = " (the demo model is still being prepared; try again in a minute)" if model.is_demo else ""
-                problems.append(f"model {model.name!r}: no Hugging Face checkpoint at {path}{hint}")
+        problems.extend(_checkpoint_problems(settings, model))
+    if judge is not None:
+        problems.extend(f"judge {problem}" for problem in _checkpoint_problems(settings, judge))
     for dataset in datasets:
         if dataset.kind == "builtin":
             missing = dataset_service.builtin_missing(settings, dataset.builtin_config)
@@ -136,8 +190,9 @@ def _check_runnable(settings: Settings, models: list[Model], datasets: list[Data
 
 
 def create(session: Session, settings: Settings, storage: Storage, body: EvaluationCreate,
-           caller: Caller) -> Evaluation:
-    """Check everything, then write one row; the caller enqueues after commit."""
+           caller: Caller, *, rescored_from: Evaluation | None = None) -> Evaluation:
+    """Check everything, then write one row; the caller enqueues after commit. `rescored_from`: a finished
+    evaluation whose predictions this one scores again (its worker runs no inference)."""
     access.require_member(caller)
     models = _load_all(session, caller, Model, body.model_ids, "model")
     datasets = _load_all(session, caller, Dataset, body.dataset_ids, "dataset")
@@ -147,21 +202,35 @@ def create(session: Session, settings: Settings, storage: Storage, body: Evaluat
         raise Invalid("choose at least one dataset (dataset_ids or builtin_datasets)")
     if len({d.id for d in datasets}) != len(datasets):
         raise Invalid("the same dataset is listed twice")
+    # The judge is read like any model the caller names: one they may not read is reported as not existing.
+    judge = _load_all(session, caller, Model, [body.judge_model_id], "model")[0] if body.judge_model_id else None
+    judge_language = body.judge_prompt_language if judge is not None else None
     params = body.params.model_dump(exclude_none=True)
-    _check_runnable(settings, models, datasets)
-    build_spec(settings, storage, body.name, models, datasets, params)
+    _check_scoring(datasets, body.scorer, judge)
+    _check_runnable(settings, models, datasets, judge)
+    build_spec(settings, storage, body.name, models, datasets, params, judge_model=judge,
+               judge_prompt_language=judge_language, scorer=body.scorer)
     quotas.check_can_submit(session, settings, caller)
     # enqueued_at stays NULL until the broker has the message (celery_app.enqueue stamps it): a job whose API
     # process died before sending is then found and sent by the sweeper.
     evaluation = Evaluation(name=body.name, status=EvaluationStatus.queued.value, params=params,
-                            queue=queue_for(models), enqueued_at=None, priority=1 if caller.is_admin else 0,
+                            queue=queue_for(models + ([judge] if judge is not None else [])), enqueued_at=None,
+                            priority=1 if caller.is_admin else 0, scorer=body.scorer,
+                            judge_model_id=judge.id if judge is not None else None,
+                            judge_prompt_language=judge_language,
+                            rescored_from_id=rescored_from.id if rescored_from is not None else None,
                             **access.ownership(caller, body.visibility, settings.default_visibility))
     evaluation.models = [EvaluationModel(model_id=m.id, position=i) for i, m in enumerate(models)]
     evaluation.datasets = [EvaluationDataset(dataset_id=d.id, position=i) for i, d in enumerate(datasets)]
     session.add(evaluation)
     session.flush()
+    scoring = {key: value for key, value in (
+        ("scorer", body.scorer), ("judge", judge.name if judge is not None else None),
+        ("judge_prompt_language", judge_language),
+        ("rescored_from", rescored_from.id if rescored_from is not None else None)) if value is not None}
     audit.record(session, caller, AuditAction.submitted, AuditTarget.evaluation, evaluation.id, evaluation.name,
-                 {"models": [m.name for m in models], "datasets": [d.name for d in datasets], "params": params})
+                 {"models": [m.name for m in models], "datasets": [d.name for d in datasets], "params": params,
+                  **scoring})
     return evaluation
 
 
@@ -295,11 +364,42 @@ def _owners(session: Session, owner_ids: set[int]) -> dict[int, dict[str, Any]]:
             for row in session.connection().execute(_OWNERS, {"ids": sorted(owner_ids)})}
 
 
+_HEADLINE_SCORES = (
+    select(Score.evaluation_id, Score.model_id, Score.model_name, Score.dataset_name, Score.metric, Score.value,
+           Score.n, Score.correct, Score.ci_low, Score.ci_high)
+    .where(Score.evaluation_id.in_(bindparam("ids", expanding=True))).order_by(Score.id)
+)
+
+
+def _headlines(rows: list[Any]) -> list[HeadlineScore]:
+    """One evaluation's headline per model, in the order its scores were stored: the model's score on its only
+    dataset, or its average over its datasets (each by the metric compare uses for it), with the samples behind it."""
+    by_model: dict[tuple[int | None, str], dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        by_model.setdefault((row.model_id, row.model_name), {}).setdefault(row.dataset_name, {})[row.metric] = row
+    headlines = []
+    for (model_id, model_name), by_dataset in by_model.items():
+        chosen = [metrics[chosen_metric(set(metrics))] for metrics in by_dataset.values()]
+        counts = [row.n for row in chosen]
+        n = sum(counts) if None not in counts else None
+        if len(chosen) == 1:
+            only = chosen[0]
+            headlines.append(HeadlineScore(model_id=model_id, model=model_name, value=only.value, datasets=1,
+                                           dataset=only.dataset_name, metric=only.metric, n=n, correct=only.correct,
+                                           ci_low=only.ci_low, ci_high=only.ci_high))
+        else:
+            headlines.append(HeadlineScore(model_id=model_id, model=model_name, datasets=len(chosen), n=n,
+                                           value=sum(row.value for row in chosen) / len(chosen)))
+    return headlines
+
+
 def summaries(session: Session, rows, caller: Caller) -> list[EvaluationSummary]:
-    """Summaries of rows of SUMMARY_COLUMNS (or Evaluation objects) as `caller` sees them."""
+    """Summaries of rows of SUMMARY_COLUMNS (or Evaluation objects) as `caller` sees them: one query each for the
+    page's models, datasets, owners and headline scores, however many rows."""
     ids = [row.id for row in rows]
     models: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
     datasets: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+    score_rows: dict[int, list[Any]] = {i: [] for i in ids}
     owners = _owners(session, {row.owner_id for row in rows if row.owner_id is not None})
     if ids:
         connection = session.connection()
@@ -307,12 +407,15 @@ def summaries(session: Session, rows, caller: Caller) -> list[EvaluationSummary]
             models[evaluation_id].append({"id": link_id, "name": name, "kind": kind})
         for evaluation_id, link_id, name, kind in connection.execute(_DATASET_LINKS, {"ids": ids}):
             datasets[evaluation_id].append({"id": link_id, "name": name, "kind": kind})
+        for score in connection.execute(_HEADLINE_SCORES, {"ids": ids}):
+            score_rows[score.evaluation_id].append(score)
     return [
         EvaluationSummary(id=row.id, name=row.name, status=row.status, queue=row.queue, created_at=row.created_at,
                           started_at=row.started_at, finished_at=row.finished_at, fraction=row.fraction,
                           stage=row.stage, revision=row.revision, error=row.error,
                           models=models[row.id], datasets=datasets[row.id], owner=owners.get(row.owner_id),
-                          visibility=row.visibility, can_change=access.may_change(caller, row.owner_id))
+                          visibility=row.visibility, can_change=access.may_change(caller, row.owner_id),
+                          headline=_headlines(score_rows[row.id]))
         for row in rows
     ]
 
@@ -330,13 +433,15 @@ def summary(evaluation: Evaluation, caller: Caller) -> EvaluationSummary:
 
 # A score as the API shows it (schemas ScoreRead), from a Score row or a select of these columns.
 SCORE_COLUMNS = (Score.model_id, Score.model_name, Score.dataset_id, Score.dataset_name, Score.metric, Score.value,
-                 Score.n, Score.correct, Score.scorer, Score.ci_low, Score.ci_high)
+                 Score.n, Score.correct, Score.scorer, Score.ci_low, Score.ci_high, Score.fingerprint,
+                 Score.fingerprint_parts, Score.speed)
 
 
 def _score_dict(s: Any) -> dict[str, Any]:
     return {"model_id": s.model_id, "model": s.model_name, "dataset_id": s.dataset_id, "dataset": s.dataset_name,
             "metric": s.metric, "value": s.value, "n": s.n, "correct": s.correct, "scorer": s.scorer,
-            "ci_low": s.ci_low, "ci_high": s.ci_high}
+            "ci_low": s.ci_low, "ci_high": s.ci_high, "fingerprint": s.fingerprint,
+            "fingerprint_parts": s.fingerprint_parts, "speed": s.speed}
 
 
 def score_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
@@ -352,9 +457,14 @@ def _detail(evaluation: Evaluation, base: dict[str, Any], scores: list[dict[str,
     duration = None
     if evaluation.started_at and evaluation.finished_at:
         duration = (_aware(evaluation.finished_at) - _aware(evaluation.started_at)).total_seconds()
+    judge = None
+    if evaluation.judge_model_id is not None and evaluation.judge_model is not None:
+        judge = JudgeRead(model_id=evaluation.judge_model_id, model=evaluation.judge_model.name,
+                          prompt_language=evaluation.judge_prompt_language or "auto")
     return EvaluationDetail(
         **base,
-        params=evaluation.params, attempts=evaluation.attempts, worker=evaluation.worker,
+        params=evaluation.params, scorer=evaluation.scorer, judge=judge, rescored_from_id=evaluation.rescored_from_id,
+        attempts=evaluation.attempts, worker=evaluation.worker,
         heartbeat_at=evaluation.heartbeat_at, cancel_requested=evaluation.cancel_requested,
         progress=evaluation.progress, duration_s=duration, log_excerpt=evaluation.log_excerpt,
         manifest=evaluation.manifest, pairs=evaluation.pairs, scores=scores,
@@ -424,8 +534,10 @@ def retry(session: Session, settings: Settings, storage: Storage, evaluation_id:
         raise Conflict(f"only {', '.join(sorted(RETRYABLE))} evaluations can be retried (this one is {evaluation.status})")
     models = [link.model for link in evaluation.models]
     datasets = [link.dataset for link in evaluation.datasets]
-    _check_runnable(settings, models, datasets)
-    build_spec(settings, storage, evaluation.name, models, datasets, evaluation.params)
+    _check_runnable(settings, models, datasets, evaluation.judge_model)
+    build_spec(settings, storage, evaluation.name, models, datasets, evaluation.params,
+               judge_model=evaluation.judge_model, judge_prompt_language=evaluation.judge_prompt_language,
+               scorer=evaluation.scorer)
     quotas.check_can_submit(session, settings, caller)
     evaluation.status = EvaluationStatus.queued.value
     evaluation.cancel_requested = False
@@ -473,7 +585,8 @@ def resubmission(evaluation: Evaluation) -> EvaluationCreate:
         model_ids=[link.model_id for link in sorted(evaluation.models, key=lambda link: link.position)],
         dataset_ids=[link.dataset_id for link in links if link.dataset.kind != "builtin"],
         builtin_datasets=[link.dataset.builtin_config for link in links if link.dataset.kind == "builtin"],
-        params=params, visibility=Visibility(evaluation.visibility),
+        params=params, visibility=Visibility(evaluation.visibility), scorer=evaluation.scorer,
+        judge_model_id=evaluation.judge_model_id, judge_prompt_language=evaluation.judge_prompt_language or "auto",
     )
 
 
@@ -482,3 +595,53 @@ def run_again(session: Session, settings: Settings, storage: Storage, evaluation
     """A finished evaluation run again as the caller's own new one: every check of a new submission applies."""
     access.require_member(caller)
     return create(session, settings, storage, resubmission(readable(session, evaluation_id, caller)), caller)
+
+
+# ---- re-score -----------------------------------------------------------------------------------
+RESCORED = " (re-scored)"
+
+
+def rescore(session: Session, settings: Settings, storage: Storage, evaluation_id: int, body: EvaluationRescore,
+            caller: Caller) -> Evaluation:
+    """A succeeded evaluation's predictions scored again with another scorer or judge, as the caller's own new
+    evaluation (same models, datasets and parameters) whose worker runs no inference. Every check of a new
+    submission applies."""
+    access.require_member(caller)
+    source = readable(session, evaluation_id, caller)
+    if source.status != EvaluationStatus.succeeded:
+        raise Conflict(f"only a succeeded evaluation can be re-scored (#{evaluation_id} is {source.status}): "
+                       "its predictions must all be there")
+    if not source.artifacts_stored or not source.run_dir_name:
+        raise Conflict(f"evaluation {evaluation_id} has no stored predictions to score again")
+    if body.scorer is None and body.judge_model_id is None:
+        raise Invalid("choose what to score with: a scorer, a judge model, or both")
+    submission = resubmission(source)
+    datasets = [link.dataset for link in sorted(source.datasets, key=lambda link: link.position)]
+    scorer = body.scorer if body.scorer is not None else source.scorer
+    # A judge named now, else the source's when what is re-scored is still judged (e.g. another prompt language).
+    judge_model_id = body.judge_model_id
+    language = body.judge_prompt_language
+    if judge_model_id is None and judged_datasets(datasets, scorer):
+        judge_model_id = source.judge_model_id
+        if "judge_prompt_language" not in body.model_fields_set:
+            language = source.judge_prompt_language or "auto"
+    base = source.name.removesuffix(AGAIN).removesuffix(RESCORED)
+    submission = submission.model_copy(update={
+        "name": body.name or base[: 200 - len(RESCORED)] + RESCORED,
+        "scorer": scorer, "judge_model_id": judge_model_id, "judge_prompt_language": language,
+        "visibility": body.visibility or submission.visibility,
+    })
+    return create(session, settings, storage, submission, caller, rescored_from=source)
+
+
+def rescore_source(session: Session, evaluation: Evaluation) -> tuple[int, str] | None:
+    """(id, run dir name) of the evaluation whose predictions `evaluation` scores again; None when it is not a
+    re-score. Raises Invalid when the source is gone (deleted, or its predictions no longer stored): running the
+    models again instead would be what re-scoring promised not to do."""
+    if evaluation.rescored_from_id is None:
+        return None
+    source = session.get(Evaluation, evaluation.rescored_from_id)
+    if source is None or not source.artifacts_stored or not source.run_dir_name:
+        raise Invalid(f"evaluation {evaluation.rescored_from_id}, whose predictions this one scores again, was deleted "
+                      "or has no stored predictions; start a new evaluation instead")
+    return source.id, source.run_dir_name

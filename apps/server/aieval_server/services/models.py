@@ -18,7 +18,7 @@ from aieval_engine.spec import DifyModelSpec, HuggingFaceModelSpec, OpenAIModelS
 from .. import keyring
 from ..config import Settings
 from ..enums import AuditAction, AuditTarget, Visibility
-from ..models import EvaluationModel, Model
+from ..models import Evaluation, EvaluationModel, Model
 from ..schemas.api import ModelCreate, ModelRead, ModelTestResult, ModelUpdate
 from . import access, audit
 from .accounts import Caller
@@ -245,6 +245,9 @@ def delete(session: Session, model_id: int, caller: Caller) -> None:
     used = session.scalar(select(func.count()).select_from(EvaluationModel).where(EvaluationModel.model_id == model_id))
     if used:
         raise Conflict(f"model {model.name!r} is used by {used} evaluation(s); delete those evaluations first")
+    judging = session.scalar(select(func.count()).select_from(Evaluation).where(Evaluation.judge_model_id == model_id))
+    if judging:
+        raise Conflict(f"model {model.name!r} is the judge of {judging} evaluation(s); delete those evaluations first")
     audit.record(session, caller, AuditAction.deleted, AuditTarget.model, model.id, model.name)
     session.delete(model)
     session.flush()

@@ -10,6 +10,7 @@ compared wrongly.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,8 +30,9 @@ from ..schemas.paired import (
 from ..storage import Storage
 from . import evaluations
 from .accounts import Caller
-from .artifacts import _pair_samples, _RunFiles, _scorer_of
+from .artifacts import SampleFormat, _pair_samples, _RunFiles, _scorer_of, export_rows
 from .errors import Conflict, Invalid
+from .speed import SAMPLE_SPEED_COLUMNS
 from .statistics import (
     PairedTable,
     holm_adjust,
@@ -230,10 +232,10 @@ def _named(side: _Side, dataset: str) -> _Dataset | None:
     return None
 
 
-def samples(session: Session, settings: Settings, storage: Storage, caller: Caller, a_id: int, b_id: int, *,
-            dataset: str, flip: Flip | None, model_a: str | None = None, model_b: str | None = None, page: int,
-            page_size: int) -> tuple[list[PairedSampleRead], int]:
-    """The samples of one comparable dataset side by side, in dataset order, those with the chosen flip only."""
+def _chosen_samples(session: Session, settings: Settings, storage: Storage, caller: Caller, a_id: int, b_id: int, *,
+                    dataset: str, flip: Flip | None, model_a: str | None,
+                    model_b: str | None) -> list[tuple[SampleRead, SampleRead]]:
+    """A's and B's rows of one comparable dataset, in dataset order, those with the chosen flip only."""
     a, b = _sides(session, caller, a_id, b_id, model_a, model_b)
     left = _named(a, dataset)
     if left is None:  # B's name of a dataset A calls otherwise
@@ -252,10 +254,43 @@ def samples(session: Session, settings: Settings, storage: Storage, caller: Call
     if reason is not None:
         raise Invalid(f"the samples of {left.name!r} cannot be compared side by side: {reason}")
     wanted = _FLIPS[flip] if flip else None
-    chosen = [(x, y) for x, y in zip(left_rows, right_rows, strict=True)
-              if wanted is None or (bool(x.correct), bool(y.correct)) in wanted]
+    return [(x, y) for x, y in zip(left_rows, right_rows, strict=True)
+            if wanted is None or (bool(x.correct), bool(y.correct)) in wanted]
+
+
+def samples(session: Session, settings: Settings, storage: Storage, caller: Caller, a_id: int, b_id: int, *,
+            dataset: str, flip: Flip | None, model_a: str | None = None, model_b: str | None = None, page: int,
+            page_size: int) -> tuple[list[PairedSampleRead], int]:
+    """The samples of one comparable dataset side by side, in dataset order, those with the chosen flip only."""
+    chosen = _chosen_samples(session, settings, storage, caller, a_id, b_id, dataset=dataset, flip=flip,
+                             model_a=model_a, model_b=model_b)
     first = (page - 1) * page_size
     return [_side_by_side(x, y) for x, y in chosen[first:first + page_size]], len(chosen)
+
+
+# What the comparison export gives of each side's answer, as columns a_<name> and b_<name>.
+_EXPORTED_ANSWER = ("model", "prediction", "extracted", "correct", "scorer", "judge_verdict", "judge_rationale",
+                    *SAMPLE_SPEED_COLUMNS)
+PAIRED_SAMPLE_COLUMNS = ("dataset", "index", "prompt", "gold", *(f"{side}_{column}" for side in "ab"
+                                                                  for column in _EXPORTED_ANSWER))
+
+
+def sample_export(session: Session, settings: Settings, storage: Storage, caller: Caller, a_id: int, b_id: int, *,
+                  dataset: str, flip: Flip | None, export_format: SampleFormat, model_a: str | None = None,
+                  model_b: str | None = None) -> Iterator[bytes]:
+    """The compared samples of one dataset (those with the chosen flip), A's and B's answers on one row each, as CSV
+    or JSON lines: the same rows and rules as one evaluation's sample export. Checked before anything is sent."""
+    chosen = _chosen_samples(session, settings, storage, caller, a_id, b_id, dataset=dataset, flip=flip,
+                             model_a=model_a, model_b=model_b)
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for x, y in chosen:
+            left, right = x.model_dump(), y.model_dump()
+            yield {"dataset": x.dataset, "index": x.index, "prompt": x.prompt, "gold": x.gold,
+                   **{f"a_{column}": left[column] for column in _EXPORTED_ANSWER},
+                   **{f"b_{column}": right[column] for column in _EXPORTED_ANSWER}}
+
+    return export_rows(rows(), PAIRED_SAMPLE_COLUMNS, export_format)
 
 
 def _side_by_side(a: SampleRead, b: SampleRead) -> PairedSampleRead:

@@ -15,21 +15,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from aieval_engine.config_builder import scored_by_judge
 from aieval_engine.results import Score as EngineScore
-from aieval_engine.results import iter_samples
-from aieval_engine.spec import BuiltinDatasetSpec, CustomDatasetSpec, EvalSpec
+from aieval_engine.results import iter_samples, judge_scorer_name
+from aieval_engine.sample_metrics import summarize as speed_summary
+from aieval_engine.spec import BuiltinDatasetSpec, CustomDatasetSpec, EvalSpec, judge_fingerprint
 
 from .statistics import score_interval
 
 log = logging.getLogger(__name__)
 
-PROVENANCE_FIELDS = ("n", "correct", "scorer", "ci_low", "ci_high", "fingerprint", "fingerprint_parts")
+PROVENANCE_FIELDS = ("n", "correct", "scorer", "ci_low", "ci_high", "fingerprint", "fingerprint_parts", "speed")
 # Keys of a resolved dataset config that the prompt hash leaves out: where this run's copy of the file lies and
 # its abbreviation change from run to run; the sample range, the output length and the evaluator class are
 # fingerprint parts of their own ("limit", "max_out_len", "scorer"), so a difference there is named once, not also
 # as "prompt".
+# A judge's settings (model, concurrency, cache file) are the "judge" part; the copy of the data a judge evaluator
+# re-reads lies in this run's job dir.
 _NOT_PROMPT = {(): {"path", "abbr"}, ("reader_cfg",): {"test_range"}, ("infer_cfg", "inferencer"): {"max_out_len"},
-               ("eval_cfg", "evaluator"): {"type"}}
+               ("eval_cfg", "evaluator"): {"type", "judge_cfg"},
+               ("eval_cfg", "evaluator", "dataset_cfg"): {"path", "abbr"},
+               ("eval_cfg", "evaluator", "llm_evaluator"): {"judge_cfg"},
+               ("eval_cfg", "evaluator", "llm_evaluator", "dataset_cfg"): {"path", "abbr"}}
 
 
 def _fields(node: ast.AST | None) -> dict[str, ast.AST]:
@@ -119,7 +126,9 @@ def fingerprint_parts(spec: EvalSpec, dataset_index: int | None, scorer: str | N
       retriever, inferencer, evaluator), so an edited template or a changed built-in config shows up here.
     - limit: the first N samples; a limit at or above an uploaded file's row count is every sample (None).
     - scorer: Score.scorer. max_out_len: the user's override, None for each dataset's own setting.
-    - opencompass: the OpenCompass version that ran it."""
+    - opencompass: the OpenCompass version that ran it.
+    - judge (only for a dataset an LLM judge scores, so other fingerprints stay as they were): the judge model and
+      its prompt (the engine's judge_fingerprint); judged results compare only under the same judge and prompt."""
     manifest = manifest or {}
     in_spec = dataset_index is not None and 0 <= dataset_index < len(spec.datasets)
     dataset = spec.datasets[dataset_index] if in_spec else None
@@ -136,7 +145,7 @@ def fingerprint_parts(spec: EvalSpec, dataset_index: int | None, scorer: str | N
     elif isinstance(dataset, BuiltinDatasetSpec):
         config_name = described.get("config") or dataset.config
         data = (described.get("data") or {}).get("sha256")
-    return {
+    parts = {
         "data": data[:16] if data else None,
         "config": config_name,
         "prompt": _short_hash(_without(dataset_config)) if dataset_config else None,
@@ -145,6 +154,15 @@ def fingerprint_parts(spec: EvalSpec, dataset_index: int | None, scorer: str | N
         "max_out_len": spec.params.max_out_len,
         "opencompass": manifest.get("opencompass"),
     }
+    if in_spec and _judged(spec, dataset_index):
+        parts["judge"] = judge_fingerprint(spec)
+    return parts
+
+
+def _judged(spec: EvalSpec, dataset_index: int) -> bool:
+    """Whether the spec's judge scored this dataset (an uploaded file scored "judge", or a built-in config OpenCompass
+    scores with a judge)."""
+    return spec.judge is not None and scored_by_judge(spec, dataset_index)
 
 
 def fingerprint_of(parts: dict[str, Any]) -> str:
@@ -154,9 +172,12 @@ def fingerprint_of(parts: dict[str, Any]) -> str:
 
 def scorer_of(spec: EvalSpec, dataset_index: int | None, evaluator: str | None) -> str | None:
     """A user's own file: the scorer chosen for it ("exact" or "contains"). A built-in benchmark: the class name of
-    the OpenCompass evaluator its config names (e.g. "Gsm8kEvaluator"), since that is what decides right or wrong."""
+    the OpenCompass evaluator its config names (e.g. "Gsm8kEvaluator"), since that is what decides right or wrong.
+    Either scored by an LLM judge: "judge:<the judge model's name>"."""
     if dataset_index is not None and 0 <= dataset_index < len(spec.datasets):
         dataset = spec.datasets[dataset_index]
+        if _judged(spec, dataset_index):
+            return judge_scorer_name(spec.judge.model.name)
         if isinstance(dataset, CustomDatasetSpec):
             return dataset.scorer
     return evaluator
@@ -181,15 +202,18 @@ def score_provenance(run_dir: Path | None, scores: Sequence[EngineScore], spec: 
         log.exception("cannot read the dataset configs from %s", run_dir)
         dataset_configs = {}
     verdicts: dict[tuple[str, str], list[bool | None] | None] = {}
+    speeds: dict[tuple[str, str], dict[str, Any] | None] = {}  # latency and tokens per answer, when recorded
     provenance = []
     for score in scores:
         pair = (score.model_abbr, score.dataset_abbr)
         if pair not in verdicts:
             try:
-                verdicts[pair] = [row.correct for row in iter_samples(run_dir, *pair)]
+                rows = list(iter_samples(run_dir, *pair))
+                verdicts[pair] = [row.correct for row in rows]
+                speeds[pair] = speed_summary(rows)
             except Exception:
                 log.exception("cannot read the samples of %s x %s in %s", *pair, run_dir)
-                verdicts[pair] = None
+                verdicts[pair] = speeds[pair] = None
         interval = score_interval(score.value, verdicts[pair]) if verdicts[pair] is not None else None
         scorer = scorer_of(spec, score.dataset_index, evaluators.get(score.dataset_abbr))
         parts = fingerprint_parts(spec, score.dataset_index, scorer, manifest, dataset_configs.get(score.dataset_abbr))
@@ -198,6 +222,7 @@ def score_provenance(run_dir: Path | None, scores: Sequence[EngineScore], spec: 
             "scorer": scorer,
             "fingerprint": fingerprint_of(parts),
             "fingerprint_parts": parts,
+            "speed": speeds[pair],
             **({"n": interval.n, "correct": interval.correct, "ci_low": interval.ci_low, "ci_high": interval.ci_high}
                if interval is not None else {}),
         })

@@ -394,18 +394,26 @@ def _run_claimed(settings: Settings, storage: Storage, evaluation_id: int, token
                 evaluation = evaluation_service.get(session, evaluation_id)
                 models = [link.model for link in evaluation.models]
                 datasets = [link.dataset for link in evaluation.datasets]
-                spec = evaluation_service.build_spec(settings, storage, evaluation.name, models, datasets,
-                                                     evaluation.params, with_keys=True, local_files=True)
+                # The judge's key is decrypted here like the evaluated models' and stays in memory (the engine
+                # passes keys to its process by the environment, never in a file).
+                spec = evaluation_service.build_spec(
+                    settings, storage, evaluation.name, models, datasets, evaluation.params,
+                    judge_model=evaluation.judge_model, judge_prompt_language=evaluation.judge_prompt_language,
+                    scorer=evaluation.scorer, with_keys=True, local_files=True)
                 # spec datasets are built one per row, in this order
-                return spec, {m.name: m.id for m in models}, [d.id for d in datasets]
+                return (spec, {m.name: m.id for m in models}, [d.id for d in datasets],
+                        evaluation_service.rescore_source(session, evaluation))
 
-        spec, model_ids, dataset_ids = with_database_retries(f"evaluation {evaluation_id}: load", load)
+        spec, model_ids, dataset_ids, source = with_database_retries(f"evaluation {evaluation_id}: load", load)
         job_dir.mkdir(parents=True, exist_ok=True)
+        rescore_from = _source_run_dir(settings, storage, *source) if source is not None else None
         engine = EngineEvaluation(
             spec, job_dir, data_cache=settings.compass_data_cache,
             launcher=_RecordingLauncher(launcher, run.record_pgid),
             outbound_policy=settings.outbound_policy,  # the OpenCompass process obeys the server's policy
             budget_store=settings.budget_store,  # models' shared request caps, shared with every other worker
+            judge_cache=judge_cache_file(settings),
+            rescore_from=rescore_from,  # a re-score: the source's predictions, no inference
         )
         run.engine = engine
         engine.prepare()
@@ -451,6 +459,27 @@ def _run_claimed(settings: Settings, storage: Storage, evaluation_id: int, token
         "fraction": 1.0 if result.status == "succeeded" else final_progress.get("fraction"),
     })
     return result.status
+
+
+def judge_cache_file(settings: Settings) -> Path:
+    """Where judge verdicts are cached per (judge, prompt, question, answer, reference), for every evaluation on
+    this machine: re-scoring with the same judge asks it nothing new."""
+    return settings.data_dir / "judge-cache.sqlite"
+
+
+def _source_run_dir(settings: Settings, storage: Storage, source_id: int, run_dir_name: str) -> Path:
+    """The run directory of the evaluation a re-score scores again, on this machine: its stored outputs (the
+    predictions and the config OpenCompass resolved), downloaded once into the cache when storage is remote."""
+    prefix = f"{evaluation_service.artifacts_prefix(source_id)}/{workdir.OUTPUTS}/{run_dir_name}"
+    keys = storage.list(prefix + "/")
+    if not keys:
+        raise ServiceError(f"the predictions of evaluation {source_id}, which this one scores again, are no longer "
+                           "stored; start a new evaluation instead")
+    local = None
+    for key in keys:
+        local = storage.local_copy(key, settings.cache_dir)
+    relative = keys[-1][len(prefix) + 1:]
+    return Path(str(local)[: -len(relative) - 1])
 
 
 def _pairs(last_progress: dict[str, Any] | None, result) -> list[dict[str, Any]]:

@@ -282,3 +282,66 @@ def score_interval(value: float, verdicts: Sequence[bool | None] | None = None,
                     return ScoreInterval(n, correct, low * scale, high * scale, "wilson")
         return ScoreInterval(n, None, None, None, None)
     return None
+
+
+# ---- where a model stands among several ------------------------------------------------------------
+RANK_RESAMPLES = 1_000  # enough for the 2.5 % / 97.5 % rank quantiles; a leaderboard request pays for each one
+
+
+def rank_intervals(datasets: Sequence[Sequence[Sequence[float] | float]], confidence: float = 0.95, *,
+                   resamples: int = RANK_RESAMPLES, seed: int = 0) -> list[tuple[int, int]]:
+    """Each model's plausible rank range (1 = best) on a leaderboard that ranks by the average over datasets.
+
+    `datasets[d][m]` is model m's per-sample scores on dataset d (its dataset score is their mean), or a plain
+    number when its per-sample scores are not known (then it is held fixed: that dataset adds no uncertainty for
+    that model). Each bootstrap resample redraws every dataset's samples with replacement, the same draw for every
+    model of equal sample count (they answered the same samples: paired, so their shared easy and hard samples do
+    not count as a difference), recomputes each model's average over the datasets and ranks them; models with
+    exactly the same average are ordered at random, so identical models share the range of ranks they tie for.
+    Returns per model the `confidence` range of its ranks (the inverted-CDF quantiles: a rank it actually took).
+    Deterministic for a given seed."""
+    _z(confidence)  # validates confidence
+    tail = (1 - confidence) / 2
+    ranks = rank_draws(datasets, resamples=resamples, seed=seed)
+    low = np.quantile(ranks, tail, axis=0, method="inverted_cdf")
+    high = np.quantile(ranks, 1 - tail, axis=0, method="inverted_cdf")
+    return [(int(a), int(b)) for a, b in zip(low, high, strict=True)]
+
+
+def rank_draws(datasets: Sequence[Sequence[Sequence[float] | float]], *, resamples: int = RANK_RESAMPLES,
+               seed: int = 0) -> np.ndarray:
+    """The bootstrap behind `rank_intervals`: ranks[r, m] is model m's rank (1 = best) in resample r."""
+    if not datasets:
+        raise ValueError("ranks need at least one dataset")
+    models = len(datasets[0])
+    if models == 0 or any(len(column) != models for column in datasets):
+        raise ValueError("every dataset needs one entry per model")
+    if resamples < 1:
+        raise ValueError("resamples must be at least 1")
+    rng = np.random.default_rng(seed)
+    totals = np.zeros((resamples, models))
+    for column in datasets:
+        by_length: dict[int, list[int]] = {}
+        for m, scores in enumerate(column):
+            if isinstance(scores, (int, float, np.floating, np.integer)):
+                totals[:, m] += float(scores)
+            elif len(scores) == 0:
+                raise ValueError("per-sample scores need at least one sample")
+            else:
+                by_length.setdefault(len(scores), []).append(m)
+        for n, members in by_length.items():
+            matrix = np.asarray([np.asarray(column[m], dtype=float) for m in members])  # models x samples
+            batch = max(1, _BATCH_CELLS // n)
+            for start in range(0, resamples, batch):
+                stop = min(resamples, start + batch)
+                # Counts of each sample in each resample (a multinomial draw is the same as n draws with
+                # replacement): one matrix product gives every model's resampled mean.
+                counts = rng.multinomial(n, np.full(n, 1 / n), size=stop - start)
+                totals[start:stop, members] += counts @ matrix.T / n
+    averages = totals / len(datasets)
+    tie_breaker = rng.random((resamples, models))
+    scale = max(1.0, float(np.abs(averages).max()))
+    difference = averages[:, None, :] - averages[:, :, None]  # [r, m, o]: o's average minus m's
+    tied = np.abs(difference) <= 1e-9 * scale
+    ahead = (difference > 0) & ~tied | tied & (tie_breaker[:, None, :] < tie_breaker[:, :, None])
+    return 1 + ahead.sum(axis=2)  # [r, m]: 1 + the models ahead of m

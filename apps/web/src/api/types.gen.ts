@@ -205,6 +205,12 @@ export type BuiltinGenerationSettings = {
      */
     model_default_max_out_len: number;
     /**
+     * Needs Judge
+     *
+     * OpenCompass scores this config with an LLM judge: an evaluation of it names a judge model (judge_model_id)
+     */
+    needs_judge?: boolean;
+    /**
      * Readable
      *
      * false when the config computes a setting that reading it cannot tell
@@ -374,6 +380,20 @@ export type CompareTable = {
     models: Array<{
         [key: string]: unknown;
     }>;
+    /**
+     * Rank Intervals
+     *
+     * model id -> its 95 % rank range by the average, from a paired bootstrap over each averaged dataset's samples (a score whose per-sample verdicts are not known is held fixed); only models with an average, and only when at least two have one
+     */
+    rank_intervals?: {
+        [key: string]: RankInterval;
+    };
+    /**
+     * Rank Resamples
+     *
+     * bootstrap resamples behind rank_intervals
+     */
+    rank_resamples?: number | null;
 };
 
 /**
@@ -493,8 +513,10 @@ export type DatasetUpdate = {
     name?: string | null;
     /**
      * Scorer
+     *
+     * contains and judge: question-answer datasets only; judge: an evaluation using it names a judge model
      */
-    scorer?: 'exact' | 'contains' | null;
+    scorer?: 'exact' | 'contains' | 'judge' | null;
     visibility?: Visibility | null;
 };
 
@@ -618,6 +640,18 @@ export type EvaluationCreate = {
      */
     dataset_ids?: Array<number>;
     /**
+     * Judge Model Id
+     *
+     * a registered model (any kind) that judges free-form answers: needed when a dataset is scored "judge" or is a built-in config OpenCompass scores with a judge (GET /datasets/builtin/{config}/settings needs_judge)
+     */
+    judge_model_id?: number | null;
+    /**
+     * Judge Prompt Language
+     *
+     * the language of the judge's prompt; auto: the dataset's own (Chinese text gets the Chinese prompt)
+     */
+    judge_prompt_language?: 'auto' | 'en' | 'zh';
+    /**
      * Model Ids
      */
     model_ids: Array<number>;
@@ -626,6 +660,12 @@ export type EvaluationCreate = {
      */
     name?: string;
     params?: EvaluationParams;
+    /**
+     * Scorer
+     *
+     * the scorer of every uploaded question-answer dataset of this evaluation instead of each dataset's own (multiple-choice files keep theirs); unset: each dataset's own
+     */
+    scorer?: 'exact' | 'contains' | 'judge' | null;
     /**
      * private: its owner and administrators; shared: every signed-in user. Default: the server's AIEVAL_DEFAULT_VISIBILITY
      */
@@ -652,6 +692,12 @@ export type EvaluationDetail = {
      * the caller may edit, delete, cancel or retry it
      */
     can_change: boolean;
+    /**
+     * Can Rescore
+     *
+     * POST .../rescore is accepted: it succeeded, so its predictions can be scored again
+     */
+    readonly can_rescore: boolean;
     /**
      * Can Retry
      *
@@ -689,6 +735,12 @@ export type EvaluationDetail = {
      */
     fraction: number | null;
     /**
+     * Headline
+     *
+     * per model, its headline score once scores are stored; empty before
+     */
+    headline?: Array<HeadlineScore>;
+    /**
      * Heartbeat At
      */
     heartbeat_at: string | null;
@@ -696,6 +748,10 @@ export type EvaluationDetail = {
      * Id
      */
     id: number;
+    /**
+     * the model judging free-form answers, if any
+     */
+    judge?: JudgeRead | null;
     /**
      * Log Excerpt
      */
@@ -743,9 +799,21 @@ export type EvaluationDetail = {
      */
     queue: string;
     /**
+     * Rescored From Id
+     *
+     * the finished evaluation whose predictions this one scored again (no inference)
+     */
+    rescored_from_id?: number | null;
+    /**
      * Revision
      */
     revision: number;
+    /**
+     * Scorer
+     *
+     * the scorer of its uploaded question-answer datasets instead of each dataset's own; null: theirs
+     */
+    scorer?: string | null;
     /**
      * Scores
      */
@@ -803,6 +871,43 @@ export type EvaluationParams = {
 };
 
 /**
+ * EvaluationRescore
+ *
+ * Score a finished evaluation's predictions again with another scorer or judge: a new evaluation of the same
+ * models, datasets and parameters that runs no inference.
+ */
+export type EvaluationRescore = {
+    /**
+     * Judge Model Id
+     *
+     * a registered model (any kind) that judges free-form answers: needed when a dataset is scored "judge" or is a built-in config OpenCompass scores with a judge (GET /datasets/builtin/{config}/settings needs_judge)
+     */
+    judge_model_id?: number | null;
+    /**
+     * Judge Prompt Language
+     *
+     * the language of the judge's prompt; auto: the dataset's own (Chinese text gets the Chinese prompt)
+     */
+    judge_prompt_language?: 'auto' | 'en' | 'zh';
+    /**
+     * Name
+     *
+     * default: the source's name + " (re-scored)"
+     */
+    name?: string | null;
+    /**
+     * Scorer
+     *
+     * the scorer of its uploaded question-answer datasets; unset: as the source was scored
+     */
+    scorer?: 'exact' | 'contains' | 'judge' | null;
+    /**
+     * default: the source's visibility
+     */
+    visibility?: Visibility | null;
+};
+
+/**
  * EvaluationStatus
  *
  * Where an evaluation is: waiting (queued), on a worker (running), or finished (succeeded, failed, cancelled,
@@ -854,6 +959,12 @@ export type EvaluationSummary = {
      * Fraction
      */
     fraction: number | null;
+    /**
+     * Headline
+     *
+     * per model, its headline score once scores are stored; empty before
+     */
+    headline?: Array<HeadlineScore>;
     /**
      * Id
      */
@@ -917,6 +1028,87 @@ export type HttpValidationError = {
      * Detail
      */
     detail?: Array<ValidationError>;
+};
+
+/**
+ * HeadlineScore
+ *
+ * What a list row says about a finished evaluation's results, per model: its score on its only dataset, or
+ * its average over its datasets (each dataset by the metric compare uses for it).
+ */
+export type HeadlineScore = {
+    /**
+     * Ci High
+     */
+    ci_high?: number | null;
+    /**
+     * Ci Low
+     *
+     * 95 % interval, one dataset only
+     */
+    ci_low?: number | null;
+    /**
+     * Correct
+     *
+     * right answers, one dataset scored by accuracy
+     */
+    correct?: number | null;
+    /**
+     * Dataset
+     *
+     * the dataset, when there is one
+     */
+    dataset?: string | null;
+    /**
+     * Datasets
+     *
+     * how many datasets the value is over (1: the score itself, else their average)
+     */
+    datasets: number;
+    /**
+     * Metric
+     *
+     * the metric, when there is one dataset
+     */
+    metric?: string | null;
+    /**
+     * Model
+     */
+    model: string;
+    /**
+     * Model Id
+     */
+    model_id: number | null;
+    /**
+     * N
+     *
+     * samples scored (summed over the datasets); null when not known
+     */
+    n?: number | null;
+    /**
+     * Value
+     */
+    value: number;
+};
+
+/**
+ * JudgeRead
+ */
+export type JudgeRead = {
+    /**
+     * Model
+     *
+     * the judge model's name
+     */
+    model: string;
+    /**
+     * Model Id
+     */
+    model_id: number;
+    /**
+     * Prompt Language
+     */
+    prompt_language: string;
 };
 
 /**
@@ -1482,6 +1674,23 @@ export type PasswordChange = {
 };
 
 /**
+ * RankInterval
+ *
+ * A model's plausible places on the leaderboard: 95 % of bootstrap resamples of the samples put it between
+ * `low` and `high` (1 = first). Two models whose ranges overlap are not reliably ordered.
+ */
+export type RankInterval = {
+    /**
+     * High
+     */
+    high: number;
+    /**
+     * Low
+     */
+    low: number;
+};
+
+/**
  * RegistrationRequest
  */
 export type RegistrationRequest = {
@@ -1507,6 +1716,12 @@ export type RegistrationRequest = {
  * SampleRead
  */
 export type SampleRead = {
+    /**
+     * Completion Tokens
+     *
+     * as the endpoint's usage counted them
+     */
+    completion_tokens?: number | null;
     /**
      * Correct
      *
@@ -1534,6 +1749,24 @@ export type SampleRead = {
      */
     index: number;
     /**
+     * Judge Rationale
+     *
+     * the judge's reasoning for its verdict
+     */
+    judge_rationale?: string | null;
+    /**
+     * Judge Verdict
+     *
+     * the judge's verdict as it gave it (LLM-as-judge)
+     */
+    judge_verdict?: string | null;
+    /**
+     * Latency S
+     *
+     * seconds from request to the whole answer (the successful attempt)
+     */
+    latency_s?: number | null;
+    /**
      * Model
      */
     model: string;
@@ -1546,11 +1779,29 @@ export type SampleRead = {
      */
     prompt: unknown;
     /**
+     * Prompt Tokens
+     *
+     * as the endpoint's usage counted them
+     */
+    prompt_tokens?: number | null;
+    /**
+     * Retries
+     *
+     * requests repeated before the answer came
+     */
+    retries?: number | null;
+    /**
      * Scorer
      *
-     * what gave the verdict, as on the pair's scores: exact or contains, else the OpenCompass evaluator class
+     * what gave the verdict, as on the pair's scores: exact or contains, judge:<judge model>, else the OpenCompass evaluator class
      */
     scorer?: string | null;
+    /**
+     * Ttft S
+     *
+     * time to first token; null: not measured
+     */
+    ttft_s?: number | null;
 };
 
 /**
@@ -1584,6 +1835,20 @@ export type ScoreRead = {
      */
     dataset_id: number | null;
     /**
+     * Fingerprint
+     *
+     * what the score's comparability rests on, as a short hash of fingerprint_parts: two scores with the same fingerprint are compared
+     */
+    fingerprint?: string | null;
+    /**
+     * Fingerprint Parts
+     *
+     * the settings the fingerprint covers: data (content hash), config (built-in config name), prompt (hash of the resolved dataset config), limit, scorer, max_out_len (override; null: the dataset's own), opencompass (version), and the judge when one scored; null parts are not set or not known
+     */
+    fingerprint_parts?: {
+        [key: string]: unknown;
+    } | null;
+    /**
      * Metric
      */
     metric: string;
@@ -1608,9 +1873,78 @@ export type ScoreRead = {
      */
     scorer?: string | null;
     /**
+     * latency and tokens per answer of this model on this dataset; null when not recorded (local models)
+     */
+    speed?: SpeedSummary | null;
+    /**
      * Value
      */
     value: number;
+};
+
+/**
+ * SpeedSummary
+ *
+ * Latency and tokens per answer of one result (model x dataset) of an endpoint model, from the per-sample records
+ * (aieval_engine.sample_metrics). Not recorded for local models, which generate a batch at a time.
+ */
+export type SpeedSummary = {
+    /**
+     * Completion Tokens Mean
+     *
+     * tokens per answer, from the usage
+     */
+    completion_tokens_mean?: number | null;
+    /**
+     * Latency Mean S
+     */
+    latency_mean_s?: number | null;
+    /**
+     * Latency P50 S
+     *
+     * median seconds from request to the whole answer
+     */
+    latency_p50_s: number | null;
+    /**
+     * Latency P95 S
+     *
+     * 95th percentile of the same (numpy's linear interpolation)
+     */
+    latency_p95_s: number | null;
+    /**
+     * Prompt Tokens Mean
+     *
+     * as the endpoint counted them (its usage); null when it sent none
+     */
+    prompt_tokens_mean?: number | null;
+    /**
+     * Retries
+     *
+     * requests repeated before an answer came
+     */
+    retries?: number;
+    /**
+     * Samples
+     *
+     * samples with a record
+     */
+    samples: number;
+    /**
+     * Total Tokens
+     *
+     * prompt + completion tokens of every sample; null unless every sample's usage was sent
+     */
+    total_tokens?: number | null;
+    /**
+     * Ttft P50 S
+     *
+     * time to first token; null: not measured (the requests do not stream)
+     */
+    ttft_p50_s?: number | null;
+    /**
+     * Ttft P95 S
+     */
+    ttft_p95_s?: number | null;
 };
 
 /**
@@ -1637,6 +1971,32 @@ export type SsoState = {
      * where the browser goes to sign in (add ?next=/path to come back to that page); null when single sign-on is off
      */
     login_url: string | null;
+};
+
+/**
+ * SuggestedComparison
+ *
+ * The comparison the compare page opens with when nothing is chosen (GET /compare/suggested).
+ */
+export type SuggestedComparison = {
+    /**
+     * Dataset Ids
+     *
+     * datasets every suggested model has with the same fingerprint
+     */
+    dataset_ids: Array<number>;
+    /**
+     * Evaluation Ids
+     *
+     * per model (same order) its newest evaluation compared
+     */
+    evaluation_ids: Array<number>;
+    /**
+     * Model Ids
+     *
+     * at most 4 models, newest results first; one model when no two are comparable anywhere; empty when no finished scores are readable
+     */
+    model_ids: Array<number>;
 };
 
 /**
@@ -1961,6 +2321,12 @@ export type EvaluationDetailWritable = {
      */
     fraction: number | null;
     /**
+     * Headline
+     *
+     * per model, its headline score once scores are stored; empty before
+     */
+    headline?: Array<HeadlineScore>;
+    /**
      * Heartbeat At
      */
     heartbeat_at: string | null;
@@ -1968,6 +2334,10 @@ export type EvaluationDetailWritable = {
      * Id
      */
     id: number;
+    /**
+     * the model judging free-form answers, if any
+     */
+    judge?: JudgeRead | null;
     /**
      * Log Excerpt
      */
@@ -2015,9 +2385,21 @@ export type EvaluationDetailWritable = {
      */
     queue: string;
     /**
+     * Rescored From Id
+     *
+     * the finished evaluation whose predictions this one scored again (no inference)
+     */
+    rescored_from_id?: number | null;
+    /**
      * Revision
      */
     revision: number;
+    /**
+     * Scorer
+     *
+     * the scorer of its uploaded question-answer datasets instead of each dataset's own; null: theirs
+     */
+    scorer?: string | null;
     /**
      * Scores
      */
@@ -2072,6 +2454,12 @@ export type EvaluationSummaryWritable = {
      * Fraction
      */
     fraction: number | null;
+    /**
+     * Headline
+     *
+     * per model, its headline score once scores are stored; empty before
+     */
+    headline?: Array<HeadlineScore>;
     /**
      * Id
      */
@@ -2528,6 +2916,22 @@ export type CompareModelsApiV1CompareGetResponses = {
 };
 
 export type CompareModelsApiV1CompareGetResponse = CompareModelsApiV1CompareGetResponses[keyof CompareModelsApiV1CompareGetResponses];
+
+export type SuggestedComparisonApiV1CompareSuggestedGetData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/v1/compare/suggested';
+};
+
+export type SuggestedComparisonApiV1CompareSuggestedGetResponses = {
+    /**
+     * Successful Response
+     */
+    200: SuggestedComparison;
+};
+
+export type SuggestedComparisonApiV1CompareSuggestedGetResponse = SuggestedComparisonApiV1CompareSuggestedGetResponses[keyof SuggestedComparisonApiV1CompareSuggestedGetResponses];
 
 export type ListDatasetsApiV1DatasetsGetData = {
     body?: never;
@@ -3171,6 +3575,36 @@ export type RerunEvaluationApiV1EvaluationsEvaluationIdRerunPostResponses = {
 
 export type RerunEvaluationApiV1EvaluationsEvaluationIdRerunPostResponse = RerunEvaluationApiV1EvaluationsEvaluationIdRerunPostResponses[keyof RerunEvaluationApiV1EvaluationsEvaluationIdRerunPostResponses];
 
+export type RescoreEvaluationApiV1EvaluationsEvaluationIdRescorePostData = {
+    body: EvaluationRescore;
+    path: {
+        /**
+         * Evaluation Id
+         */
+        evaluation_id: number;
+    };
+    query?: never;
+    url: '/api/v1/evaluations/{evaluation_id}/rescore';
+};
+
+export type RescoreEvaluationApiV1EvaluationsEvaluationIdRescorePostErrors = {
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type RescoreEvaluationApiV1EvaluationsEvaluationIdRescorePostError = RescoreEvaluationApiV1EvaluationsEvaluationIdRescorePostErrors[keyof RescoreEvaluationApiV1EvaluationsEvaluationIdRescorePostErrors];
+
+export type RescoreEvaluationApiV1EvaluationsEvaluationIdRescorePostResponses = {
+    /**
+     * Successful Response
+     */
+    201: EvaluationDetail;
+};
+
+export type RescoreEvaluationApiV1EvaluationsEvaluationIdRescorePostResponse = RescoreEvaluationApiV1EvaluationsEvaluationIdRescorePostResponses[keyof RescoreEvaluationApiV1EvaluationsEvaluationIdRescorePostResponses];
+
 export type EvaluationResultsApiV1EvaluationsEvaluationIdResultsGetData = {
     body?: never;
     path: {
@@ -3696,6 +4130,58 @@ export type PairedSamplesApiV1PairedSamplesGetResponses = {
 };
 
 export type PairedSamplesApiV1PairedSamplesGetResponse = PairedSamplesApiV1PairedSamplesGetResponses[keyof PairedSamplesApiV1PairedSamplesGetResponses];
+
+export type ExportPairedSamplesApiV1PairedSamplesExportGetData = {
+    body?: never;
+    path?: never;
+    query: {
+        /**
+         * A
+         */
+        a: number;
+        /**
+         * B
+         */
+        b: number;
+        /**
+         * Dataset
+         */
+        dataset: string;
+        /**
+         * Flip
+         */
+        flip?: 'a_only' | 'b_only' | 'both' | 'neither' | 'changed' | null;
+        /**
+         * Model A
+         */
+        model_a?: string | null;
+        /**
+         * Model B
+         */
+        model_b?: string | null;
+        /**
+         * Format
+         */
+        format?: 'csv' | 'jsonl';
+    };
+    url: '/api/v1/paired/samples/export';
+};
+
+export type ExportPairedSamplesApiV1PairedSamplesExportGetErrors = {
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type ExportPairedSamplesApiV1PairedSamplesExportGetError = ExportPairedSamplesApiV1PairedSamplesExportGetErrors[keyof ExportPairedSamplesApiV1PairedSamplesExportGetErrors];
+
+export type ExportPairedSamplesApiV1PairedSamplesExportGetResponses = {
+    /**
+     * one row per compared sample, streamed
+     */
+    200: unknown;
+};
 
 export type ListTokensApiV1TokensGetData = {
     body?: never;

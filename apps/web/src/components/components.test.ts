@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import ErrorAlert from '@/components/ErrorAlert.vue'
 import EvaluationProgress from '@/components/EvaluationProgress.vue'
+import HeadlineScores from '@/components/HeadlineScores.vue'
 import StatusTag from '@/components/StatusTag.vue'
 import { mountApp } from '@/test/mountApp'
 
@@ -31,5 +32,20 @@ describe('ErrorAlert', () => {
     const alert = mountApp(ErrorAlert, { message: 'bad file', problems: ['line 2: x', 'line 3: y'] })
     expect(alert.find('[role=alert]').text()).toContain('bad file')
     expect(alert.findAll('li').map((li) => li.text())).toEqual(['line 2: x', 'line 3: y'])
+  })
+})
+
+describe('HeadlineScores', () => {
+  it('shows each model\'s headline with its n, the model named when there are several, in Chinese too', () => {
+    const scores = [
+      { model_id: 1, model: 'a-very-long-checkpoint-name-step-12000', value: 62.5, datasets: 1, dataset: 'qa', metric: 'accuracy', n: 8, correct: 5, ci_low: 30.57, ci_high: 86.32 },
+      { model_id: 2, model: 'b', value: 45.25, datasets: 3, n: null },
+    ]
+    const wrapper = mountApp(HeadlineScores, { scores, showModel: true }, 'zh')
+    expect(wrapper.findAll('[data-test=headline]').map((line) => line.text())).toEqual([
+      'a-very-long-checkpoint-name-step-1200062.5 % ± 27.9n = 8', 'b3 个数据集平均 45.25'])
+    const alone = mountApp(HeadlineScores, { scores: scores.slice(0, 1) }, 'en')
+    expect(alone.find('[data-test=headline]').text()).toBe('62.5 % ± 27.9n = 8')
+    expect(alone.find('[data-test=headline]').attributes('title')).toBe('a-very-long-checkpoint-name-step-12000 · qa · accuracy')
   })
 })

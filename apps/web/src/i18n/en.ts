@@ -72,11 +72,27 @@ export default {
     started: 'Started', finished: 'Finished', queue: 'Queue', extracted: 'Extracted',
   },
   // Issue 10, results pages: per-sample export, extracted answer and scorer inline, run again, cancelled runs.
+  speed: {
+    title: 'Speed', latency: 'Latency', tokensPerAnswer: '{n} tokens/answer', tokensInOut: '{prompt} → {completion} tokens',
+    tokens: '{n} tokens', retries: 'retried {n}×', notRecorded: 'not recorded',
+    notRecordedHint: 'Latency and tokens are recorded for endpoint models only: not for local models, nor for runs from before they were recorded',
+  },
   samples2: {
     extracted: 'Extracted:', scorer: 'Scorer', answer: 'Answer', goldShort: 'Gold:', export: 'Export samples',
     jsonLines: 'JSON lines', rerun: 'Run again', rerunHint: 'Start a new evaluation of your own with the same models, datasets and parameters',
     rerunStarted: 'Started "{name}"',
     cancelledBody: 'This evaluation was stopped on request. The predictions made before that are kept: Retry continues from them, Run again starts afresh.',
+  },
+  // Issue 10, scoring free-form answers: an LLM judge, re-scoring a finished evaluation without inference.
+  judge: {
+    model: 'Judge model', modelHint: 'Any registered model can judge: it reads each question, the reference and the answer, and says right or wrong with its reasons.',
+    neededFor: 'Scored by an LLM judge: {datasets}', choose: 'Choose a judge model', language: 'Judge prompt language',
+    languageAuto: 'As the dataset (Chinese questions get the Chinese prompt)', languageEn: 'English', languageZh: 'Chinese',
+    verdict: 'Judge verdict', rationale: 'Judge rationale', showRationale: 'Why?', hideRationale: 'Hide',
+    rescore: 'Re-score', rescoreHint: 'Score these predictions again with another scorer or judge, without running the models again',
+    rescoreTitle: 'Re-score "{name}"', rescoreBody: 'A new evaluation of your own scores the predictions of this one again. The models are not called again; only the judge is, for answers it has not judged before.',
+    scorer: 'Scorer for question-answer files', scorerKeep: 'As before', rescoreStart: 'Re-score', rescoreStarted: 'Started "{name}"',
+    rescoredFrom: 'Re-scored from #{id}', judgedBy: 'Judged by {model}', nothingChosen: 'Choose a scorer or a judge model',
   },
   models: {
     title: 'Models', add: 'Register model', editTitle: 'Edit model', kindOpenai: 'OpenAI-compatible API',
@@ -92,7 +108,7 @@ export default {
     dropHint: 'Click or drop a {extensions} file (MCQ: question, A, B, C, D, answer; QA: question, answer)',
     dropHintAny: 'Click or drop a dataset file (MCQ: question, A, B, C, D, answer; QA: question, answer)',
     dataType: 'Type', detect: 'Detect from columns', scorer: 'Scorer', scorerExact: 'Exact match',
-    scorerContains: 'Answer contained in prediction', inferMethod: 'Inference', preview: 'Preview',
+    scorerContains: 'Answer contained in prediction', scorerJudge: 'LLM judge', inferMethod: 'Inference', preview: 'Preview',
     uploadOk: 'Uploaded "{name}"', uploadExisting: 'Same file already uploaded as "{name}"',
     previewOf: 'First {shown} of {total} rows', fileProblems: 'The file cannot be used', columns: 'Columns',
     register: 'Register', missing: 'Missing', folder: 'Folder', sendUpload: 'Upload', detected: 'Detected: {type}',
@@ -150,16 +166,24 @@ export default {
       limit: 'limit', scorer: 'scorer', max_out_len: 'max output length', data: 'data', config: 'config',
       prompt: 'prompt', opencompass: 'OpenCompass',
     },
-    unset: { limit: 'all', max_out_len: "dataset's own", unknown: 'unknown' },
+    unset: { limit: 'all', max_out_len: "dataset's own", unknown: 'unknown', config: 'none (an uploaded file)' },
     averageNote: 'Average over {n} dataset every model has with the same settings: {names}. | Average over {n} datasets every model has with the same settings: {names}.',
     noAverage: 'No dataset is held by every model with the same settings, so there is no average. Choose fewer models or datasets, or run them with the same settings.',
     notInAverage: 'Not in the average: not every model has it with the same settings',
     errorBar: '95 % confidence interval',
+    fingerprint: 'Comparability fingerprint', notRecorded: 'not recorded (stored before it was)',
   },
   compare: {
     title: 'Compare models', leaderboardTitle: 'Leaderboard', pickModels: 'Models to compare', pickDatasets: 'Datasets (empty: all shared)',
     average: 'Average', rank: 'Rank', noData: 'No finished scores for this selection yet.', fromEvaluation: 'from evaluation #{id}',
     sharedOnly: 'Only datasets every model has', allDatasets: 'Datasets (empty: all)', metric: 'Metric',
+    rankHint: 'The range of places the model takes in 95 % of {n} bootstrap resamples of the samples behind the averages.',
+    rankOverlap: 'Not clearly ordered (their rank ranges overlap): {names}.',
+    rankSettled: 'Every rank range is a single place: the order is settled by the samples.',
+    suggested: 'Showing the latest comparable evaluations of {n} model. | Showing the latest comparable evaluations of {n} models.',
+  },
+  headline: {
+    column: 'Scores', average: 'avg {value} over {n} datasets', averageTitle: '{model}: average over its {n} datasets',
   },
   // Issue 10: two evaluations compared on the same samples (views/PairedView.vue).
   paired: {

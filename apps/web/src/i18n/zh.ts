@@ -66,11 +66,27 @@ const zh: typeof en = {
     started: '开始时间', finished: '结束时间', queue: '队列', extracted: '提取的答案',
   },
   // 问题 10，结果页：逐样本导出、行内显示提取的答案与评分方式、再次运行、已取消的评测。
+  speed: {
+    title: '速度', latency: '延迟', tokensPerAnswer: '每个回答 {n} tokens', tokensInOut: '{prompt} → {completion} tokens',
+    tokens: '{n} tokens', retries: '重试 {n} 次', notRecorded: '未记录',
+    notRecordedHint: '只为接口模型记录延迟和 token：本地模型不记录，记录此项之前的运行也没有',
+  },
   samples2: {
     extracted: '提取：', scorer: '评分方式', answer: '答案', goldShort: '标准：', export: '导出样本',
     jsonLines: 'JSON Lines', rerun: '再次运行', rerunHint: '以相同的模型、数据集和参数新建一个属于你的评测',
     rerunStarted: '已开始“{name}”',
     cancelledBody: '该评测已按请求停止。停止前已完成的预测会保留：“重试”从这些预测继续，“再次运行”从头开始。',
+  },
+  // 问题 10，自由作答的评分：大模型评判（LLM-as-judge），不重新推理即可对已完成的评测重新评分。
+  judge: {
+    model: '评判模型', modelHint: '任何已注册的模型都可以担任评判：它阅读每道题、参考答案和回答，判断对错并给出理由。',
+    neededFor: '由大模型评判打分：{datasets}', choose: '选择评判模型', language: '评判提示词语言',
+    languageAuto: '跟随数据集（中文题目使用中文提示词）', languageEn: '英文', languageZh: '中文',
+    verdict: '评判结论', rationale: '评判理由', showRationale: '理由', hideRationale: '收起',
+    rescore: '重新评分', rescoreHint: '用其他评分方式或评判模型对这些预测重新评分，不再调用被评测的模型',
+    rescoreTitle: '重新评分“{name}”', rescoreBody: '将新建一个属于你的评测，对本评测的预测重新评分。不会再次调用被评测的模型；只有评判模型会被调用，且只评判它以前没有评判过的回答。',
+    scorer: '问答数据集的评分方式', scorerKeep: '保持不变', rescoreStart: '重新评分', rescoreStarted: '已开始“{name}”',
+    rescoredFrom: '由 #{id} 重新评分', judgedBy: '评判模型：{model}', nothingChosen: '请选择评分方式或评判模型',
   },
   models: {
     title: '模型', add: '注册模型', editTitle: '编辑模型', kindOpenai: 'OpenAI 兼容接口', kindDify: 'Dify 对话应用',
@@ -84,7 +100,7 @@ const zh: typeof en = {
     title: '数据集', upload: '上传数据集', custom: '自定义与已注册', builtin: '内置数据集目录',
     dropHint: '点击或拖入 {extensions} 文件（选择题：question, A, B, C, D, answer；问答：question, answer）',
     dropHintAny: '点击或拖入数据集文件（选择题：question, A, B, C, D, answer；问答：question, answer）',
-    dataType: '题型', detect: '根据列自动识别', scorer: '评分方式', scorerExact: '完全匹配', scorerContains: '预测包含答案',
+    dataType: '题型', detect: '根据列自动识别', scorer: '评分方式', scorerExact: '完全匹配', scorerContains: '预测包含答案', scorerJudge: '大模型评判',
     inferMethod: '推理方式', preview: '预览', uploadOk: '已上传“{name}”',
     uploadExisting: '相同文件已上传为“{name}”', previewOf: '前 {shown} 行，共 {total} 行', fileProblems: '文件无法使用',
     columns: '列', register: '注册', missing: '缺少', folder: '目录', sendUpload: '上传', detected: '识别为：{type}',
@@ -139,16 +155,24 @@ const zh: typeof en = {
       limit: '样本上限', scorer: '评分方式', max_out_len: '最大输出长度', data: '数据', config: '配置',
       prompt: '提示词', opencompass: 'OpenCompass 版本',
     },
-    unset: { limit: '全部', max_out_len: '数据集自带', unknown: '未知' },
+    unset: { limit: '全部', max_out_len: '数据集自带', unknown: '未知', config: '无（上传的文件）' },
     averageNote: '平均分只计 {n} 个所有模型以相同设置评测过的数据集：{names}。',
     noAverage: '没有哪个数据集是所有模型以相同设置评测过的，因此不计算平均分。请减少模型或数据集，或以相同设置重新评测。',
     notInAverage: '不计入平均分：并非所有模型都以相同设置评测了它',
     errorBar: '95% 置信区间',
+    fingerprint: '可比性指纹', notRecorded: '未记录（早于记录功能）',
   },
   compare: {
     title: '模型对比', leaderboardTitle: '排行榜', pickModels: '要对比的模型', pickDatasets: '数据集（留空：所有共同数据集）',
     average: '平均分', rank: '排名', noData: '所选范围内还没有完成的得分。', fromEvaluation: '来自评测 #{id}',
     sharedOnly: '只看所有模型都有的数据集', allDatasets: '数据集（留空：全部）', metric: '指标',
+    rankHint: '在对平均分所依据的样本做 {n} 次 bootstrap 重抽样时，模型 95% 情况下所处的名次范围。',
+    rankOverlap: '以下模型名次区间重叠，无法确定先后：{names}。',
+    rankSettled: '每个模型的名次区间都只有一个名次：样本足以确定先后。',
+    suggested: '已显示 {n} 个模型最近的可比评测。',
+  },
+  headline: {
+    column: '得分', average: '{n} 个数据集平均 {value}', averageTitle: '{model}：其 {n} 个数据集的平均分',
   },
   // 问题 10：两个评测在相同样本上的配对比较（views/PairedView.vue）。
   paired: {

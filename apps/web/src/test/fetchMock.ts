@@ -51,6 +51,8 @@ export function summary(id: number, overrides: Partial<EvaluationSummary> = {}):
 export function detail(id: number, overrides: Partial<EvaluationDetail> = {}): EvaluationDetail {
   return {
     ...summary(id, overrides.status ? { status: overrides.status } : {}), params: {}, attempts: 0, worker: null, heartbeat_at: null, cancel_requested: false, progress: null,
-    duration_s: null, log_excerpt: null, manifest: null, pairs: null, scores: [], ...overrides,
+    duration_s: null, log_excerpt: null, manifest: null, pairs: null, scores: [],
+    can_rescore: overrides.status === 'succeeded', // the server: only a succeeded evaluation's predictions are all there
+    ...overrides,
   }
 }

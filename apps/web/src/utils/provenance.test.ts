@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { createAppI18n } from '@/i18n'
-import { differenceText, formatBasis, formatScoreLabel, formatValue, formatWithInterval, halfInterval, isShare } from './provenance'
+import { differenceText, fingerprintLines, formatBasis, formatScoreLabel, formatValue, formatWithInterval, halfInterval, isShare } from './provenance'
 
 // 5 of 8 right: Wilson 95 % interval 30.57..86.32 (services/statistics.py, checked against statsmodels there).
 const fiveOfEight = { value: 62.5, n: 8, correct: 5, ci_low: 30.5745, ci_high: 86.3221, scorer: 'contains' }
@@ -39,5 +39,24 @@ describe('what a score rests on', () => {
     const i18n = createAppI18n('en')
     expect(i18n.global.t('provenance.averageNote', { n: 1, names: 'qa' }, 1)).toBe('Average over 1 dataset every model has with the same settings: qa.')
     expect(i18n.global.t('provenance.averageNote', { n: 2, names: 'qa, mcq' }, 2)).toBe('Average over 2 datasets every model has with the same settings: qa, mcq.')
+  })
+})
+
+describe('fingerprint lines', () => {
+  const t = (key: string, values?: Record<string, unknown>) => (values ? `${key}:${JSON.stringify(values)}` : key)
+
+  it('lists the parts in the order people check them, unset ones by what they mean, later parts after', () => {
+    const parts = { opencompass: '0.5.4', data: 'ab12', prompt: 'cd34', config: null, limit: null, scorer: 'contains', max_out_len: 64, judge: { model: 'j' } }
+    expect(fingerprintLines(parts, t).map((l) => [l.part, l.label, l.value])).toEqual([
+      ['limit', 'provenance.parts.limit', 'provenance.unset.limit'],
+      ['scorer', 'provenance.parts.scorer', 'contains'],
+      ['max_out_len', 'provenance.parts.max_out_len', '64'],
+      ['data', 'provenance.parts.data', 'ab12'],
+      ['config', 'provenance.parts.config', 'provenance.unset.config'],
+      ['prompt', 'provenance.parts.prompt', 'cd34'],
+      ['opencompass', 'provenance.parts.opencompass', '0.5.4'],
+      ['judge', 'judge', '{"model":"j"}'],
+    ])
+    expect(fingerprintLines(null, t)).toEqual([])
   })
 })

@@ -53,7 +53,7 @@ export function formatScoreLabel(score: ScoreBasis): string {
 }
 
 type Translate = (key: string, values?: Record<string, unknown>) => string
-const UNSET_MEANS: Record<string, string> = { limit: 'provenance.unset.limit', max_out_len: 'provenance.unset.max_out_len' }
+const UNSET_MEANS: Record<string, string> = { limit: 'provenance.unset.limit', max_out_len: 'provenance.unset.max_out_len', config: 'provenance.unset.config' }
 const KNOWN_PARTS = ['limit', 'scorer', 'max_out_len', 'data', 'config', 'prompt', 'opencompass']
 
 function shownSetting(part: string, value: string | number | null | undefined, t: Translate): string {
@@ -69,5 +69,23 @@ export function differenceText(difference: FingerprintDifference, t: Translate):
     part: label,
     value: shownSetting(difference.part, difference.value, t),
     reference: shownSetting(difference.part, difference.reference, t),
+  })
+}
+
+export interface FingerprintLine { part: string; label: string; value: string }
+
+/** What a score's comparability rests on, one line per fingerprint part in the order people check them ("limit:
+ *  all", "scorer: contains", "data: 3f9a…"); parts recorded later (a judge) after those. Empty when not recorded. */
+export function fingerprintLines(parts: Record<string, unknown> | null | undefined, t: Translate): FingerprintLine[] {
+  if (!parts) return []
+  const order = [...KNOWN_PARTS.filter((p) => p in parts), ...Object.keys(parts).filter((p) => !KNOWN_PARTS.includes(p)).sort()]
+  return order.map((part) => {
+    const raw = parts[part]
+    const shown = raw != null && typeof raw === 'object' ? JSON.stringify(raw) : raw as string | number | null | undefined
+    return {
+      part,
+      label: KNOWN_PARTS.includes(part) ? t(`provenance.parts.${part}`) : part,
+      value: shownSetting(part, shown, t),
+    }
   })
 }

@@ -77,10 +77,22 @@ describe('CompareView', () => {
     expect(note.find('[data-test=average-note]').text()).toBe('平均分只计 1 个所有模型以相同设置评测过的数据集：phrases。')
   })
 
-  it('links two chosen models to their sample-by-sample comparison where both results are comparable', async () => {
-    mockApi({
-      'GET /api/v1/models': () => ({ json: [{ id: 1, name: 'alpha' }, { id: 2, name: 'beta' }] }),
+  it("shows each model's plausible rank range and names the models it cannot order", async () => {
+    const ranked = { ...BOARD, rank_resamples: 1000, rank_intervals: { 1: { low: 1, high: 2 }, 2: { low: 1, high: 2 } } }
+    const wrapper = await openLeaderboard(ranked)
+    expect(wrapper.findAll('[data-test=rank-range]').map((cell) => cell.text())).toEqual(['1–2', '1–2'])
+    expect(wrapper.find('[data-test=rank-note]').text()).toBe('Not clearly ordered (their rank ranges overlap): alpha, beta.')
+    wrapper.unmount()
+    const settled = await openLeaderboard({ ...ranked, rank_intervals: { 1: { low: 1, high: 1 }, 2: { low: 2, high: 2 } } }, 'zh')
+    expect(settled.findAll('[data-test=rank-range]').map((cell) => cell.text())).toEqual(['1', '2'])
+    expect(settled.find('[data-test=rank-note]').text()).toBe('每个模型的名次区间都只有一个名次：样本足以确定先后。')
+  })
+
+  it("opens with the server's suggestion and links two models to their sample-by-sample comparison", async () => {
+    const calls = mockApi({
+      'GET /api/v1/models': () => ({ json: [{ id: 1, name: 'alpha' }, { id: 2, name: 'beta' }, { id: 3, name: 'never ran' }] }),
       'GET /api/v1/datasets': () => ({ json: [] }),
+      'GET /api/v1/compare/suggested': () => ({ json: { model_ids: [2, 1], evaluation_ids: [8, 7], dataset_ids: [11] } }),
       'GET /api/v1/compare': () => ({ json: BOARD }),
     })
     const router = createAppRouter('/')
@@ -92,5 +104,9 @@ describe('CompareView', () => {
     // colours: alpha's result has other settings (limit 6), so only phrases can be paired
     expect(links.map((link) => link.text())).toEqual(['Sample by sample on phrases →'])
     expect(links[0].attributes('href')).toBe('/compare/paired?a=7&b=8&model_a=alpha&model_b=beta')
+    // The suggested models were asked for (not the registry's first ones), and the page says why these.
+    const asked = calls.filter((c) => c.url.pathname === '/api/v1/compare')
+    expect(asked.map((c) => c.url.searchParams.getAll('model_ids'))).toEqual([['2', '1']])
+    expect(wrapper.find('[data-test=suggested-note]').text()).toBe('Showing the latest comparable evaluations of 2 models.')
   })
 })

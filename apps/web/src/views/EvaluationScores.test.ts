@@ -2,7 +2,7 @@
 // `n = 8 · contains`, and shows only what is known for a score stored before that was recorded.
 import { flushPromises } from '@vue/test-utils'
 import { createPinia, setActivePinia, type Pinia } from 'pinia'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { createAppRouter } from '@/router'
 import { useSessionStore } from '@/stores/session'
 import { detail, mockApi } from '@/test/fetchMock'
@@ -26,7 +26,8 @@ describe('score table on the evaluation page', () => {
       status: 'succeeded',
       scores: [
         { model_id: 1, model: 'demo', dataset_id: 2, dataset: 'colours', metric: 'accuracy', value: 62.5, n: 8, correct: 5,
-          scorer: 'contains', ci_low: 30.57, ci_high: 86.32 },
+          scorer: 'contains', ci_low: 30.57, ci_high: 86.32, fingerprint: '0123456789abcdef',
+          fingerprint_parts: { data: 'ab'.repeat(8), config: null, prompt: 'cd'.repeat(8), limit: 8, scorer: 'contains', max_out_len: null, opencompass: '0.5.4' } },
         { model_id: 1, model: 'demo', dataset_id: 3, dataset: 'old', metric: 'accuracy', value: 50, n: null, correct: null,
           scorer: null, ci_low: null, ci_high: null },
       ],
@@ -42,7 +43,15 @@ describe('score table on the evaluation page', () => {
     const wrapper = mountApp(EvaluationDetailView, { id: 5 }, 'zh', { pinia, plugins: [router] })
     await settle()
     const values = wrapper.findAll('[data-test=score-value]').map((cell) => cell.text())
-    expect(values).toEqual(['62.5 % ± 27.9n = 8 · contains', '50'])
+    expect(values).toEqual(['62.5 % ± 27.9n = 8 · containsⓘ', '50ⓘ'])
     expect(wrapper.text()).toContain('± 为 95% 置信区间宽度的一半')
+    // What the score's comparability rests on, behind the ⓘ; a score stored before fingerprints says so.
+    const [recorded, old] = wrapper.findAll('[data-test=score-fingerprint]')
+    recorded.element.dispatchEvent(new MouseEvent('mouseenter'))
+    await vi.waitFor(() => expect(document.body.querySelector('[data-test=score-fingerprint-parts]')?.textContent).toBe(
+      '可比性指纹: 0123456789abcdef样本上限: 8评分方式: contains最大输出长度: 数据集自带数据: abababababababab配置: 无（上传的文件）提示词: cdcdcdcdcdcdcdcdOpenCompass 版本: 0.5.4'))
+    recorded.element.dispatchEvent(new MouseEvent('mouseleave'))
+    old.element.dispatchEvent(new MouseEvent('mouseenter'))
+    await vi.waitFor(() => expect(document.body.textContent).toContain('可比性指纹: 未记录（早于记录功能）'))
   })
 })

@@ -3,7 +3,7 @@
 // samples side by side, filtered by who got them right; the evaluation page leads there.
 import { flushPromises } from '@vue/test-utils'
 import { createPinia, setActivePinia } from 'pinia'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import type { PairedComparison, PairedSampleRead } from '@/api/types.gen'
 import { createAppRouter } from '@/router'
 import { useSessionStore } from '@/stores/session'
@@ -54,6 +54,10 @@ async function open(path: string, locale: 'en' | 'zh' = 'en') {
     'GET /api/v1/evaluations': () => ({ json: { items: [summary(5, { status: 'succeeded', name: 'nightly' }),
       summary(6, { status: 'succeeded', name: 'candidate' })], total: 2, page: 1, page_size: 50 } }),
     'GET /api/v1/paired': () => ({ json: COMPARISON }),
+    'GET /api/v1/paired/samples/export': (request: Recorded) => ({
+      text: 'dataset,index\n', headers: { 'content-disposition':
+        `attachment; filename="paired-5-6-samples.${request.url.searchParams.get('format')}"` },
+    }),
     'GET /api/v1/paired/samples': (request: Recorded) => {
       const flip = request.url.searchParams.get('flip')
       const items = flip === 'a_only' ? [sample(1, true, false), sample(4, true, false)]
@@ -116,6 +120,26 @@ describe('PairedView', () => {
     await wrapper.find('[data-test=paired-flip-all] input').setValue(true)
     await settle()
     expect(requests(calls, '/api/v1/paired/samples').at(-1)).not.toHaveProperty('flip')
+  })
+
+  it('exports the samples it is filtered to, both answers per row, as CSV or JSON lines', async () => {
+    const { wrapper, calls } = await open('/compare/paired?a=5&b=6')
+    const saved: string[] = []
+    vi.spyOn(URL, 'createObjectURL').mockImplementation(() => 'blob:paired')
+    vi.spyOn(URL, 'revokeObjectURL').mockImplementation(() => undefined)
+    vi.spyOn(HTMLAnchorElement.prototype, 'click').mockImplementation(function (this: HTMLAnchorElement) { saved.push(this.download) })
+    await wrapper.find('[data-test=paired-flip-a_only] input').setValue(true)
+    await settle()
+    await wrapper.find('[data-test=paired-export-csv]').trigger('click')
+    await settle()
+    await wrapper.find('[data-test=paired-export-jsonl]').trigger('click')
+    await settle()
+    expect(requests(calls, '/api/v1/paired/samples/export')).toEqual([
+      { a: '5', b: '6', dataset: 'letters', flip: 'a_only', format: 'csv' },
+      { a: '5', b: '6', dataset: 'letters', flip: 'a_only', format: 'jsonl' },
+    ])
+    expect(saved).toEqual(['paired-5-6-samples.csv', 'paired-5-6-samples.jsonl'])
+    vi.restoreAllMocks()
   })
 
   it('speaks Chinese', async () => {
