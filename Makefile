@@ -15,6 +15,10 @@ LLAMA_INSTALLED := $(LLAMA_VENV)/.installed
 SCHEMATHESIS_VENV := .venv-schemathesis
 SCHEMATHESIS_INSTALLED := $(SCHEMATHESIS_VENV)/.installed
 SCHEMATHESIS_VERSION := 4.32.5
+# EvalScope, compared with in bench/bench_throughput.py, lives in its own venv: its pins are not the platform's.
+EVALSCOPE_VENV := .venv-evalscope
+EVALSCOPE_INSTALLED := $(EVALSCOPE_VENV)/.installed
+EVALSCOPE_VERSION := 1.14.1
 
 WEB := apps/web
 WEB_BUILT := $(WEB)/dist/index.html
@@ -22,7 +26,7 @@ WEB_SOURCES := $(shell find $(WEB)/src $(WEB)/index.html $(WEB)/vite.config.* $(
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help install web run demo test test-unit test-web bench lint clean llama-server-env schemathesis-env
+.PHONY: help install web run demo test test-unit test-web bench lint clean llama-server-env schemathesis-env evalscope-env
 
 help:
 	@echo "make run    install on first use, build the UI, start the platform at http://$(HOST):$(PORT)"
@@ -69,6 +73,15 @@ $(SCHEMATHESIS_INSTALLED): Makefile
 	$(SCHEMATHESIS_VENV)/bin/python -m pip install -q "schemathesis==$(SCHEMATHESIS_VERSION)"
 	touch $@
 
+evalscope-env: $(EVALSCOPE_INSTALLED)
+
+# A failed install does not stop `make bench`: bench_throughput.py then prints why EvalScope's row is missing.
+$(EVALSCOPE_INSTALLED): Makefile
+	test -x $(EVALSCOPE_VENV)/bin/python || $(PYTHON) -m venv $(EVALSCOPE_VENV)
+	$(EVALSCOPE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(EVALSCOPE_VENV)/bin/python -m pip install -q "evalscope==$(EVALSCOPE_VERSION)" && touch $@ \
+		|| echo "EvalScope $(EVALSCOPE_VERSION) could not be installed: bench_throughput.py runs without it"
+
 test: install llama-server-env schemathesis-env web
 	cd $(WEB) && npm test --silent
 	bash scripts/run_tests.sh
@@ -79,8 +92,9 @@ test-web: web
 test-unit: install
 	$(PY) -m pytest tests/unit -q
 
-bench: install llama-server-env web
+bench: install llama-server-env evalscope-env web
 	$(PY) bench/bench_engine.py
+	$(PY) bench/bench_throughput.py
 	$(PY) bench/bench_api.py
 	$(PY) bench/bench_live.py
 	$(PY) bench/bench_web.py
@@ -89,4 +103,4 @@ lint: install
 	$(VENV)/bin/ruff check apps tests bench scripts
 
 clean:
-	rm -rf $(VENV) $(LLAMA_VENV) $(SCHEMATHESIS_VENV) .pytest_cache
+	rm -rf $(VENV) $(LLAMA_VENV) $(SCHEMATHESIS_VENV) $(EVALSCOPE_VENV) .pytest_cache
