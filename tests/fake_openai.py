@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 
 from aieval_engine.local_server import free_port
 
@@ -21,16 +22,19 @@ def chat_completion(model: str | None, answer: str) -> bytes:
 
 class FakeChatEndpoint:
     """A real HTTP server speaking the OpenAI chat-completions shape, answering a fixed text and recording the
-    Authorization headers it received (to prove the key reaches the endpoint and nothing else)."""
+    Authorization headers it received (to prove the key reaches the endpoint and nothing else) and when each request
+    arrived (time.monotonic(): the cold-start benchmark's clock)."""
 
     def __init__(self, answer: str):
 
         endpoint = self
         self.answer = answer
         self.authorizations: list[str] = []
+        self.arrivals: list[float] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 (http.server's naming)
+                endpoint.arrivals.append(time.monotonic())
                 length = int(self.headers.get("Content-Length") or 0)
                 request = json.loads(self.rfile.read(length) or b"{}")
                 endpoint.authorizations.append(self.headers.get("Authorization", ""))

@@ -221,18 +221,34 @@ def plan_datasets(spec: EvalSpec, canonical_dir: Path | None = None) -> list[Pla
     return planned
 
 
-def _endpoint_fields(model, abbr: str, key_env: str | None, max_out_len: int) -> dict:
-    """What every remote model (EndpointModelSpec) sets the same way."""
+# The rate given to OpenCompass when a spec sets none (the spec's own limit is at most 1000 per second).
+UNLIMITED_QUERY_PER_SECOND = 1000
+# Requests in flight when concurrency is unset and nothing adapts it: a Dify app (sent by OpenCompass' own batches),
+# and an OpenAI-compatible model on the paths the request pool leaves to OpenCompass (oc_pool: multi-round chats...).
+UNADAPTED_CONCURRENCY = 8
+
+
+def _endpoint_fields(model, abbr: str, key_env: str | None, max_out_len: int, *, pooled: bool) -> dict:
+    """What every remote model (EndpointModelSpec) sets the same way. `pooled`: its requests go through the
+    continuous request pool (oc_pool.py), whose limiter adapts an unset concurrency to the server."""
     # Only a model with a shared budget gets the field, so every other config stays as it was.
     budget = {"shared_budget": model.shared_budget.model_dump()} if model.shared_budget else {}
+    ceiling = model.concurrency_ceiling()
+    concurrency = min(model.concurrency, ceiling) if model.concurrency else None
+    batch = concurrency or min(UNADAPTED_CONCURRENCY, ceiling)
+    # What the request pool's limiter is built from (concurrency.limiter_for): concurrency None = adaptive.
+    pool = {"request_pool": {"concurrency": concurrency, "max_concurrency": ceiling,
+                             "query_per_second": model.query_per_second}} if pooled else {}
     return {
         **budget,
+        **pool,
         "sample_metrics": abbr,  # the name its latency and token records go under (sample_metrics.py)
         "key_env": key_env,
         "meta_template": API_META_TEMPLATE,
-        "query_per_second": model.query_per_second,
-        "batch_size": model.concurrency,
-        "max_workers": model.concurrency,
+        # OpenCompass' BaseAPIModel wants a rate: with none set, one it never holds a run back at.
+        "query_per_second": model.query_per_second or UNLIMITED_QUERY_PER_SECOND,
+        "batch_size": batch,
+        "max_workers": batch,
         "retry": model.retries,
         "timeout": model.timeout,
         "max_out_len": max_out_len,
@@ -252,7 +268,7 @@ def _model_config(model, abbr: str, params, key_env: str | None, for_ppl: bool =
             "base_url": model.base_url,
             "inputs": dict(model.inputs),
             # the app decides its answers' length; OpenCompass wants a value
-            **_endpoint_fields(model, abbr, key_env, max_out_len),
+            **_endpoint_fields(model, abbr, key_env, max_out_len, pooled=False),
         }
     if isinstance(model, OpenAIModelSpec):
         return {
@@ -263,7 +279,7 @@ def _model_config(model, abbr: str, params, key_env: str | None, for_ppl: bool =
             "tokenizer_path": model.tokenizer_path,
             "temperature": model.temperature,
             "max_seq_len": model.max_seq_len,
-            **_endpoint_fields(model, abbr, key_env, max_out_len),
+            **_endpoint_fields(model, abbr, key_env, max_out_len, pooled=True),
         }
     assert isinstance(model, HuggingFaceModelSpec)
     chat = model.mode == "chat" and not for_ppl
@@ -295,7 +311,8 @@ _JUDGE_CLASSES = {
     "HuggingFaceBaseModel": "CachedJudgeHuggingFaceBase",
 }
 # How hard and where from a judge is called: none of it changes a reply, so none of it is in the cache key.
-_NOT_JUDGE_IDENTITY = {"abbr", "key_env", "query_per_second", "batch_size", "max_workers", "retry", "timeout",
+_NOT_JUDGE_IDENTITY = {"abbr", "key_env", "query_per_second", "request_pool", "batch_size", "max_workers", "retry",
+                       "timeout",
                        "shared_budget", "run_cfg", "judge_cache", "sample_metrics"}
 JUDGE_KEY_ENV = "AIEVAL_JUDGE_API_KEY"
 

@@ -1,8 +1,8 @@
 """The outbound policy: which addresses the platform may connect to when it calls a model's URL.
 
 One module for the whole rule, used by the server's connection test and by the OpenCompass process
-(oc_ext.SecretKeyOpenAISDK, oc_ext.DifyChatModel), so what a connection test may reach and what an
-evaluation may reach can never differ.
+(oc_ext.SecretKeyOpenAISDK, oc_ext.DifyChatModel, the async request pool of oc_pool.py), so what a
+connection test may reach and what an evaluation may reach can never differ.
 
 The decision is made on addresses, not names: a host name is resolved (getaddrinfo) and EVERY address
 it resolves to must be allowed. Categories, checked in this order:
@@ -33,6 +33,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -250,6 +251,56 @@ class GuardedTransport(httpx.HTTPTransport):
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
             network_backend=GuardedBackend(policy, inner),
+        )
+
+
+class GuardedAsyncBackend(httpcore.AsyncNetworkBackend):
+    """GuardedBackend for asyncio clients: the same decision (policy.resolve checks every address the name
+    resolves to), made in a worker thread because resolving blocks, then a connection to a checked address."""
+
+    def __init__(self, policy: OutboundPolicy, inner: httpcore.AsyncNetworkBackend | None = None):
+        self.policy = policy
+        self.inner = inner or httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        import anyio.to_thread
+
+        try:
+            addresses = await anyio.to_thread.run_sync(self.policy.resolve, host, port)
+        except OutboundPolicyError:
+            raise
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
+        error: Exception | None = None
+        for address in addresses:
+            try:
+                return await self.inner.connect_tcp(str(address), port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+    async def connect_unix_socket(self, path, timeout=None, socket_options=None):
+        raise _refused("connections to Unix sockets are not allowed")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+class GuardedAsyncTransport(httpx.AsyncHTTPTransport):
+    """GuardedTransport for httpx.AsyncClient (the continuous request pool, oc_pool.py); no proxy either."""
+
+    def __init__(self, policy: OutboundPolicy, *, limits: httpx.Limits = DEFAULT_LIMITS,
+                 inner: httpcore.AsyncNetworkBackend | None = None, ssl_context: ssl.SSLContext | None = None):
+        # Loading the CA certificates takes ~25 ms of CPU: transports made together can share one context.
+        ssl_context = ssl_context or httpx.create_ssl_context()
+        super().__init__(limits=limits, verify=ssl_context)
+        self._pool = httpcore.AsyncConnectionPool(  # replaced as in GuardedTransport, for the same reason
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=GuardedAsyncBackend(policy, inner),
         )
 
 

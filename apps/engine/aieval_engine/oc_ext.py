@@ -18,7 +18,8 @@ These subclass OpenCompass' public classes (nothing of OpenCompass is patched):
   under the name the config gives them (`sample_metrics`), when the process is given a directory for them.
 - `ContainsAnswerEvaluator` is the documented forgiving scorer for free-form answers.
 - `QuickNumWorkerPartitioner` / `QuickNaivePartitioner` partition exactly like OpenCompass' own, but
-  mark the task configs they return as not to be yapf-formatted when dumped.
+  mark the task configs they return as not to be yapf-formatted when dumped; the infer one also swaps in
+  the continuous request pool for GenInferencer (oc_pool.ContinuousGenInferencer).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from opencompass.registry import ICL_EVALUATORS, MODELS, PARTITIONERS
 from .budget import Budget, open_budget
 from .dify import DifyError, send_chat_message
 from .netpolicy import GuardedTransport, OutboundPolicy, guarded_client
+from .oc_async import AsyncChatCompletions, RetryPolicy
 from .sample_metrics import HttpAttempts, MetricsWriter, record_of
 
 
@@ -102,12 +104,14 @@ class _SharedBudget:
 
 
 @MODELS.register_module()
-class SecretKeyOpenAISDK(_SharedBudget, OpenAISDK):
+class SecretKeyOpenAISDK(AsyncChatCompletions, _SharedBudget, OpenAISDK):
     """`sample_metrics`: the name (the model's abbr) its per-prompt latency and token records are written under, when
-    this process is given a directory for them (sample_metrics.py)."""
+    this process is given a directory for them (sample_metrics.py). `agenerate` (oc_async.py) is the async request
+    path the continuous pool (oc_pool.ContinuousGenInferencer) uses: same request, same answer."""
 
     def __init__(self, key_env: str | None = None, shared_budget: dict | None = None,
-                 sample_metrics: str | None = None, **kwargs):
+                 sample_metrics: str | None = None, request_pool: dict | None = None, **kwargs):
+        self.request_pool = request_pool  # the pool's limiter settings (concurrency.limiter_for); None: fixed C
         self._open_budget(shared_budget)
         self._metrics = MetricsWriter(sample_metrics)
         self._http_attempts = HttpAttempts()
@@ -168,13 +172,10 @@ def prompt_to_query(prompt) -> str:
 
 
 @MODELS.register_module()
-class DifyChatModel(_SharedBudget, BaseAPIModel):
+class DifyChatModel(RetryPolicy, _SharedBudget, BaseAPIModel):
     """A Dify chat app as an OpenCompass API model: one blocking chat-messages call per sample, the app's
     `answer` as the prediction. Retries rate limits (429), server errors (5xx) and network failures with
     backoff; any other error (bad key, bad request) stops the task at once with Dify's own message."""
-
-    retry_backoff_s = 1.0  # doubled on each retry, capped at max_backoff_s; Retry-After wins when sent
-    max_backoff_s = 30.0
 
     def __init__(
         self,
@@ -231,8 +232,7 @@ class DifyChatModel(_SharedBudget, BaseAPIModel):
                 self.release()
             if not error.retryable or attempt == attempts:
                 break
-            delay = error.retry_after if error.retry_after is not None else self.retry_backoff_s * 2 ** (attempt - 1)
-            delay = min(delay, self.max_backoff_s)
+            delay = self.retry_delay(attempt, error.retry_after)
             self.logger.warning(f"Dify call failed ({error}); retry {attempt}/{self.retry} in {delay:g} s")
             time.sleep(delay)
         tried = f" after {attempt} attempts" if attempt > 1 else ""
@@ -297,8 +297,15 @@ def _skip_code_formatting(tasks):
 
 @PARTITIONERS.register_module()
 class QuickNumWorkerPartitioner(NumWorkerPartitioner):
+    """The infer partitioner: also gives every GenInferencer dataset the continuous request pool (oc_pool.py)."""
+
     def __call__(self, cfg):
-        return _skip_code_formatting(super().__call__(cfg))
+        # oc_pool imports OpenCompass' inferencers: only the process that makes the tasks needs them
+        from .oc_pool import use_continuous_pool
+
+        tasks = super().__call__(cfg)
+        use_continuous_pool(tasks)
+        return _skip_code_formatting(tasks)
 
 
 @PARTITIONERS.register_module()

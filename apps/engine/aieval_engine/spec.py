@@ -109,8 +109,14 @@ class EndpointModelSpec(_Strict):
     # Held in memory only: excluded from every dump of the spec and passed to the run through its
     # environment, never through a file.
     api_key: SecretStr | None = Field(default=None, exclude=True)
-    concurrency: Annotated[int, Field(ge=1, le=256)] = 8
-    query_per_second: Annotated[int, Field(ge=1, le=1000)] = 8
+    # None (the default): the run finds how many requests the server takes (concurrency.AdaptiveLimiter), up to
+    # max_concurrency; a number: exactly that many in flight.
+    concurrency: Annotated[int, Field(ge=1, le=4096)] | None = Field(
+        default=None, description="requests in flight; unset = adapt to the server up to max_concurrency")
+    max_concurrency: Annotated[int, Field(ge=1, le=4096)] = Field(
+        default=256, description="the most requests in flight an adaptive concurrency may reach")
+    query_per_second: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        default=None, description="a cap on requests started per second; unset = none")
     timeout: Annotated[int, Field(ge=1, le=3600)] = 120
     retries: Annotated[int, Field(ge=0, le=10)] = 2
     shared_budget: SharedBudgetSpec | None = Field(
@@ -128,6 +134,13 @@ class EndpointModelSpec(_Strict):
         if value is not None and not ENV_VAR_NAME.match(value):
             raise ValueError("must be an environment variable name such as OPENAI_API_KEY")
         return value
+
+    def concurrency_ceiling(self) -> int:
+        """The most requests this model may have in flight: max_concurrency, or the shared budget's cap (an
+        administrator's per-model setting on the server) when that is lower."""
+        if self.shared_budget is not None:
+            return min(self.max_concurrency, self.shared_budget.max_concurrency)
+        return self.max_concurrency
 
     def resolved_api_key(self, environ: dict[str, str]) -> str | None:
         if self.api_key is not None:

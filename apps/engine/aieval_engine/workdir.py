@@ -2,7 +2,8 @@
 
 <job>/outputs/<YYYYMMDD_HHMMSS>/
     configs/<ts>_<pid>.py          the full config OpenCompass resolved (all dataset abbrs)
-    predictions/<model>/<ds>.json  finished inference; tmp_<ds>.jsonl grows batch by batch before that.
+    predictions/<model>/<ds>.json  finished inference; tmp_<ds>.jsonl grows before that (batch by batch;
+                                   with the continuous pool, chunk by chunk in index order).
                                    With several workers a dataset is split into shards <ds>_0.json,
                                    <ds>_1.json, ... (and tmp_<ds>_<i>.jsonl), in dataset order.
     results/<model>/<ds>.json      scores, with per-sample `details`

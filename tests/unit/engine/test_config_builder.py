@@ -19,6 +19,8 @@ import pytest
 from aieval_engine.catalogue import resolve_builtin
 from aieval_engine.config_builder import (
     REFERENCES,
+    UNADAPTED_CONCURRENCY,
+    UNLIMITED_QUERY_PER_SECOND,
     BuiltConfig,
     Ref,
     build_config,
@@ -548,9 +550,38 @@ def test_endpoint_model_settings(tmp_path):
     assert model["type"] == "<SecretKeyOpenAISDK>"
     assert model["openai_api_base"] == "http://127.0.0.1:8000/v1/"
     assert (model["batch_size"], model["max_workers"], model["query_per_second"]) == (3, 3, 5)
+    assert model["request_pool"] == {"concurrency": 3, "max_concurrency": 256, "query_per_second": 5}
     assert (model["retry"], model["timeout"], model["temperature"], model["max_seq_len"]) == (0, 9, 0.5, 999)
     assert model["key_env"] is None and model["run_cfg"] == {"num_gpus": 0}
     assert model["meta_template"]["round"][1] == {"role": "BOT", "api_role": "BOT", "generate": True}
+
+
+def test_endpoint_concurrency_adapts_by_default_within_the_lowest_ceiling(tmp_path):
+    path = data_file(tmp_path, "qa", QA)
+    datasets = [{"kind": "custom", "name": "qa", "path": str(path)}]
+
+    def model_config(**settings):
+        spec = parse_spec({"models": [endpoint(**settings)], "datasets": datasets})
+        return assignments(build_config(spec, tmp_path / "job").text)["models"][0]
+
+    # nothing set: adaptive up to the default ceiling, no rate limit (OpenCompass still gets a number)
+    model = model_config()
+    assert model["request_pool"] == {"concurrency": None, "max_concurrency": 256, "query_per_second": None}
+    # the batch OpenCompass' own paths use where the request pool does not run (oc_pool's fallbacks): a modest one
+    assert model["query_per_second"] == UNLIMITED_QUERY_PER_SECOND and model["batch_size"] == UNADAPTED_CONCURRENCY
+    # an administrator's per-model cap (the shared budget) lowers the ceiling, and a fixed number with it
+    budget = {"key": "budget:model:1", "max_concurrency": 16}
+    model = model_config(max_concurrency=100, shared_budget=budget)
+    assert model["request_pool"]["max_concurrency"] == 16 and model["request_pool"]["concurrency"] is None
+    model = model_config(concurrency=64, shared_budget=budget)
+    assert model["request_pool"]["concurrency"] == 16 and model["batch_size"] == 16
+    assert model_config(max_concurrency=40)["request_pool"]["max_concurrency"] == 40
+    assert model_config(max_concurrency=4)["batch_size"] == 4, "never above the ceiling"
+    # A Dify app is sent in OpenCompass' own batches: nothing adapts, so unset means the modest fixed number.
+    dify = parse_spec({"models": [{"kind": "dify", "name": "app", "base_url": "http://127.0.0.1:9/v1"}],
+                       "datasets": datasets})
+    config = assignments(build_config(dify, tmp_path / "dify").text)["models"][0]
+    assert "request_pool" not in config and config["batch_size"] == config["max_workers"] == UNADAPTED_CONCURRENCY
 
 
 def test_quick_pipeline_follows_workers(tmp_path):

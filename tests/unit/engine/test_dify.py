@@ -45,7 +45,8 @@ def test_valid_dify_spec_defaults_and_normalises():
     (model,) = parse_spec(spec_of({**DIFY, "base_url": "https://api.dify.ai/v1///"})).models
     assert isinstance(model, DifyModelSpec) and model.kind == "dify"
     assert model.base_url == "https://api.dify.ai/v1/"
-    assert (model.concurrency, model.query_per_second, model.timeout, model.retries) == (8, 8, 120, 2)
+    # unset concurrency and rate: the config gives OpenCompass a modest fixed batch and no rate cap (config_builder)
+    assert (model.concurrency, model.query_per_second, model.timeout, model.retries) == (None, None, 120, 2)
     assert model.inputs == {} and model.api_key is None and model.api_key_env is None
 
 
@@ -69,7 +70,7 @@ def test_base_url_follows_exactly_the_openai_rules(url):
         ("timeout", 0, "models.0.dify.timeout: Input should be greater than or equal to 1"),
         ("retries", 11, "models.0.dify.retries: Input should be less than or equal to 10"),
         ("query_per_second", 0, "models.0.dify.query_per_second: Input should be greater than or equal to 1"),
-        ("concurrency", 257, "models.0.dify.concurrency: Input should be less than or equal to 256"),
+        ("concurrency", 4097, "models.0.dify.concurrency: Input should be less than or equal to 4096"),
         ("name", "a\nb", "models.0.dify.name: Value error, must not contain control characters"),
         ("model", "gpt", "models.0.dify.model: Extra inputs are not permitted"),
         ("temperature", 0.5, "models.0.dify.temperature: Extra inputs are not permitted"),

@@ -47,7 +47,8 @@ def test_parse_valid_spec_applies_defaults_and_normalises():
     endpoint, hf = spec.models
     assert isinstance(endpoint, OpenAIModelSpec) and isinstance(hf, HuggingFaceModelSpec)
     assert endpoint.base_url == "http://127.0.0.1:8000/v1/"  # exactly one trailing slash
-    assert (endpoint.concurrency, endpoint.temperature, endpoint.retries) == (8, 0.0, 2)
+    assert (endpoint.concurrency, endpoint.temperature, endpoint.retries) == (None, 0.0, 2)  # None: adaptive
+    assert (endpoint.max_concurrency, endpoint.query_per_second) == (256, None)
     assert (hf.mode, hf.dtype, hf.num_gpus) == ("chat", "float32", 0)
     custom, builtin = spec.datasets
     assert isinstance(custom, CustomDatasetSpec) and custom.scorer == "exact" and custom.infer_method == "gen"
@@ -289,7 +290,8 @@ def test_bad_builtin_config_names(config):
     "field, value, location, bound",
     [
         ("concurrency", 0, "models.0.openai.concurrency", "greater than or equal to 1"),
-        ("concurrency", 257, "models.0.openai.concurrency", "less than or equal to 256"),
+        ("concurrency", 4097, "models.0.openai.concurrency", "less than or equal to 4096"),
+        ("max_concurrency", 0, "models.0.openai.max_concurrency", "greater than or equal to 1"),
         ("temperature", -0.1, "models.0.openai.temperature", "greater than or equal to 0"),
         ("temperature", 2.5, "models.0.openai.temperature", "less than or equal to 2"),
         ("timeout", 0, "models.0.openai.timeout", "greater than or equal to 1"),
