@@ -26,6 +26,7 @@ import copy
 import os
 import os.path as osp
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,19 @@ def pool_limiter(model, batch_size: int | None) -> Limiter:
         return shared_limiter(str(model.openai_api_base), settings)
     workers = [n for n in (getattr(model, "max_workers", None), batch_size) if n]
     return FixedLimiter(min(workers) if workers else 1)
+
+
+def _run_to_completion(coroutine) -> None:
+    """Run the pool's event loop to the end. OpenCompass calls inferencers synchronously; where this thread already
+    runs an event loop (a notebook, a test session holding a browser driver), the pool gets its own thread, since
+    asyncio.run refuses to nest."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coroutine)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-pool") as executor:
+        executor.submit(asyncio.run, coroutine).result()
 
 
 @ICL_INFERENCERS.register_module()
@@ -94,7 +108,8 @@ class ContinuousGenInferencer(GenInferencer):
         logger.info(f"Starting inference process (continuous pool) for {len(parsed)} prompts from index {start}")
         if self.is_main_process:
             os.makedirs(output_json_filepath, exist_ok=True)
-        asyncio.run(self._run_pool(parsed, golds, start, output_handler, output_json_filepath, tmp_jsonl_filename))
+        _run_to_completion(self._run_pool(parsed, golds, start, output_handler, output_json_filepath,
+                                          tmp_jsonl_filename))
 
         if self.is_main_process:
             output_handler.write_to_json(output_json_filepath, output_json_filename)

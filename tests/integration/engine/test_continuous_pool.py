@@ -173,3 +173,21 @@ def test_with_no_concurrency_set_the_pool_adapts_to_a_refusing_server_and_loses_
             data, endpoint.url, tmp_path / "stock", 8)
     finally:
         endpoint.close()
+
+
+def test_the_pool_runs_where_the_calling_thread_already_runs_an_event_loop(tmp_path):
+    # OpenCompass calls inferencers synchronously; a caller inside a running loop (a notebook; the e2e tests' browser
+    # driver, which is how this was found) must not get "asyncio.run() cannot be called from a running event loop".
+    import asyncio
+
+    data = write_questions(tmp_path / "q.jsonl", 12)
+    endpoint = BodyHashEndpoint(latency_s=0.02)
+    try:
+        async def inside_a_loop() -> None:
+            infer(data, model_for(endpoint.url, 4), tmp_path / "pool", 4)
+
+        asyncio.run(inside_a_loop())
+        assert (tmp_path / "pool" / PREDICTIONS).read_bytes() == stock_predictions(
+            data, endpoint.url, tmp_path / "stock", 4)
+    finally:
+        endpoint.close()
