@@ -9,6 +9,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The layers run in this order whatever the command line lists: fast tests first, and the browser tests last, whose
+# session-wide driver keeps an asyncio loop on the main thread (tests that call asyncio.run must not run after it).
+LAYER_ORDER = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def layer(item) -> int:
+        parts = Path(str(item.fspath)).relative_to(REPO / "tests").parts
+        return LAYER_ORDER.index(parts[0]) if parts and parts[0] in LAYER_ORDER else len(LAYER_ORDER)
+
+    items.sort(key=layer)  # stable: the order within a layer stays pytest's own
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -30,7 +31,14 @@ def test_gsm8k_gen_resolves_statically():
     assert dataset.data_paths == ("opencompass/gsm8k",)
     assert [local_data_path(p) for p in dataset.data_paths] == ["data/gsm8k"]
     assert resolve_builtin("gsm8k/gsm8k_gen") == dataset
-    assert "opencompass.datasets" not in sys.modules  # nothing heavy was imported to find this
+
+
+def test_resolving_a_builtin_imports_nothing_of_opencompass():
+    # In a fresh interpreter: this test process may have imported OpenCompass for other tests.
+    code = ("import sys; from aieval_engine.catalogue import resolve_builtin; resolve_builtin('gsm8k_gen'); "
+            "print(sorted(m for m in sys.modules if m.startswith('opencompass.') and m != 'opencompass.configs'))")
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "opencompass.datasets" not in imported and "opencompass.models" not in imported, imported
 
 
 def test_local_data_path():
