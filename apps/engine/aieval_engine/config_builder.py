@@ -266,7 +266,9 @@ def _model_config(model, abbr: str, params, key_env: str | None, for_ppl: bool =
             "abbr": abbr,
             "path": model.base_url,
             "base_url": model.base_url,
-            "inputs": dict(model.inputs),
+            # (name, value) pairs, not a dict: OpenCompass dumps task configs with mmengine, which writes a dict
+            # as dict(name=value) - a syntax error for a variable a Dify app may well call `class` or `from`.
+            "inputs": [[name, value] for name, value in model.inputs.items()],
             # the app decides its answers' length; OpenCompass wants a value
             **_endpoint_fields(model, abbr, key_env, max_out_len, pooled=False),
         }

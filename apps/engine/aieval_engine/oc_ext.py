@@ -182,7 +182,7 @@ class DifyChatModel(RetryPolicy, _SharedBudget, BaseAPIModel):
         base_url: str,
         key_env: str | None = None,
         path: str | None = None,
-        inputs: dict[str, str] | None = None,
+        inputs: list[list[str]] | dict[str, str] | None = None,  # (name, value) pairs as the config builder writes
         timeout: float = 120,
         max_workers: int = 8,
         query_per_second: int = 8,

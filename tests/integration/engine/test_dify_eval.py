@@ -29,6 +29,8 @@ ROWS = {
     "Who wrote Hamlet?": ("Shakespeare", "Marlowe"),  # wrong
     "What is the chemical symbol for gold?": ("Au", "Ag"),  # wrong
 }
+# A Dify variable may be named like a Python keyword; OpenCompass' config dump must not choke on it.
+APP_INPUTS = {"lang": "en", "class": "advanced"}
 EXACT = 100 * 5 / 8  # exact match: the five verbatim answers
 CONTAINS = 100 * 6 / 8  # contains: also "The answer is 144."
 
@@ -45,7 +47,7 @@ def test_dify_app_scores_match_the_opencompass_cli_and_the_key_stays_in_memory(t
         spec = parse_spec({
             "name": "dify-run",
             "models": [{"kind": "dify", "name": "my dify app", "base_url": dify.base_url, "api_key": APP_KEY,
-                        "inputs": {"lang": "en"}, "concurrency": 4, "query_per_second": 50, "retries": 1}],
+                        "inputs": APP_INPUTS, "concurrency": 4, "query_per_second": 50, "retries": 1}],
             "datasets": [
                 {"kind": "custom", "name": "dify-qa exact", "path": str(data)},
                 {"kind": "custom", "name": "dify-qa contains", "path": str(data), "scorer": "contains"},
@@ -62,7 +64,7 @@ def test_dify_app_scores_match_the_opencompass_cli_and_the_key_stays_in_memory(t
         assert len(dify.requests) == 2 * len(ROWS)
         assert {r["authorization"] for r in dify.requests} == {f"Bearer {APP_KEY}"}
         assert sorted(r["body"]["query"] for r in dify.requests) == sorted(list(ROWS) * 2)
-        assert all(r["body"]["response_mode"] == "blocking" and r["body"]["inputs"] == {"lang": "en"}
+        assert all(r["body"]["response_mode"] == "blocking" and r["body"]["inputs"] == APP_INPUTS
                    and r["body"]["user"] == EVAL_USER for r in dify.requests)
         exact_abbr = next(s.dataset_abbr for s in result.scores if s.dataset == "dify-qa exact")
         model_abbr = result.scores[0].model_abbr
