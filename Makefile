@@ -95,6 +95,7 @@ test-unit: install
 bench: install llama-server-env evalscope-env web
 	$(PY) bench/bench_engine.py
 	$(PY) bench/bench_throughput.py
+	$(PY) bench/bench_cache.py
 	$(PY) bench/bench_cold_start.py
 	$(PY) bench/bench_api.py
 	$(PY) bench/bench_live.py

@@ -71,10 +71,14 @@ def completion_body(model: str | None, answer: str) -> dict:
             "usage": {"prompt_tokens": 20, "completion_tokens": 2, "total_tokens": 22}}
 
 
-def stream_body(model: str | None, answer: str) -> bytes:
-    chunk = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0, "model": model,
-             "choices": [{"index": 0, "delta": {"role": "assistant", "content": answer}, "finish_reason": "stop"}]}
-    return f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+def stream_body(model: str | None, answer: str, include_usage: bool) -> bytes:
+    """The answer as one chunk, then the usage in a chunk of its own when asked (`stream_options.include_usage`)."""
+    head = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0, "model": model}
+    chunks = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": answer},
+                                    "finish_reason": "stop"}]}]
+    if include_usage:
+        chunks.append({**head, "choices": [], "usage": completion_body(model, answer)["usage"]})
+    return "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks).encode() + b"data: [DONE]\n\n"
 
 
 REASONS = {200: "OK", 404: "Not Found", 400: "Bad Request", 429: "Too Many Requests"}
@@ -150,7 +154,8 @@ class CapacityServer:
         self.answered_keys.add(key)
         answer = served_answer(number) if number >= 0 else "no question number"
         if request.get("stream"):
-            return 200, stream_body(request.get("model"), answer), {"Content-Type": "text/event-stream"}
+            include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+            return 200, stream_body(request.get("model"), answer, include_usage), {"Content-Type": "text/event-stream"}
         return 200, json.dumps(completion_body(request.get("model"), answer)).encode(), {}
 
     async def route(self, method: str, path: str, body: bytes) -> tuple[int, bytes, dict[str, str]]:

@@ -1,5 +1,7 @@
 """A loopback OpenAI-compatible chat endpoint whose answer is a hash of the exact request it was sent (body as parsed
-JSON, and the Authorization header): two clients get the same answers only if they send the same requests. It also
+JSON, and the Authorization header): two clients get the same answers only if they send the same requests (apart from
+the two fields that ask for a stream, `stream` and `stream_options`, which change how the answer is sent, not what it
+is: a streamed request is answered with the same text as server-sent events, fake_openai.send_chat_reply). It also
 counts requests in flight (peak, and how many were in flight when each arrived), can take a fixed time per answer,
 and can refuse requests with 429 + Retry-After. Used by the continuous request pool's tests (oc_pool.py)."""
 
@@ -12,11 +14,19 @@ import threading
 import time
 from collections.abc import Callable
 
+from fake_openai import send_chat_reply
+
 from aieval_engine.local_server import free_port
+
+STREAM_FIELDS = ("stream", "stream_options")
+
+
+def without_stream_fields(body: dict) -> dict:
+    return {key: value for key, value in body.items() if key not in STREAM_FIELDS}
 
 
 def answer_for(body: dict, authorization: str) -> str:
-    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    canonical = json.dumps(without_stream_fields(body), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(f"{authorization}\n{canonical}".encode()).hexdigest()[:24]
 
 
@@ -75,9 +85,10 @@ class BodyHashEndpoint:
                     message = {"role": "assistant", "content": answer_for(body, self.headers.get("Authorization", ""))}
                     if endpoint.reasoning:
                         message["reasoning_content"] = "thinking about " + question[:20]
-                    self.reply(200, {"id": "c", "object": "chat.completion", "created": 0, "model": body.get("model"),
-                                     "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                                     "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}})
+                    send_chat_reply(self, body, {
+                        "id": "c", "object": "chat.completion", "created": 0, "model": body.get("model"),
+                        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}})
                 finally:
                     with endpoint.lock:
                         endpoint.in_flight -= 1

@@ -9,19 +9,19 @@ import json
 import re
 import threading
 
-from fake_openai import chat_completion
+from fake_openai import completion_of, send_chat_reply
 
 from aieval_engine.local_server import free_port
 
 # The section markers of the engine's judge prompts (aieval_engine.judge.JUDGE_PROMPTS) and of OpenCompass' own
-# grader prompt (gsm8k_cascade_eval_* and most GenericLLMEvaluator configs).
+# grader prompt (gsm8k_cascade_eval_*, aime2024_llmjudge_* and most GenericLLMEvaluator configs).
 _OURS = {
     "en": ("[Question]\n", "\n\n[Reference answer]\n", "\n\n[Candidate answer]\n", "\n\nReply with"),
     "zh": ("[问题]\n", "\n\n[参考答案]\n", "\n\n[待评回答]\n", "\n\n请先用"),
 }
 _GRADER = re.compile(
-    r"<Gold Target Begin>:\n(?P<gold>.*?)\n<Gold Target End>.*?<Predicted Answer Begin>:\n(?P<pred>.*?)\n"
-    r"<Predicted Answer End>",
+    r"<Gold Target Begin>: ?\n(?P<gold>.*?)\n<Gold Target End>.*?<Predicted Answer Begin>: ?\n(?P<pred>.*?)\n"
+    r"<Predicted (?:Answer )?End>",  # "<Predicted End>": the aime2024_llmjudge configs' variant
     re.DOTALL,
 )
 
@@ -74,15 +74,11 @@ class _Server:
                     return
                 content = "\n".join(str(m.get("content", "")) for m in request.get("messages", []))
                 try:
-                    body = chat_completion(request.get("model"), answer(content))
+                    completion = completion_of(request.get("model"), answer(content))
                 except ValueError as exc:
                     self.send_error(400, str(exc))
                     return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_chat_reply(self, request, completion)  # streamed when asked, as the evaluated model's are
 
             def log_message(self, *args):
                 pass

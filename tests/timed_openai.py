@@ -1,6 +1,7 @@
-"""A loopback OpenAI-compatible chat endpoint whose answers take a known time and report a known usage: the
-per-sample latency and token records (aieval_engine.sample_metrics) can be checked against it exactly (tokens) or
-within bounds (latency). Shared by the engine's and the server's tests of those records."""
+"""A loopback OpenAI-compatible chat endpoint whose answers take a known time, stream their first text after a known
+time, and report a known usage: the per-sample latency, time-to-first-token and token records
+(aieval_engine.sample_metrics) can be checked against it exactly (tokens) or within bounds (times). Shared by the
+engine's and the server's tests of those records."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import http.server
 import json
 import re
 import threading
-import time
+
+from fake_openai import send_chat_reply
 
 from aieval_engine.local_server import free_port
 
@@ -16,12 +18,20 @@ FLAKY = 2  # the question whose first request is answered with HTTP 500 (once pe
 
 
 def delay_of(n: int) -> float:
+    """Seconds from request to the whole answer of question N."""
     return 0.1 + 0.08 * n
+
+
+def first_token_delay_of(n: int) -> float:
+    """Seconds from request to the first streamed text of question N (a streamed answer's rest follows by
+    delay_of(N))."""
+    return 0.05 + 0.04 * n
 
 
 class TimedChatEndpoint:
     """Answers N*3 (and echoes the max_tokens it was sent, so a changed request would change the prediction) after
-    delay_of(N) seconds, with usage prompt_tokens = 100 + N, completion_tokens = N; without usage when told so."""
+    delay_of(N) seconds, with usage prompt_tokens = 100 + N, completion_tokens = N; without usage when told so. A
+    streamed answer's first text comes after first_token_delay_of(N)."""
 
     def __init__(self, *, send_usage: bool):
         endpoint = self
@@ -39,11 +49,7 @@ class TimedChatEndpoint:
                     endpoint.requests += 1
                     fail = number == FLAKY and number not in endpoint.failed_once
                     endpoint.failed_once.add(number)
-                if fail:
-                    body = b'{"error": {"message": "try again"}}'
-                    self.send_response(500)
-                else:
-                    time.sleep(delay_of(number))
+                if not fail:
                     answer = f"{number * 3} (max_tokens {request.get('max_tokens')})"
                     completion = {
                         "id": "c", "object": "chat.completion", "created": 0, "model": request.get("model"),
@@ -53,8 +59,12 @@ class TimedChatEndpoint:
                     if send_usage:
                         completion["usage"] = {"prompt_tokens": 100 + number, "completion_tokens": number,
                                                "total_tokens": 100 + 2 * number}
-                    body = json.dumps(completion).encode()
-                    self.send_response(200)
+                    first_token = first_token_delay_of(number)
+                    send_chat_reply(self, request, completion, first_token_delay_s=first_token,
+                                    answer_delay_s=delay_of(number) - first_token)
+                    return
+                body = b'{"error": {"message": "try again"}}'
+                self.send_response(500)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

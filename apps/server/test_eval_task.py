@@ -6,7 +6,7 @@ the scores: exit 0 when it succeeded, 1 when it failed (with the server's error)
 nothing to evaluate. Start the platform first (`make run`, or debug_fastapi_server.py and a worker).
 
 `--evaluation-id N --broker-only` sends "run evaluation N" straight to the broker instead, with the server's
-own enqueue function and settings (the AIEVAL_* environment of the worker), to check that the broker reaches
+own submit function and settings (the AIEVAL_* environment of the worker), to check that the broker reaches
 the worker without the API; it then follows the evaluation's row in the database."""
 
 from __future__ import annotations
@@ -135,12 +135,12 @@ def through_api(args: argparse.Namespace) -> int:
 
 
 def through_broker(args: argparse.Namespace) -> int:
-    from aieval_server.celery_app import enqueue
     from aieval_server.config import get_settings
     from aieval_server.db import session_scope
     from aieval_server.services.accounts import SYSTEM_CALLER
     from aieval_server.services.errors import NotFound
     from aieval_server.services.evaluations import show
+    from aieval_server.services.submission import submit
 
     settings = get_settings()
     evaluation_id = args.evaluation_id
@@ -162,7 +162,7 @@ def through_broker(args: argparse.Namespace) -> int:
             raise Problem(f"cannot read {where}: {type(exc).__name__}: {str(exc).splitlines()[0]}", code=2) from None
 
     current = load()
-    if not enqueue(settings, evaluation_id, current["queue"]):
+    if not submit(settings, evaluation_id, current["queue"]):
         raise Problem(f"the broker ({settings.public_summary()['broker']}) did not take the message (see above)")
     print(f"sent 'run evaluation {evaluation_id}' to the {settings.public_summary()['broker']} broker, "
           f"queue {current['queue']}", flush=True)

@@ -1,6 +1,6 @@
 """`aieval`: run evaluations from the command line.
 
-    aieval run SPEC.yaml [--json]   run one evaluation on this machine
+    aieval run SPEC.yaml [--json] [--no-prediction-cache]   run one evaluation on this machine
     aieval rescore SPEC.yaml --from RUN   score a finished run's predictions again (another scorer or judge)
     aieval check SPEC.yaml          validate a spec and its data without running it
     aieval demo [--limit N]         prepare the offline demo model and evaluate it on the demo data
@@ -28,6 +28,7 @@ from rich.table import Table
 
 from .catalogue import list_builtin_names, missing_data, resolve_builtin
 from .launchers import ColdLauncher
+from .prediction_cache import cache_file as prediction_cache_file
 from .results import EvalResult
 from .runner import Evaluation, ProgressEvent
 from .spec import EvalSpec, SpecError, load_spec
@@ -100,6 +101,7 @@ def run_spec(spec: EvalSpec, data_dir: Path, *, as_json: bool = False, job_dir: 
         data_cache=compass_data_cache(data_dir),
         launcher=ColdLauncher(),
         judge_cache=judge_cache_file(data_dir),
+        prediction_cache=prediction_cache_file(data_dir),  # endpoint models' answers, as the server keeps its own
         rescore_from=rescore_from,
     )
     try:
@@ -149,6 +151,8 @@ def _cmd_run(args) -> int:
         for problem in exc.problems:
             console.print(f"[red]error:[/red] {problem}", highlight=False)
         return EXIT_INVALID
+    if not args.prediction_cache:
+        spec = spec.model_copy(update={"params": spec.params.model_copy(update={"prediction_cache": False})})
     return run_spec(spec, Path(args.data_dir), as_json=args.json,
                     job_dir=Path(args.job_dir) if args.job_dir else None, resume=args.resume, console=console)
 
@@ -218,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
     run.add_argument("--job-dir", help="where to keep this run's files (default: a new folder in the data dir)")
     run.add_argument("--resume", action="store_true", help="reuse the predictions already in --job-dir")
+    run.add_argument("--prediction-cache", action=argparse.BooleanOptionalAction, default=True,
+                     help="answer requests an endpoint model was sent before from the data dir's prediction cache "
+                          "(--no-prediction-cache: send every prompt; the spec's params.prediction_cache: false too)")
     run.set_defaults(handler=_cmd_run)
 
     rescore = commands.add_parser(

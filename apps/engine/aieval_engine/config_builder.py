@@ -51,10 +51,11 @@ REFERENCES = {
     "CachedJudgeHuggingFaceChat": "from aieval_engine.oc_judge import CachedJudgeHuggingFaceChat",
     "CachedJudgeHuggingFaceBase": "from aieval_engine.oc_judge import CachedJudgeHuggingFaceBase",
     "judge_verdict_postprocess": "from aieval_engine.oc_judge import judge_verdict_postprocess",
+    "generic_llmjudge_verdicts_postprocess": "from aieval_engine.oc_judge import generic_llmjudge_verdicts_postprocess",
     "QuickNumWorkerPartitioner": "from aieval_engine.oc_ext import QuickNumWorkerPartitioner",
     "QuickNaivePartitioner": "from aieval_engine.oc_ext import QuickNaivePartitioner",
     "LocalRunner": "from opencompass.runners import LocalRunner",
-    "OpenICLInferTask": "from opencompass.tasks import OpenICLInferTask",
+    "PooledInferTask": "from aieval_engine.oc_infer_task import PooledInferTask",
     "OpenICLEvalTask": "from opencompass.tasks import OpenICLEvalTask",
 }
 
@@ -236,9 +237,10 @@ def _endpoint_fields(model, abbr: str, key_env: str | None, max_out_len: int, *,
     ceiling = model.concurrency_ceiling()
     concurrency = min(model.concurrency, ceiling) if model.concurrency else None
     batch = concurrency or min(UNADAPTED_CONCURRENCY, ceiling)
-    # What the request pool's limiter is built from (concurrency.limiter_for): concurrency None = adaptive.
+    # What the request pool's limiter is built from (concurrency.limiter_for): concurrency None = adaptive; and
+    # whether the pool streams its requests (oc_async.py).
     pool = {"request_pool": {"concurrency": concurrency, "max_concurrency": ceiling,
-                             "query_per_second": model.query_per_second}} if pooled else {}
+                             "query_per_second": model.query_per_second}, "stream": model.stream} if pooled else {}
     return {
         **budget,
         **pool,
@@ -313,8 +315,8 @@ _JUDGE_CLASSES = {
     "HuggingFaceBaseModel": "CachedJudgeHuggingFaceBase",
 }
 # How hard and where from a judge is called: none of it changes a reply, so none of it is in the cache key.
-_NOT_JUDGE_IDENTITY = {"abbr", "key_env", "query_per_second", "request_pool", "batch_size", "max_workers", "retry",
-                       "timeout",
+_NOT_JUDGE_IDENTITY = {"abbr", "key_env", "query_per_second", "request_pool", "stream", "batch_size", "max_workers",
+                       "retry", "timeout",
                        "shared_budget", "run_cfg", "judge_cache", "sample_metrics"}
 JUDGE_KEY_ENV = "AIEVAL_JUDGE_API_KEY"
 
@@ -407,13 +409,15 @@ def _custom_dataset_config(planned: PlannedDataset, limit: int | None, spec: Eva
 
 def build_config(
     spec: EvalSpec, job_dir: Path, environ: dict[str, str] | None = None, *, quick_pipeline: bool = True,
-    judge_cache: Path | None = None,
+    judge_cache: Path | None = None, prediction_cache: Path | None = None,
 ) -> BuiltConfig:
     """Write `config.py` for a spec into job_dir (created if needed) and describe what it contains.
 
     With quick_pipeline=False the config leaves the pipeline to OpenCompass' defaults, as a config written
     by hand would (benchmarks compare against that). `judge_cache`: the SQLite file the judge's replies are
-    kept in (judge.JudgeCallCache); None calls the judge every time."""
+    kept in (judge.JudgeCallCache); None calls the judge every time. `prediction_cache`: the SQLite file
+    OpenAI-compatible models' answers are kept in (prediction_cache.py), used unless the spec's
+    `params.prediction_cache` is false; None sends every prompt."""
     environ = environ or {}
     try:
         planned = plan_datasets(spec, canonical_dir=job_dir / "data")
@@ -439,6 +443,10 @@ def build_config(
                 key_env = f"AIEVAL_API_KEY_{i}"
                 secret_env[key_env] = key
         gen_models.append(_model_config(model, abbr, params, key_env))
+        if prediction_cache is not None and params.prediction_cache and isinstance(model, OpenAIModelSpec):
+            # Only then does the model get the field: with the cache off, the config is the one it always was.
+            gen_models[-1]["prediction_cache"] = {"path": str(Path(prediction_cache).resolve()),
+                                                  "seed": params.seed, "model": abbr}
         if isinstance(model, HuggingFaceModelSpec):
             ppl_models.append(_model_config(model, abbr, params, key_env, for_ppl=True))
     judge: dict | None = None
@@ -463,7 +471,7 @@ def build_config(
     if any(isinstance(model, DifyModelSpec) for model in spec.models):
         used_refs.add("DifyChatModel")
     if quick_pipeline:
-        used_refs |= {"LocalRunner", "OpenICLInferTask", "OpenICLEvalTask", "QuickNumWorkerPartitioner",
+        used_refs |= {"LocalRunner", "PooledInferTask", "OpenICLEvalTask", "QuickNumWorkerPartitioner",
                       "QuickNaivePartitioner"}
     gen_parts: list[str] = []
     ppl_parts: list[str] = []
@@ -485,6 +493,8 @@ def build_config(
             target.append(render_literal(_custom_dataset_config(item, params.limit, spec, judge)))
     if judge is not None:
         used_refs.add(judge["type"].name)
+    if judged_builtin_lists and judge is not None:
+        used_refs.add("generic_llmjudge_verdicts_postprocess")
     if builtin_imports:
         lines += ["", "with read_base():", *builtin_imports]
     lines += [""] + [REFERENCES[name] for name in sorted(used_refs)]
@@ -514,19 +524,27 @@ def build_config(
         # The built-in config's judge_cfg=dict() means "the judge the user gives" (OpenCompass would otherwise read
         # OC_JUDGE_* variables): every empty judge_cfg in the datasets' evaluators, nested ones (CascadeEvaluator's
         # llm_evaluator) included, gets the judge model. A plain data edit; the prompt stays OpenCompass'.
+        # OpenCompass' generic_llmjudge_postprocess keeps no verdict per sample: the same postprocessor with the
+        # verdicts added (oc_judge.generic_llmjudge_verdicts_postprocess) takes its place.
         lines += [
             f"judge_model = {render_literal(judge)}",
             "judge_pending = list(datasets)",
-            "judge_node = None",
+            "judge_node = judge_type = None",
             "while judge_pending:",
             "    judge_node = judge_pending.pop()",
             "    if isinstance(judge_node, dict):",
             "        if 'judge_cfg' in judge_node and not judge_node['judge_cfg']:",
             "            judge_node['judge_cfg'] = judge_model",
+            # The type is what the config imported: a function, mmengine's lazy import of it (whose str() is its
+            # name), or a dotted name.
+            "        judge_type = (judge_node.get('dict_postprocessor') or {}).get('type')",
+            "        judge_type = judge_type.__name__ if type(judge_type).__name__ == 'function' else str(judge_type)",
+            "        if judge_type.rsplit('.', 1)[-1] == 'generic_llmjudge_postprocess':",
+            "            judge_node['dict_postprocessor']['type'] = generic_llmjudge_verdicts_postprocess",
             "        judge_pending.extend(v for k, v in judge_node.items() if k != 'judge_cfg')",
             "    elif isinstance(judge_node, (list, tuple)):",
             "        judge_pending.extend(judge_node)",
-            "del judge_pending, judge_node, judge_model",
+            "del judge_pending, judge_node, judge_model, judge_type",
         ]
     lines += ["", f"models = {render_literal(gen_models)}"]
     if ppl_parts and ppl_models:
@@ -537,12 +555,13 @@ def build_config(
             "dict(models=models, datasets=gen_datasets), dict(models=ppl_models, datasets=ppl_datasets)]",
         ]
     # The same pipeline OpenCompass builds by default (NumWorker partitioning for inference, Naive for
-    # evaluation, local runner), with partitioners that skip formatting intermediate task files.
+    # evaluation, local runner), with partitioners that skip formatting intermediate task files, and an infer task
+    # that runs the pairs of endpoint models on the request pool at once (oc_infer_task.py; others as OpenCompass').
     workers = params.workers
     pipeline = {
         "infer": {
             "partitioner": {"type": Ref("QuickNumWorkerPartitioner"), "num_worker": workers},
-            "runner": {"type": Ref("LocalRunner"), "max_num_workers": workers, "task": {"type": Ref("OpenICLInferTask")}},
+            "runner": {"type": Ref("LocalRunner"), "max_num_workers": workers, "task": {"type": Ref("PooledInferTask")}},
         },
         "eval": {
             "partitioner": {"type": Ref("QuickNaivePartitioner")},

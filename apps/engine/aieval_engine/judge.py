@@ -14,12 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sqlite3
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .kvstore import SqliteKeyValueStore
 
 # The placeholders are columns of the judged rows: the file's `question` and `answer`, and the model's answer, which
 # GenericLLMEvaluator adds as `prediction`. (It also adds the answer as `reference`, but makes that the output column,
@@ -145,46 +144,24 @@ def _last_text_line(lines: list[str]) -> int:
 # ---- the judge call cache ----------------------------------------------------------------------------------
 class JudgeCallCache:
     """Judge replies by (judge identity, full prompt and generation settings) in a SQLite file, shared by every run
-    given the same file (the server's `<data dir>/judge-cache.sqlite`). Empty replies are not kept: OpenCompass'
-    API models return '' when a call failed for good, and a failure must be retried next time, not remembered."""
-
-    SCHEMA = (
-        "CREATE TABLE IF NOT EXISTS judge_calls ("
-        " key TEXT PRIMARY KEY, reply TEXT NOT NULL, created_at REAL NOT NULL)"
-    )
+    given the same file (the server's `<data dir>/judge-cache.sqlite`; kvstore.SqliteKeyValueStore). Empty replies
+    are not kept: OpenCompass' API models return '' when a call failed for good, and a failure must be retried next
+    time, not remembered."""
 
     def __init__(self, path: str | Path, identity: dict[str, Any]):
         self.path = Path(path)
         self.identity = identity
-        self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(self.SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        # several evaluation processes may judge at once: wait for each other's writes rather than fail
-        return sqlite3.connect(self.path, timeout=60)
+        self._store = SqliteKeyValueStore(self.path, "judge_calls")
 
     def key(self, prompt: Any, settings: dict[str, Any]) -> str:
         data = {"judge": self.identity, "settings": settings, "prompt": prompt}
         return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
 
     def get_many(self, keys: list[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        with self._lock, self._connect() as db:
-            for start in range(0, len(keys), 500):
-                chunk = keys[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                found.update(db.execute(f"SELECT key, reply FROM judge_calls WHERE key IN ({marks})", chunk).fetchall())
-        return found
+        return self._store.get_many(keys)
 
     def put_many(self, items: dict[str, str]) -> None:
-        rows = [(key, reply, time.time()) for key, reply in items.items() if isinstance(reply, str) and reply.strip()]
-        if not rows:
-            return
-        with self._lock, self._connect() as db:
-            db.executemany("INSERT OR REPLACE INTO judge_calls (key, reply, created_at) VALUES (?, ?, ?)", rows)
+        self._store.put_many({key: reply for key, reply in items.items() if isinstance(reply, str) and reply.strip()})
 
 
 def plain_prompt(prompt: Any) -> Any:

@@ -60,7 +60,10 @@ class LlamaServer:
             self.process = subprocess.Popen(
                 [str(self.python), "-m", "llama_cpp.server", "--model", str(gguf_path()),
                  "--model_alias", MODEL_ALIAS, "--host", "127.0.0.1", "--port", str(self.port),
-                 "--n_ctx", "2048", "--seed", "0"],
+                 "--n_ctx", "2048", "--seed", "0",
+                 # By default it cuts a streamed answer short whenever another request arrives (stream requests are
+                 # the request pool's, several at once): answer each in full, as other servers do.
+                 "--interrupt_requests", "False"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + self.startup_timeout

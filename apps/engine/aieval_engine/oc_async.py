@@ -15,11 +15,22 @@ requests can be in flight from one thread at a fraction of the CPU. What is sent
   server sends it, else a doubling backoff, capped.
 Around every HTTP attempt: a slot of the pool's limiter (concurrency.py), the model's request rate (`query_per_second`), a slot of
 the shared budget when the config names one (budget.py), and a latency/usage record (sample_metrics.py) per answer.
+
+Answers are streamed (`stream: true` with `stream_options.include_usage`, the only two fields added to the body) unless
+the model is told not to (`stream=False`, for servers that cannot stream), so the time to the first token can be
+recorded. The streamed deltas are joined into the completion the server would have sent whole (content and
+reasoning_content concatenated, the last finish_reason, the final usage chunk's usage), and that completion goes
+through the same extraction, so predictions do not change. The stream is looked at chunk by chunk only until the
+first delta that carries text (its arrival is the TTFT); the rest is kept as bytes and parsed once at the end. An error
+event inside the stream, or a stream cut before its end, is a failed attempt, as an error raised while the openai
+client iterates a stream is for OpenAISDK. A server that ignores `stream` and answers with one JSON completion is read
+as such (no TTFT).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import Any
@@ -35,6 +46,9 @@ from .sample_metrics import Attempt, record_of, token_count
 SDK_RETRIES = 2
 # Keyword arguments of openai's create() that are not body fields.
 _NOT_BODY = ("extra_body", "extra_headers", "extra_query", "timeout")
+# What a streamed request adds to OpenAISDK's body: the stream, and its token usage in a final chunk (vLLM, SGLang,
+# llama.cpp's server and OpenAI send it when asked; without it the record's token counts stay null).
+STREAM_FIELDS = {"stream": True, "stream_options": {"include_usage": True}}
 # OpenAISDK._generate switches to max_completion_tokens for these (its OAI_REASONING_MODEL_LIST).
 try:
     from opencompass.models.openai_api import OAI_REASONING_MODEL_LIST
@@ -101,14 +115,29 @@ class ShardedAsyncClient:
         self._make_client = make_client
         self._shards: list[list] = []  # [client, requests in flight]
 
-    async def post(self, url: str, **kwargs) -> httpx.Response:
+    def _least_busy(self) -> list:
         shard = min(self._shards, key=lambda s: s[1], default=None)
         if shard is None or shard[1] >= SHARD_CONNECTIONS:
             shard = [self._make_client(), 0]
             self._shards.append(shard)
+        return shard
+
+    async def post(self, url: str, **kwargs) -> httpx.Response:
+        shard = self._least_busy()
         shard[1] += 1
         try:
             return await shard[0].post(url, **kwargs)
+        finally:
+            shard[1] -= 1
+
+    @contextlib.asynccontextmanager
+    async def stream(self, method: str, url: str, **kwargs):
+        """httpx.AsyncClient.stream on the least busy shard, which counts the request until its body is read."""
+        shard = self._least_busy()
+        shard[1] += 1
+        try:
+            async with shard[0].stream(method, url, **kwargs) as response:
+                yield response
         finally:
             shard[1] -= 1
 
@@ -140,8 +169,84 @@ class _Reply:
         return status is None or status in (408, 409, 429) or status >= 500
 
 
+def _sse_data(lines: bytes) -> list[bytes]:
+    """The payload of each `data:` line of server-sent events (OpenAI-compatible streams send one JSON chunk per
+    line). Splitting lines is several times cheaper than a regular expression over the body."""
+    return [line[5:].strip() for line in lines.splitlines() if line.startswith(b"data:")]
+
+
+def _carries_text(lines: bytes) -> bool:
+    """Whether a chunk among these complete SSE lines has a delta with text (content or reasoning_content)."""
+    if b'content"' not in lines:  # a chunk with only a role, a finish_reason or usage: nothing to parse
+        return False
+    for payload in _sse_data(lines):
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            continue  # [DONE], or a broken chunk that completion_of_stream reports
+        for choice in (chunk.get("choices") or ()) if isinstance(chunk, dict) else ():
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if isinstance(delta, dict) and (delta.get("content") or delta.get("reasoning_content")):
+                return True
+    return False
+
+
+def completion_of_stream(body: bytes) -> tuple[dict | None, str | None]:
+    """(the completion a streamed answer adds up to, None) or (None, why it is not one). The completion has what
+    OpenAISDK reads from a whole one: choices[0] with the message (the deltas' content and reasoning_content joined)
+    and the last finish_reason, and the usage of the stream's usage chunk ({} without one). The chunks are parsed in
+    one go (one JSON array), not one call per chunk.
+
+    A stream without a finish_reason is not a completion, even when it ends with [DONE]: servers send one with the
+    last token, and a server that stops a stream early may still send [DONE] (llama-cpp-python's does when it
+    interrupts a stream for a newer request), so joining it would pass a truncated answer off as the prediction."""
+    payloads = _sse_data(body)
+    if b"[DONE]" in payloads:
+        payloads = payloads[:payloads.index(b"[DONE]")]
+    try:
+        chunks = json.loads(b"[" + b",".join(payloads) + b"]")
+    except ValueError:
+        return None, f"the stream holds a chunk that is not JSON: {body[:500]!r}"
+    content: list[str] = []
+    reasoning: list[str] = []
+    finish_reason = None
+    usage: Any = None
+    answered = False
+    for chunk in chunks:
+        if not isinstance(chunk, dict):
+            return None, f"the stream holds a chunk that is not an object: {str(chunk)[:200]}"
+        if chunk.get("error"):  # what the openai client raises APIError for
+            return None, f"error event in the stream: {json.dumps(chunk['error'], ensure_ascii=False)[:500]}"
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+        choices = chunk.get("choices")
+        choice = choices[0] if choices and isinstance(choices, list) else None
+        if not isinstance(choice, dict):
+            continue
+        answered = True
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            text = delta.get("content")
+            if text and isinstance(text, str):
+                content.append(text)
+            text = delta.get("reasoning_content")
+            if text and isinstance(text, str):
+                reasoning.append(text)
+        if choice.get("finish_reason"):
+            finish_reason = choice["finish_reason"]
+    if finish_reason is None:
+        return None, ("the stream ended before its last chunk (no finish_reason): cut short, or a server that never "
+                      "sends one, which needs the model's `stream` turned off")
+    message = {"role": "assistant", "content": "".join(content), "reasoning_content": "".join(reasoning)}
+    return {"choices": [{"index": 0, "message": message, "finish_reason": finish_reason}] if answered else [],
+            "usage": usage if isinstance(usage, dict) else {}}, None
+
+
 class AsyncChatCompletions(RetryPolicy):
-    """Mixed into an OpenAISDK subclass with `outbound_policy` and, optionally, `_budget` / `_metrics` (oc_ext)."""
+    """Mixed into an OpenAISDK subclass with `outbound_policy` and, optionally, `_budget` / `_metrics` (oc_ext), and
+    `stream_answers` (False: requests are not streamed, for servers that cannot stream; TTFT is then not recorded)."""
+
+    prediction_cache = None  # prediction_cache.PredictionCache, set by the model class when its config names one
 
     @property
     def supports_async_pool(self) -> bool:
@@ -178,13 +283,20 @@ class AsyncChatCompletions(RetryPolicy):
         return body, dict(query_data.get("extra_headers") or {}), dict(query_data.get("extra_query") or {})
 
     async def agenerate(self, client: ShardedAsyncClient | httpx.AsyncClient, prompt, max_out_len: int,
-                        limiter: Limiter | None = None, rate: RequestRate | None = None) -> str:
-        """The answer OpenAISDK._generate would give for `prompt` (a prompt as parse_template returns it)."""
+                        limiter: Limiter | None = None, rate: RequestRate | None = None,
+                        cache_key: str | None = None) -> str:
+        """The answer OpenAISDK._generate would give for `prompt` (a prompt as parse_template returns it).
+        `cache_key`: an answer the model gives (never an error, nor a status_code_mappings message) is kept under it
+        in the model's prediction cache (prediction_cache.py)."""
         failed = RuntimeError(f"Calling OpenAI API failed after retrying for {self.retry} times. "
                               "Check the logs for details.")
         if self.retry <= 0:
             raise failed  # OpenAISDK._generate sends nothing at all then
         body, extra_headers, params = self.chat_request_body(prompt, max_out_len)
+        # A body that already says how to stream (the model's extra_body or openai_extra_kwargs) is sent as it is.
+        stream = getattr(self, "stream_answers", True) and not STREAM_FIELDS.keys() & body.keys()
+        if stream:
+            body = {**body, **STREAM_FIELDS}
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         url = str(self.openai_api_base).rstrip("/") + "/chat/completions"
         headers = {"Authorization": f"Bearer {self.openai_client.api_key}", "Content-Type": "application/json",
@@ -194,12 +306,14 @@ class AsyncChatCompletions(RetryPolicy):
         failures = sdk_retries = 0
         retries = 0
         while True:
-            reply = await self._attempt(client, url, content, headers, params, limiter, rate, attempts)
+            reply = await self._attempt(client, url, content, headers, params, limiter, rate, attempts, stream)
             sent += 1
             if reply.outcome.status == "ok":
                 answer = self._answer_of(reply.payload)
                 if answer is not None:
                     self._record(prompt, attempts, sent)
+                    if cache_key is not None and self.prediction_cache is not None:
+                        self.prediction_cache.remember(cache_key, answer)
                     return answer
             elif reply.transient and sdk_retries < SDK_RETRIES:
                 sdk_retries += 1
@@ -221,7 +335,7 @@ class AsyncChatCompletions(RetryPolicy):
             retries += 1
             await asyncio.sleep(self.retry_delay(retries, reply.outcome.retry_after_s))
 
-    async def _attempt(self, client, url, content, headers, params, limiter, rate, attempts) -> _Reply:
+    async def _attempt(self, client, url, content, headers, params, limiter, rate, attempts, stream) -> _Reply:
         if limiter is not None:
             await limiter.acquire()
         outcome = Outcome(0.0, "error")
@@ -231,35 +345,77 @@ class AsyncChatCompletions(RetryPolicy):
             holder = await self._take_budget_slot()
             started = time.perf_counter()
             try:
-                response = await client.post(url, content=content, headers=headers, params=params or None)
+                if stream:
+                    reply = await self._streamed_exchange(client, url, content, headers, params, started, attempts)
+                else:
+                    response = await client.post(url, content=content, headers=headers, params=params or None)
+                    reply = self._reply_of(response, time.perf_counter() - started, attempts)
             except httpx.TimeoutException as exc:
-                outcome = Outcome(time.perf_counter() - started, "timeout")
-                return _Reply(outcome, None, error=f"request timed out: {exc!r}")
+                reply = _Reply(Outcome(time.perf_counter() - started, "timeout"), None,
+                               error=f"request timed out: {exc!r}")
             except Exception as exc:  # noqa: BLE001 - the openai client retries any failure to get an answer
-                outcome = Outcome(time.perf_counter() - started, "error")
-                return _Reply(outcome, None, error=f"connection error: {exc!r}")
+                reply = _Reply(Outcome(time.perf_counter() - started, "error"), None, error=f"connection error: {exc!r}")
             finally:
                 if holder is not None:
                     await asyncio.to_thread(self._budget.release, holder)
-            latency = time.perf_counter() - started
-            status = response.status_code
-            retry_after = retry_after_of(response)
-            try:
-                payload = response.json()
-            except ValueError:
-                payload = None
-            usage = payload.get("usage") if isinstance(payload, dict) else None
-            usage = usage if isinstance(usage, dict) else {}
-            attempts.append(Attempt(status, latency, token_count(usage.get("prompt_tokens")),
-                                    token_count(usage.get("completion_tokens"))))
-            kind = classify_status(status)
-            if kind == "ok" and not isinstance(payload, dict):
-                kind = "error"  # a 2xx that is not a completion: the openai client fails to read it too
-            outcome = Outcome(latency, kind, retry_after)
-            return _Reply(outcome, status, payload, error=f"Error code: {status} - {response.text[:500]}")
+            outcome = reply.outcome
+            return reply
         finally:
             if limiter is not None:
                 limiter.release(outcome)
+
+    def _reply_of(self, response: httpx.Response, latency: float, attempts: list[Attempt]) -> _Reply:
+        """The attempt whose response was read whole: a JSON completion, or an error status."""
+        status = response.status_code
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        usage = payload.get("usage") if isinstance(payload, dict) else None
+        usage = usage if isinstance(usage, dict) else {}
+        attempts.append(Attempt(status, latency, token_count(usage.get("prompt_tokens")),
+                                token_count(usage.get("completion_tokens"))))
+        kind = classify_status(status)
+        if kind == "ok" and not isinstance(payload, dict):
+            kind = "error"  # a 2xx that is not a completion: the openai client fails to read it too
+        return _Reply(Outcome(latency, kind, retry_after_of(response)), status, payload,
+                      error=f"Error code: {status} - {response.text[:500]}")
+
+    async def _streamed_exchange(self, client, url, content, headers, params, started, attempts) -> _Reply:
+        """One streamed attempt. Until the first chunk with text has come, each complete line received is looked at
+        (_carries_text); after that the bytes are only kept, and parsed once the stream has ended."""
+        async with client.stream("POST", url, content=content, headers=headers, params=params or None) as response:
+            status = response.status_code
+            if not 200 <= status < 300 or not response.headers.get("content-type", "").startswith("text/event-stream"):
+                await response.aread()  # an error status, or a server that answered without streaming
+                return self._reply_of(response, time.perf_counter() - started, attempts)
+            pieces: list[bytes] = []
+            unchecked = b""
+            first_token_s = None
+            try:
+                async for piece in response.aiter_bytes():
+                    pieces.append(piece)
+                    if first_token_s is None:
+                        unchecked += piece
+                        end = unchecked.rfind(b"\n") + 1
+                        if end and _carries_text(unchecked[:end]):
+                            first_token_s = time.perf_counter() - started
+                        unchecked = unchecked[end:]
+            except httpx.TimeoutException as exc:
+                # A failed attempt like an error event: the openai client does not retry inside an iterated stream.
+                return _Reply(Outcome(time.perf_counter() - started, "timeout"), status,
+                              error=f"the stream timed out: {exc!r}")
+            except httpx.HTTPError as exc:
+                return _Reply(Outcome(time.perf_counter() - started, "error"), status,
+                              error=f"the stream was cut: {exc!r}")
+            latency = time.perf_counter() - started
+        completion, problem = completion_of_stream(b"".join(pieces))
+        if completion is None:
+            return _Reply(Outcome(latency, "error"), status, error=problem)
+        usage = completion["usage"]
+        attempts.append(Attempt(status, latency, token_count(usage.get("prompt_tokens")),
+                                token_count(usage.get("completion_tokens")), first_token_s))
+        return _Reply(Outcome(latency, "ok"), status, completion)
 
     async def _take_budget_slot(self) -> str | None:
         budget = getattr(self, "_budget", None)

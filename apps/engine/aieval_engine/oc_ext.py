@@ -19,11 +19,13 @@ These subclass OpenCompass' public classes (nothing of OpenCompass is patched):
 - `ContainsAnswerEvaluator` is the documented forgiving scorer for free-form answers.
 - `QuickNumWorkerPartitioner` / `QuickNaivePartitioner` partition exactly like OpenCompass' own, but
   mark the task configs they return as not to be yapf-formatted when dumped; the infer one also swaps in
-  the continuous request pool for GenInferencer (oc_pool.ContinuousGenInferencer).
+  the continuous request pool for GenInferencer (oc_pool.ContinuousGenInferencer) and puts every pair on that
+  pool into one task whose pairs run at once (oc_infer_task.PooledInferTask).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import string
@@ -44,6 +46,7 @@ from .budget import Budget, open_budget
 from .dify import DifyError, send_chat_message
 from .netpolicy import GuardedTransport, OutboundPolicy, guarded_client
 from .oc_async import AsyncChatCompletions, RetryPolicy
+from .prediction_cache import PredictionCache
 from .sample_metrics import HttpAttempts, MetricsWriter, record_of
 
 
@@ -107,11 +110,16 @@ class _SharedBudget:
 class SecretKeyOpenAISDK(AsyncChatCompletions, _SharedBudget, OpenAISDK):
     """`sample_metrics`: the name (the model's abbr) its per-prompt latency and token records are written under, when
     this process is given a directory for them (sample_metrics.py). `agenerate` (oc_async.py) is the async request
-    path the continuous pool (oc_pool.ContinuousGenInferencer) uses: same request, same answer."""
+    path the continuous pool (oc_pool.ContinuousGenInferencer) uses: same request, same answer; it streams the answer
+    (to time its first token) unless `stream` is False, for servers that cannot stream."""
 
     def __init__(self, key_env: str | None = None, shared_budget: dict | None = None,
-                 sample_metrics: str | None = None, request_pool: dict | None = None, **kwargs):
+                 sample_metrics: str | None = None, request_pool: dict | None = None,
+                 prediction_cache: dict | None = None, stream: bool = True, **kwargs):
         self.request_pool = request_pool  # the pool's limiter settings (concurrency.limiter_for); None: fixed C
+        self.stream_answers = stream
+        # answers to requests asked before, for the pool (prediction_cache.py); None: every prompt is sent
+        self.prediction_cache = PredictionCache.from_config(prediction_cache)
         self._open_budget(shared_budget)
         self._metrics = MetricsWriter(sample_metrics)
         self._http_attempts = HttpAttempts()
@@ -295,9 +303,45 @@ def _skip_code_formatting(tasks):
     return tasks
 
 
+def _on_request_pool(model) -> bool:
+    """Whether a model config's requests go through the continuous pool: the config builder gives pooled endpoint
+    models `request_pool` settings; a proxied one keeps OpenCompass' own path (AsyncChatCompletions)."""
+    return bool(model.get("request_pool")) and not model.get("proxy_url")
+
+
 @PARTITIONERS.register_module()
 class QuickNumWorkerPartitioner(NumWorkerPartitioner):
-    """The infer partitioner: also gives every GenInferencer dataset the continuous request pool (oc_pool.py)."""
+    """The infer partitioner: also gives every GenInferencer dataset the continuous request pool (oc_pool.py).
+
+    Pairs on the pool (a model with `request_pool` settings, a GenInferencer dataset) are not split or bucketed by
+    `num_worker`: they all go into one task that oc_infer_task.PooledInferTask infers at once in one process, where one
+    limiter per server bounds them together. The other pairs are partitioned exactly as NumWorkerPartitioner does."""
+
+    def partition(self, model_dataset_combinations, work_dir, out_dir, add_cfg={}):  # noqa: B006 - OpenCompass' signature
+        from opencompass.utils import get_infer_output_path, model_abbr_from_cfg
+
+        from .oc_infer_task import POOLED_TASK
+        from .oc_pool import is_gen_inferencer
+
+        pooled: dict[str, tuple] = {}  # model abbr -> (model config, its datasets still to infer)
+        others = []
+        for combination in model_dataset_combinations:
+            for model in combination["models"]:
+                rest = []
+                for dataset in combination["datasets"]:
+                    if not _on_request_pool(model) or not is_gen_inferencer(dataset):
+                        rest.append(dataset)
+                    elif not os.path.exists(get_infer_output_path(model, dataset, out_dir)):
+                        # a copy per model: OpenICLInferTask writes the model into the dataset's inferencer config
+                        pooled.setdefault(model_abbr_from_cfg(model), (model, []))[1].append(copy.deepcopy(dataset))
+                if rest:
+                    others.append({"models": [model], "datasets": rest})
+        tasks = super().partition(others, work_dir, out_dir, add_cfg) if others else []
+        if pooled:
+            tasks.insert(0, Config({"models": [model for model, _ in pooled.values()],
+                                    "datasets": [datasets for _, datasets in pooled.values()],
+                                    "work_dir": work_dir, POOLED_TASK: True, **add_cfg}))
+        return tasks
 
     def __call__(self, cfg):
         # oc_pool imports OpenCompass' inferencers: only the process that makes the tasks needs them

@@ -7,6 +7,9 @@ OpenCompass' own registries, nothing of it patched.
 - `judge_verdict_postprocess`: the dict postprocessor our judge prompt goes with (GenericLLMEvaluator's
   `dict_postprocessor`): reads each reply's verdict and rationale (judge.parse_judgement) into the per-sample
   details and scores the share judged correct.
+- `generic_llmjudge_verdicts_postprocess`: in built-in configs, stands in for OpenCompass' own
+  `generic_llmjudge_postprocess` (config_builder swaps it in), which scores the judge's replies but keeps only the raw
+  replies as details: the same result, with each sample's verdict as OpenCompass' postprocessor reads it added.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from opencompass.models import HuggingFaceBaseModel, HuggingFacewithChatTemplate
 from opencompass.registry import DICT_POSTPROCESSORS, MODELS
 from opencompass.utils.logging import get_logger
 
-from .judge import JudgeCallCache, parse_judgement, plain_prompt
+from .judge import CORRECT, INCORRECT, UNPARSED, JudgeCallCache, parse_judgement, plain_prompt
 from .oc_ext import DifyChatModel, SecretKeyOpenAISDK
 
 
@@ -106,3 +109,36 @@ def judge_verdict_postprocess(output: dict, output_path: str, dataset: Any = Non
         "accuracy": 100 * correct / len(details) if details else 0.0,
         "details": details,
     }
+
+
+# A judge's per-sample verdict from OpenCompass' generic_llmjudge_postprocess counts: it counts a reply that is
+# neither the true nor the false tag as "not attempted", which is not correct.
+_GRADE_COUNTS = (("correct_count", CORRECT), ("incorrect_count", INCORRECT), ("not_attempted_count", UNPARSED))
+
+
+@DICT_POSTPROCESSORS.register_module()
+def generic_llmjudge_verdicts_postprocess(output: dict, output_path: str, **kwargs: Any) -> dict:
+    """OpenCompass' `generic_llmjudge_postprocess` (same arguments, same result), with each sample's verdict added to
+    its details, which that postprocessor leaves as the judge's raw replies ({'origin_prompt', 'prediction': the reply,
+    'gold'}).
+
+    Each verdict is what OpenCompass' own postprocessor makes of that sample's reply alone (its correct, incorrect and
+    not-attempted counts for one sample), so verdict and score come from the same code, whatever the config's tags.
+    The verdict goes in `judge_verdict`, not `correct`: a `correct` key would make OpenCompass' evaluate() add
+    G-Pass@k metrics to repeated configs, and the scores must stay the `opencompass` CLI's."""
+    from opencompass.datasets.generic import generic_llmjudge_postprocess
+
+    result = generic_llmjudge_postprocess(output, output_path, **kwargs)
+    details = {}
+    for key, entry in output.items():
+        alone = generic_llmjudge_postprocess({key: entry}, output_path, **kwargs)
+        verdict = next(name for count, name in _GRADE_COUNTS if alone.get(count))
+        reply = entry.get("prediction") if isinstance(entry, dict) else None
+        details[key] = {**(entry if isinstance(entry, dict) else {}), "judge_verdict": verdict,
+                        "judge_rationale": reply}
+    if sum(d["judge_verdict"] == CORRECT for d in details.values()) != result.get("correct_count"):
+        # Not expected (OpenCompass grades each reply on its own); the score stands, the samples keep the raw replies.
+        get_logger().warning("judge verdicts per sample do not add up to the judged score: not recorded")
+        return result
+    result["details"] = details
+    return result

@@ -4,7 +4,9 @@ GenInferencer hands the model a batch of C prompts, the model answers them from 
 batch starts when the slowest answer is in: the server idles through every batch's tail. This inferencer builds
 the same prompts with GenInferencer's own methods, then keeps up to the limiter's number of requests in flight all
 the time, on one event loop (the model's async request path, oc_async.AsyncChatCompletions.agenerate), so each
-answer that comes back makes room for the next request at once.
+answer that comes back makes room for the next request at once. That loop is the process' one request loop
+(`request_loop`): pairs inferred at once (oc_infer_task.PooledInferTask) each run their pool on it, and share one
+limiter per model server and one request rate per model, so those bound the whole job, not each pair.
 
 What OpenCompass sees does not change: the predictions file is written by GenInferencer's own output handler in the
 same format; `tmp_<name>.jsonl` is written in index order as a contiguous prefix (OpenCompass resumes at
@@ -22,11 +24,13 @@ project's pipeline (quick_pipeline=False: benchmarks, the `opencompass` CLI) sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import os
 import os.path as osp
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,7 @@ from opencompass.utils.logging import get_logger
 
 from .concurrency import FixedLimiter, Limiter, shared_limiter
 from .oc_async import RequestRate
+from .prediction_cache import PoolCache
 
 FLUSH_EVERY_S = 0.5
 # Prompts handed to the event loop ahead of the requests in flight: bounds memory for large datasets, and stays
@@ -58,17 +63,71 @@ def pool_limiter(model, batch_size: int | None) -> Limiter:
     return FixedLimiter(min(workers) if workers else 1)
 
 
+_request_loop: tuple[int, asyncio.AbstractEventLoop] | None = None  # (pid, loop): a forked child starts its own
+_request_loop_lock = threading.Lock()
+
+
+def request_loop() -> asyncio.AbstractEventLoop:
+    """This process' one event loop for model requests, run by a daemon thread of its own and started on first use.
+    Every pool of the process runs on it, so pairs inferred at once from several threads (oc_infer_task) share one
+    limiter per model server (concurrency.shared_limiter is per loop) and one request rate per model."""
+    global _request_loop
+    with _request_loop_lock:
+        if _request_loop is None or _request_loop[0] != os.getpid() or _request_loop[1].is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="request-loop", daemon=True).start()
+            _request_loop = (os.getpid(), loop)
+        return _request_loop[1]
+
+
 def _run_to_completion(coroutine) -> None:
-    """Run the pool's event loop to the end. OpenCompass calls inferencers synchronously; where this thread already
-    runs an event loop (a notebook, a test session holding a browser driver), the pool gets its own thread, since
-    asyncio.run refuses to nest."""
+    """Run a pool on the process' request loop and wait for its end. OpenCompass calls inferencers synchronously,
+    possibly from a thread that already runs an event loop of its own (a notebook, a test session holding a browser
+    driver): that loop is never used, so nothing nests."""
+    future = asyncio.run_coroutine_threadsafe(coroutine, request_loop())
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        asyncio.run(coroutine)
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-pool") as executor:
-        executor.submit(asyncio.run, coroutine).result()
+        future.result()
+    except BaseException:
+        future.cancel()  # an interrupted caller takes its requests along
+        raise
+
+
+_shared_rates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.WeakKeyDictionary] = \
+    weakref.WeakKeyDictionary()
+
+
+def shared_rate(model, per_second: float) -> RequestRate:
+    """One request rate per model (object) and event loop: the model's `query_per_second` bounds all its pairs
+    running at once together, as it did when they ran one after another."""
+    per_model = _shared_rates.setdefault(asyncio.get_running_loop(), weakref.WeakKeyDictionary())
+    rate = per_model.get(model)
+    if rate is None or rate.per_second != float(per_second):
+        rate = per_model[model] = RequestRate(per_second)
+    return rate
+
+
+_shared_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.WeakKeyDictionary] = \
+    weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def shared_client(model):
+    """The model's async client, shared by its pools running at once on this loop, so pairs reuse one set of
+    keep-alive connections instead of each opening its own (a new connection per request, roughly, when pairs are
+    small); closed when the last of them ends."""
+    per_model = _shared_clients.setdefault(asyncio.get_running_loop(), weakref.WeakKeyDictionary())
+    entry = per_model.get(model)
+    if entry is None:
+        entry = per_model[model] = [model.async_client(), 0]  # [client, pools using it]
+    entry[1] += 1
+    try:
+        yield entry[0]
+    finally:
+        entry[1] -= 1
+        if entry[1] == 0:
+            if per_model.get(model) is entry:
+                del per_model[model]
+            await entry[0].aclose()
 
 
 @ICL_INFERENCERS.register_module()
@@ -125,11 +184,15 @@ class ContinuousGenInferencer(GenInferencer):
         # The platform's configs say in request_pool whether there is a rate cap at all (the model's own
         # query_per_second is then only what OpenCompass' sync path needs); a hand-written config gives the model's.
         per_second = settings.get("query_per_second") if settings else getattr(model, "query_per_second", None)
-        rate = RequestRate(per_second) if per_second else None
+        rate = shared_rate(model, per_second) if per_second else None
         answers: dict[int, str] = {}
         saved = 0  # prompts (of `parsed`) whose results are in output_handler, a contiguous prefix
         flushed = 0
         last_flush = time.monotonic()
+        # Prompts the model answered before, same request and seed (prediction_cache.py): no request, no slot.
+        cached = await asyncio.to_thread(PoolCache, model, parsed, self.max_out_len, start,
+                                         tmp_name.removeprefix("tmp_").removesuffix(".jsonl"))
+        answers.update(cached.answers)
 
         def save_prefix(force: bool = False) -> None:
             nonlocal saved, flushed, last_flush
@@ -141,13 +204,14 @@ class ContinuousGenInferencer(GenInferencer):
             due = saved - flushed >= chunk or time.monotonic() - last_flush >= FLUSH_EVERY_S
             if saved > flushed and (force or due) and self.is_main_process:
                 output_handler.write_to_jsonl(save_dir, tmp_name)
+                cached.saved(saved)
                 flushed = saved
                 last_flush = time.monotonic()
 
         most = getattr(limiter, "ceiling", None) or getattr(limiter, "limit", 1)
         window = asyncio.Semaphore(max(WINDOW_MIN, 4 * int(most)))
         failures: list[BaseException] = []
-        remaining = len(parsed)
+        remaining = len(parsed) - len(cached.answers)
         finished = asyncio.Event()
         if not remaining:
             finished.set()
@@ -158,7 +222,8 @@ class ContinuousGenInferencer(GenInferencer):
                 # The request gets its own copy, as generate_from_template parses its own: OpenAISDK may trim
                 # chat messages in place, and origin_prompt must stay what OpenCompass would record.
                 answers[position] = await model.agenerate(client, copy.deepcopy(parsed[position]), self.max_out_len,
-                                                          limiter=limiter, rate=rate)
+                                                          limiter=limiter, rate=rate,
+                                                          cache_key=cached.key(position))
                 save_prefix()
             except Exception as exc:  # noqa: BLE001 - re-raised by _run_pool, after the answered prefix is saved
                 failures.append(exc)
@@ -168,10 +233,12 @@ class ContinuousGenInferencer(GenInferencer):
                 if failures or not remaining:
                     finished.set()
 
-        async with model.async_client() as client:
+        async with shared_client(model) as client:
             tasks: set[asyncio.Task] = set()
             try:
                 for position in range(len(parsed)):
+                    if position in cached.answers:
+                        continue
                     await window.acquire()
                     if failures:
                         break
@@ -185,6 +252,7 @@ class ContinuousGenInferencer(GenInferencer):
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 save_prefix(force=True)  # whatever is answered in order survives a failure
+                cached.saved(saved)  # and every answer the model gave stays in the cache
         if failures:
             raise failures[0]
 
@@ -199,11 +267,16 @@ def use_continuous_pool(task_configs) -> None:
             continue
         for dataset_list in task.get("datasets", []):
             for dataset in dataset_list:
-                inferencer = dataset.get("infer_cfg", {}).get("inferencer")
-                if inferencer is None:
-                    continue
-                kind = inferencer.get("type")
-                name = kind if isinstance(kind, str) else f"{kind.__module__}.{kind.__name__}"
-                if kind is GenInferencer or name == "GenInferencer" or (
-                        name.startswith("opencompass.") and name.endswith(".GenInferencer")):
-                    inferencer["type"] = CONTINUOUS_INFERENCER
+                if is_gen_inferencer(dataset):
+                    dataset["infer_cfg"]["inferencer"]["type"] = CONTINUOUS_INFERENCER
+
+
+def is_gen_inferencer(dataset) -> bool:
+    """Whether a dataset config's inferencer is OpenCompass' GenInferencer (by class or registered name)."""
+    inferencer = dataset.get("infer_cfg", {}).get("inferencer")
+    if inferencer is None:
+        return False
+    kind = inferencer.get("type")
+    name = kind if isinstance(kind, str) else f"{kind.__module__}.{kind.__name__}"
+    return kind is GenInferencer or name == "GenInferencer" or (
+        name.startswith("opencompass.") and name.endswith(".GenInferencer"))

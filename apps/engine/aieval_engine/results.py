@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import platform
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 
 from . import workdir
 from .catalogue import local_data_path, opencompass_version
+from .judge import CORRECT, INCORRECT, UNPARSED
 from .sample_metrics import SampleMetrics
 
 
@@ -46,6 +48,9 @@ class SampleRow:
     # built-in config's judge the rationale is its raw reply, and the verdict the one OpenCompass drew from it.
     judge_verdict: str | None = None
     judge_rationale: str | None = None
+    # A per-sample score that is not a right/wrong verdict (partial credit, a similarity), when the evaluator records
+    # one in its details as `score`; the paired comparison tests such scores instead of verdicts.
+    score: float | None = None
 
 
 # The evaluator classes that score by asking a judge model (OpenCompass' own); a score whose dataset config names one
@@ -138,6 +143,18 @@ def _correct_of(detail: dict) -> bool | None:
         return value
     if isinstance(value, (int, float)):
         return bool(value)
+    # A built-in judge config's verdict (oc_judge.generic_llmjudge_verdicts_postprocess), kept out of `correct`:
+    # an unparsed reply counts as not correct, as in OpenCompass' score.
+    verdict = _unwrap(detail.get("judge_verdict"))
+    if verdict in (CORRECT, INCORRECT, UNPARSED):
+        return verdict == CORRECT
+    return None
+
+
+def _score_of(detail: dict) -> float | None:
+    value = _unwrap(detail.get("score"))
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
     return None
 
 
@@ -165,6 +182,7 @@ def iter_samples(run_dir: Path, model_abbr: str, dataset_abbr: str) -> Iterator[
             **metrics.take(entry.get("origin_prompt")),
             judge_verdict=verdict,
             judge_rationale=rationale,
+            score=_score_of(detail),
         )
 
 
@@ -180,10 +198,12 @@ def sample_verdicts(run_dir: Path, model_abbr: str, dataset_abbr: str) -> list[b
 def _judgement_of(detail: dict) -> tuple[str | None, str | None]:
     """(verdict, rationale) of a judged sample's details, (None, None) when no judge saw it.
 
-    - our judge prompt (oc_judge.judge_verdict_postprocess): its `judge_verdict` and `judge_rationale`;
+    - our judge prompt (oc_judge.judge_verdict_postprocess): its `judge_verdict` and `judge_rationale`; the same keys
+      for OpenCompass' generic_llmjudge_postprocess in a built-in config (oc_judge.generic_llmjudge_verdicts_postprocess
+      stands in for it: its verdict, and the judge's raw reply as the rationale);
     - CascadeEvaluator: `llm_evaluation` when its rule step passed the sample on to the judge (the judge's raw reply
       and its `llm_correct`), nothing when the rule step already found it right;
-    - GenericLLMEvaluator with OpenCompass' own postprocessors: its details are the judge's raw outputs
+    - GenericLLMEvaluator with OpenCompass' other postprocessors: its details are the judge's raw outputs
       (origin_prompt, prediction: the reply, gold), without a verdict per sample."""
     if "judge_verdict" in detail:
         verdict, rationale = _unwrap(detail.get("judge_verdict")), _unwrap(detail.get("judge_rationale"))

@@ -22,6 +22,7 @@ from .catalogue import data_hint, missing_data
 from .config_builder import BuiltConfig, build_config
 from .launchers import ColdLauncher, Launcher, RunProcess, kill_process_group
 from .netpolicy import POLICY_ENV, OutboundPolicy
+from .prediction_cache import HITS_DIR_ENV, manifest_entry
 from .results import EvalResult, build_manifest, collect_scores
 from .sample_metrics import METRICS_DIR_ENV
 from .spec import EvalSpec, HuggingFaceModelSpec, SpecError
@@ -96,6 +97,7 @@ class Evaluation:
         outbound_policy: OutboundPolicy | None = None,
         budget_store: str | None = None,
         judge_cache: str | Path | None = None,
+        prediction_cache: str | Path | None = None,
         rescore_from: str | Path | None = None,
     ):
         """`outbound_policy`: where the run's model calls may connect (netpolicy.py); by default the one in
@@ -105,6 +107,9 @@ class Evaluation:
         directory in the user's cache.
         `judge_cache`: the SQLite file the judge model's replies are kept in (judge.JudgeCallCache), so scoring the
         same answers again costs no judge call; None calls the judge every time.
+        `prediction_cache`: the SQLite file OpenAI-compatible models' answers are kept in (prediction_cache.py), so
+        a request sent before is answered without a call (unless the spec's `params.prediction_cache` is false);
+        None sends every prompt.
         `rescore_from`: the run dir (or job dir) of a finished run of the same models and datasets: its predictions
         are copied into this job and OpenCompass runs only its evaluation stage (`-m eval -r`), so the scores come
         from the evaluators this spec names (another scorer, another judge) with no call to the evaluated models."""
@@ -116,6 +121,7 @@ class Evaluation:
         self.outbound_policy = outbound_policy or OutboundPolicy.from_env(self.environ)
         self.budget_store = budget_store or store_from_env(self.environ)
         self.judge_cache = Path(judge_cache).resolve() if judge_cache else None
+        self.prediction_cache = Path(prediction_cache).resolve() if prediction_cache else None
         self.rescore_from = Path(rescore_from).resolve() if rescore_from else None
         self.built: BuiltConfig | None = None
         self._rescore_run: Path | None = None
@@ -141,7 +147,8 @@ class Evaluation:
                 problems.append(str(exc))
         if problems:
             raise SpecError(problems)
-        built = build_config(self.spec, self.job_dir, self.environ, judge_cache=self.judge_cache)
+        built = build_config(self.spec, self.job_dir, self.environ, judge_cache=self.judge_cache,
+                             prediction_cache=self.prediction_cache)
         if source_run is not None:
             check_rescore_source(source_run, built, self.spec.params.limit)
         missing = []
@@ -199,7 +206,8 @@ class Evaluation:
         if self._rescore_run is not None and workdir.latest_run_dir(self.job_dir) is None:
             copy_predictions(self._rescore_run, self.job_dir)
         env = {"COMPASS_DATA_CACHE": str(self.data_cache), POLICY_ENV: self.outbound_policy.to_env(),
-               METRICS_DIR_ENV: str(workdir.sample_metrics_dir(self.job_dir)), **built.secret_env}
+               METRICS_DIR_ENV: str(workdir.sample_metrics_dir(self.job_dir)),
+               HITS_DIR_ENV: str(workdir.prediction_cache_hits_dir(self.job_dir)), **built.secret_env}
         judge = [self.spec.judge.model] if self.spec.judge is not None else []
         if any(getattr(model, "shared_budget", None) for model in [*self.spec.models, *judge]):
             # By the environment, never the config file: a Redis URL may hold a password.
@@ -251,6 +259,9 @@ class Evaluation:
         run_dir = workdir.latest_run_dir(self.job_dir)
         result = EvalResult(status="failed", job_dir=self.job_dir, run_dir=run_dir)
         result.manifest = build_manifest(self.spec, built, self.data_cache)
+        result.manifest["prediction_cache"] = manifest_entry(
+            self.prediction_cache is not None and self.spec.params.prediction_cache,
+            workdir.prediction_cache_hits_dir(self.job_dir))
         (self.job_dir / "manifest.json").write_text(
             json.dumps(result.manifest, indent=2, ensure_ascii=False), encoding="utf-8"
         )
@@ -326,7 +337,8 @@ def check_rescore_source(run_dir: Path, built: BuiltConfig, built_limit: int | N
 
 def copy_predictions(source_run: Path, job_dir: Path) -> Path:
     """A new run dir in job_dir holding a byte-for-byte copy of the source run's finished predictions (and the
-    endpoint models' per-sample records beside it), for OpenCompass' `-m eval -r` to score."""
+    endpoint models' per-sample records and prediction cache hits beside it), for OpenCompass' `-m eval -r` to
+    score."""
     import shutil
     from datetime import datetime
 
@@ -340,6 +352,9 @@ def copy_predictions(source_run: Path, job_dir: Path) -> Path:
     metrics = source_run.parent / workdir.SAMPLE_METRICS
     if metrics.is_dir():
         shutil.copytree(metrics, workdir.sample_metrics_dir(job_dir), dirs_exist_ok=True)
+    hits = source_run.parent / workdir.PREDICTION_CACHE_HITS  # the copied predictions' origin stays told
+    if hits.is_dir():
+        shutil.copytree(hits, workdir.prediction_cache_hits_dir(job_dir), dirs_exist_ok=True)
     return run_dir
 
 

@@ -9,8 +9,10 @@ asked more than once (the same question twice in a dataset, or in two datasets) 
 What is recorded, and why only that:
 - latency_s: from sending the request of the successful attempt to having its whole response (seconds).
 - prompt_tokens / completion_tokens: the endpoint's own `usage` (null when it sends none). Never estimated here.
-- ttft_s: time to first token. OpenAISDK sends non-streaming requests, whose first byte arrives with the last
-  token, so there is no first token to time without sending another kind of request: always null for now.
+- ttft_s: time to first token: from sending the request of the successful attempt to receiving the first streamed
+  chunk that carries text (content or reasoning). Only the continuous pool's requests stream (oc_async.py); it is
+  null where nothing streamed: OpenCompass' own sync path (its first byte arrives with the last token), a model with
+  streaming turned off, a server that answered without streaming, an answer without any text, Dify apps.
 - retries: attempts before the successful one (OpenAI client retries and OpenCompass' own both count).
 Local Hugging Face models are not recorded: they generate a batch at a time, so a per-sample latency would be
 invented.
@@ -68,6 +70,7 @@ class Attempt:
     latency_s: float
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    ttft_s: float | None = None
 
 
 class HttpAttempts:
@@ -120,14 +123,21 @@ class HttpAttempts:
 
 
 def record_of(attempts: list[Attempt], requests: int) -> dict[str, Any] | None:
-    """The record of one answered prompt from its HTTP attempts: the last successful one's latency and usage, and
-    how many requests were sent before it."""
+    """The record of one answered prompt from its HTTP attempts: the last successful one's latency, time to first
+    token and usage, and how many requests were sent before it."""
     succeeded = [a for a in attempts if 200 <= a.status < 300]
     if not succeeded:
         return None
     last = succeeded[-1]
-    return {"latency_s": round(last.latency_s, 6), "ttft_s": None, "prompt_tokens": last.prompt_tokens,
+    ttft_s = None if last.ttft_s is None else round(last.ttft_s, 6)
+    return {"latency_s": round(last.latency_s, 6), "ttft_s": ttft_s, "prompt_tokens": last.prompt_tokens,
             "completion_tokens": last.completion_tokens, "retries": max(requests, len(attempts)) - 1}
+
+
+def cached_record() -> dict[str, Any]:
+    """The record of a prompt answered from the prediction cache (prediction_cache.py): no request was sent, so
+    there is no latency, usage or retry of this run to report."""
+    return {**dict.fromkeys(RECORD_FIELDS), "cached": True}
 
 
 class MetricsWriter:
@@ -212,7 +222,8 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def summarize(rows: Iterable[Any]) -> dict[str, Any] | None:
     """Speed of one result (model x dataset) from its samples (objects with the RECORD_FIELDS attributes): latency
-    p50/p95 and mean, tokens per answer, total tokens, retries. None when no sample has a record (a local model, or
+    p50/p95 and mean, time to first token p50/p95 (over the samples that have one), tokens per answer, total tokens,
+    retries. None when no sample has a record (a local model, or
     a run from before recording)."""
     rows = list(rows)
     latencies = [r.latency_s for r in rows if r.latency_s is not None]

@@ -161,6 +161,10 @@ class OpenAIModelSpec(EndpointModelSpec):
     tokenizer_path: str | None = Field(
         default=None, description="local Hugging Face tokenizer used to count prompt tokens"
     )
+    stream: bool = Field(
+        default=True, description="stream answers, which records each answer's time to first token; turn off for a "
+        "server that cannot stream (the answers are the same either way)"
+    )
 
     @field_validator("model")
     @classmethod
@@ -301,6 +305,12 @@ class RunParams(_Strict):
         description="1 runs every task in one warm process; more runs tasks in parallel processes",
     )
     timeout_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
+    prediction_cache: bool = Field(
+        default=True,
+        description="reuse an OpenAI-compatible model's answers to requests it was sent before (same endpoint, model "
+        "name, prompt, generation settings and seed) and keep this run's answers for later runs; false: every "
+        "prompt is sent and the cache is neither read nor written",
+    )
 
 
 class JudgeSpec(_Strict):

@@ -10,6 +10,7 @@
     logs/{infer,eval}/<model>/<ds>.out   per-task logs (only when tasks run in separate processes)
     summary/summary_<ts>.csv
 <job>/outputs/sample_metrics/<model>.jsonl   latency and tokens per answered prompt (sample_metrics.py)
+<job>/outputs/prediction_cache_hits/<model>.jsonl   which predictions came from the cache (prediction_cache.py)
 """
 
 from __future__ import annotations
@@ -136,6 +137,15 @@ def sample_metrics_dir(job_dir: Path) -> Path:
     OpenCompass work dir, since a model writes them without knowing which run dir OpenCompass chose (a resumed run
     appends)."""
     return outputs_dir(job_dir) / SAMPLE_METRICS
+
+
+PREDICTION_CACHE_HITS = "prediction_cache_hits"
+
+
+def prediction_cache_hits_dir(job_dir: Path) -> Path:
+    """Where the models record which predictions came from the prediction cache (prediction_cache.py): beside the
+    run dirs, as the sample metrics (a resumed run appends)."""
+    return outputs_dir(job_dir) / PREDICTION_CACHE_HITS
 
 
 def sample_metrics_file(run_dir: Path, model: str) -> Path:

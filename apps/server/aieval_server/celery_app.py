@@ -1,8 +1,7 @@
-"""The Celery application shared by the API (which only sends "run evaluation N") and the workers."""
+"""The Celery application shared by the API (which only sends "run evaluation N", through
+services/submission.submit) and the workers."""
 
 from __future__ import annotations
-
-import logging
 
 from celery import Celery
 
@@ -10,7 +9,6 @@ from .config import Settings, get_settings
 
 RUN_EVALUATION = "aieval.run_evaluation"
 QUEUES = ("api", "local")
-log = logging.getLogger(__name__)
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -74,38 +72,6 @@ def celery_for(settings: Settings) -> Celery:
     if key not in _senders:
         _senders[key] = create_celery(settings)
     return _senders[key]
-
-
-def enqueue(settings: Settings, evaluation_id: int, queue: str) -> bool:
-    """Send "run evaluation N" and stamp `enqueued_at`. A failure is not fatal: the job stays queued in the DB,
-    marked as never sent (`enqueued_at` NULL), and the workers' sweepers send it as soon as the broker takes
-    messages again."""
-    try:
-        celery_for(settings).send_task(RUN_EVALUATION, args=[evaluation_id], queue=queue)
-    except Exception as exc:
-        log.error("cannot send evaluation %s to the broker (it stays queued and will be resent): %s", evaluation_id, exc)
-        _stamp_enqueued(settings, evaluation_id, sent=False)
-        return False
-    _stamp_enqueued(settings, evaluation_id, sent=True)
-    return True
-
-
-def _stamp_enqueued(settings: Settings, evaluation_id: int, *, sent: bool) -> None:
-    from sqlalchemy import update
-
-    from .db import session_scope
-    from .models import Evaluation
-    from .services.evaluations import utcnow
-
-    condition = Evaluation.enqueued_at.is_(None) if sent else Evaluation.enqueued_at.is_not(None)
-    try:
-        with session_scope(settings.database_url) as session:
-            session.execute(update(Evaluation).where(Evaluation.id == evaluation_id, Evaluation.status == "queued",
-                                                     condition)
-                            .values(enqueued_at=utcnow() if sent else None)
-                            .execution_options(synchronize_session=False))
-    except Exception as exc:  # unsent: the sweeper sends it again; sent: at worst one harmless duplicate
-        log.error("cannot record whether evaluation %s reached the broker: %s", evaluation_id, exc)
 
 
 # ---- a Redis broker that lost its messages -----------------------------------------------------------

@@ -16,7 +16,6 @@ from .celery_app import (
     broker_lost_messages,
     broker_redis,
     celery_app,
-    enqueue,
     ensure_broker_dirs,
     mark_broker,
 )
@@ -26,7 +25,9 @@ log = logging.getLogger(__name__)
 
 
 def _sweeper(stop: threading.Event) -> None:
-    from .services.runs import database_unavailable, prune_deleted_job_dirs, sweep
+    from .db.outages import database_unavailable
+    from .services.recovery import prune_deleted_job_dirs, sweep
+    from .services.submission import submit
 
     settings = get_settings()
     broker = broker_redis(settings)
@@ -37,7 +38,7 @@ def _sweeper(stop: threading.Event) -> None:
             log.debug("broker check failed: %s", exc)
             lost = False
         try:
-            resent = sweep(settings, lambda evaluation_id, queue: enqueue(settings, evaluation_id, queue),
+            resent = sweep(settings, lambda evaluation_id, queue: submit(settings, evaluation_id, queue),
                            resend_all_queued=lost)
             if lost:
                 # Marked only once the queued jobs are sent again: a failed sweep is retried on the next pass.

@@ -108,6 +108,11 @@ def test_endpoint_custom_datasets_match_the_opencompass_cli(tmp_path, llama_serv
     # A real model gets some answers right: the scores are not trivially zero.
     assert result.ok, result.error
     assert max(s.value for s in result.scores) > 0
+    # The pool streamed its requests: each answer's first token came before its end.
+    for pair in result.pairs:
+        samples = list(iter_samples(result.run_dir, pair.model_abbr, pair.dataset_abbr))
+        assert samples and all(0 < s.ttft_s < s.latency_s for s in samples), [(s.ttft_s, s.latency_s) for s in samples]
+    # The CLI does not stream (OpenCompass' own OpenAISDK): the same predictions and scores.
     cli_run = run_opencompass_cli(tmp_path / "job" / "config.py", tmp_path / "cli")
     assert_same_as_cli(result, cli_run)
 

@@ -2,8 +2,10 @@
 
 The endpoint is a real loopback HTTP server speaking the OpenAI chat-completions shape. It answers "What is N times
 3?" after sleeping a time known per question, and reports a usage known per question, so each sample's record can be
-checked exactly (tokens) or within bounds (latency). One question fails once with HTTP 500 first: its record is the
-successful attempt's, with one retry."""
+checked exactly (tokens) or within bounds (latency). The answers stream (the pool's requests do), their first text
+after a time known per question: the time to first token is checked within bounds too. One question fails once with
+HTTP 500 first: its record is the successful attempt's, with one retry. The `opencompass` CLI, which does not stream,
+predicts the same."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from timed_openai import FLAKY, TimedChatEndpoint, delay_of
+from timed_openai import FLAKY, TimedChatEndpoint, delay_of, first_token_delay_of
 
 from aieval_engine import workdir
 from aieval_engine.results import iter_samples
@@ -36,10 +38,10 @@ def questions_file(folder: Path) -> Path:
     return path
 
 
-def spec_for(url: str, data: Path):
+def spec_for(url: str, data: Path, **model_settings):
     return parse_spec({
         "models": [{"kind": "openai", "name": "timed", "base_url": url, "model": "m", "concurrency": 3,
-                    "query_per_second": 100, "retries": 2}],
+                    "query_per_second": 100, "retries": 2, **model_settings}],
         "datasets": [{"kind": "custom", "name": "times3", "path": str(data), "scorer": "contains"}],
         "params": {"max_out_len": 16},
     })
@@ -64,7 +66,7 @@ def test_each_sample_gets_its_latency_tokens_and_retries_and_the_predictions_do_
             assert sample.prompt_tokens == 100 + n and sample.completion_tokens == n
             assert delay_of(n) <= sample.latency_s < delay_of(n) + 1.5, (n, sample.latency_s)
             assert sample.retries == (1 if n == FLAKY else 0)
-            assert sample.ttft_s is None  # non-streaming requests: no first token to time
+            assert first_token_delay_of(n) <= sample.ttft_s < min(first_token_delay_of(n) + 1.0, sample.latency_s)
             assert sample.correct is True
 
         latencies = [s.latency_s for s in samples]
@@ -75,7 +77,10 @@ def test_each_sample_gets_its_latency_tokens_and_retries_and_the_predictions_do_
         assert summary["prompt_tokens_mean"] == pytest.approx(100 + np.mean(range(1, ROWS + 1)))
         assert summary["completion_tokens_mean"] == pytest.approx(np.mean(range(1, ROWS + 1)))
         assert summary["total_tokens"] == sum(100 + 2 * n for n in range(1, ROWS + 1))
-        assert summary["retries"] == 1 and summary["ttft_p50_s"] is None
+        assert summary["retries"] == 1
+        first_tokens = [s.ttft_s for s in samples]
+        assert summary["ttft_p50_s"] == pytest.approx(np.percentile(first_tokens, 50), abs=1e-12)
+        assert summary["ttft_p95_s"] == pytest.approx(np.percentile(first_tokens, 95), abs=1e-12)
 
         # The same config run by the `opencompass` CLI, where nothing is recorded (no records directory is given):
         # byte-identical predictions. The endpoint answers each question the same way, the retry included.
@@ -96,17 +101,20 @@ def test_each_sample_gets_its_latency_tokens_and_retries_and_the_predictions_do_
         endpoint.close()
 
 
-def test_an_endpoint_that_sends_no_usage_gets_latency_and_null_tokens(tmp_path, warm_launcher):
+@pytest.mark.parametrize("stream", [True, False])
+def test_an_endpoint_that_sends_no_usage_gets_latency_and_null_tokens(tmp_path, warm_launcher, stream):
     endpoint = TimedChatEndpoint(send_usage=False)
     try:
-        result = Evaluation(spec_for(endpoint.url, questions_file(tmp_path / "data")), tmp_path / "job",
-                            launcher=warm_launcher).run()
+        result = Evaluation(spec_for(endpoint.url, questions_file(tmp_path / "data"), stream=stream),
+                            tmp_path / "job", launcher=warm_launcher).run()
         assert result.ok, result.error
         pair = result.pairs[0]
         samples = list(iter_samples(result.run_dir, pair.model_abbr, pair.dataset_abbr))
         assert len(samples) == ROWS
         assert all(s.prompt_tokens is None and s.completion_tokens is None for s in samples)
         assert all(s.latency_s is not None and s.latency_s >= delay_of(number_of(s)) for s in samples)
+        # streaming turned off (for a server that cannot stream): no first token to time
+        assert all((s.ttft_s is not None) == stream for s in samples)
         summary = summarize(samples)
         assert summary["prompt_tokens_mean"] is None and summary["total_tokens"] is None
         assert summary["latency_p50_s"] == pytest.approx(np.percentile([s.latency_s for s in samples], 50))

@@ -1,5 +1,6 @@
 """The async request path of SecretKeyOpenAISDK (oc_async.py) against a real loopback endpoint whose answers hash
-the exact request: it sends what OpenAISDK's own sync path sends and returns what it returns; it honours Retry-After;
+the exact request: it sends what OpenAISDK's own sync path sends (and asks for a stream: `stream`, `stream_options`)
+and returns what it returns; it honours Retry-After;
 its connections obey the outbound policy like the sync client's (netpolicy.GuardedAsyncTransport)."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import json
 
 import httpx
 import pytest
-from body_hash_openai import BodyHashEndpoint
+from body_hash_openai import BodyHashEndpoint, without_stream_fields
 from pool_inference import API_META_TEMPLATE
 
 from aieval_engine.netpolicy import GuardedAsyncTransport, OutboundPolicy, OutboundPolicyError
@@ -52,8 +53,11 @@ def test_the_async_request_and_answer_are_the_sync_ones(endpoint, monkeypatch, s
         sync_answer = model.generate([json.loads(json.dumps(prompt))], max_out_len=20)[0]
         sync_body = endpoint.bodies[-1]
         async_answer = agenerate(model, json.loads(json.dumps(prompt)))
-        assert endpoint.bodies[-1] == sync_body
-        assert list(endpoint.bodies[-1]) == list(sync_body)  # the same fields in the same order
+        async_body = endpoint.bodies[-1]
+        assert without_stream_fields(async_body) == sync_body
+        # the same fields in the same order, then the stream's
+        assert list(async_body) == [*sync_body, "stream", "stream_options"]
+        assert (async_body["stream"], async_body["stream_options"]) == (True, {"include_usage": True})
         assert async_answer == sync_answer and len(async_answer) == 24  # the answer hashes body and key
 
 

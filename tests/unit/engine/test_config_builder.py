@@ -554,6 +554,10 @@ def test_endpoint_model_settings(tmp_path):
     assert (model["retry"], model["timeout"], model["temperature"], model["max_seq_len"]) == (0, 9, 0.5, 999)
     assert model["key_env"] is None and model["run_cfg"] == {"num_gpus": 0}
     assert model["meta_template"]["round"][1] == {"role": "BOT", "api_role": "BOT", "generate": True}
+    assert model["stream"] is True  # the pool streams its requests (time to first token) unless told not to
+    spec = parse_spec({"models": [endpoint(stream=False)], "datasets": [{"kind": "custom", "name": "qa",
+                                                                         "path": str(path)}]})
+    assert assignments(build_config(spec, tmp_path / "no-stream").text)["models"][0]["stream"] is False
 
 
 def test_endpoint_concurrency_adapts_by_default_within_the_lowest_ceiling(tmp_path):
@@ -592,7 +596,7 @@ def test_quick_pipeline_follows_workers(tmp_path):
     values = assignments(built.text)
     assert values["infer"] == {
         "partitioner": {"type": "<QuickNumWorkerPartitioner>", "num_worker": 3},
-        "runner": {"type": "<LocalRunner>", "max_num_workers": 3, "task": {"type": "<OpenICLInferTask>"}},
+        "runner": {"type": "<LocalRunner>", "max_num_workers": 3, "task": {"type": "<PooledInferTask>"}},
     }
     assert values["eval"] == {
         "partitioner": {"type": "<QuickNaivePartitioner>"},
@@ -601,7 +605,7 @@ def test_quick_pipeline_follows_workers(tmp_path):
     plain = build_config(parse_spec(data), tmp_path / "plain", quick_pipeline=False)
     assert_inert(plain.text)
     assert "infer" not in assignments(plain.text) and "eval" not in assignments(plain.text)
-    for name in ("QuickNumWorkerPartitioner", "QuickNaivePartitioner", "LocalRunner", "OpenICLInferTask"):
+    for name in ("QuickNumWorkerPartitioner", "QuickNaivePartitioner", "LocalRunner", "PooledInferTask"):
         assert name in built.text and name not in plain.text
     assert assignments(plain.text)["models"] == values["models"]
 

@@ -136,7 +136,7 @@ def test_hostile_dify_names_urls_and_inputs_are_inert_data(hostile, tmp_path):
     model = spec.models[0]
     assert cfg["type"] == "<DifyChatModel>"
     assert cfg["base_url"] == cfg["path"] == model.base_url  # byte for byte
-    assert cfg["inputs"] == model.inputs and cfg["inputs"]["persona"] == hostile
+    assert dict(cfg["inputs"]) == model.inputs and dict(cfg["inputs"])["persona"] == hostile
     assert cfg["key_env"] == "AIEVAL_API_KEY_0" and built.secret_env == {"AIEVAL_API_KEY_0": APP_KEY}
     assert APP_KEY not in built.text and APP_KEY not in built.path.read_text(encoding="utf-8")
     assert built.models == {cfg["abbr"]: hostile}
@@ -157,7 +157,7 @@ def test_dify_model_settings_in_the_config(tmp_path):
     cfg = dify_cfg(built.text)
     assert cfg == {
         "type": "<DifyChatModel>", "abbr": "my_app-" + cfg["abbr"].rsplit("-", 1)[1], "path": "http://127.0.0.1:5001/v1/",
-        "base_url": "http://127.0.0.1:5001/v1/", "key_env": "AIEVAL_API_KEY_0", "inputs": {},
+        "base_url": "http://127.0.0.1:5001/v1/", "key_env": "AIEVAL_API_KEY_0", "inputs": [],
         "sample_metrics": cfg["abbr"],  # its latency and token records go under its abbr
         "meta_template": {"round": [{"role": "HUMAN", "api_role": "HUMAN"},
                                     {"role": "BOT", "api_role": "BOT", "generate": True}]},
@@ -205,7 +205,7 @@ def test_mmengine_loads_a_hostile_dify_config_without_executing_anything(tmp_pat
     cfg = Config.fromfile(str(built.path), format_python_code=False)
     assert not canary.exists()
     (model,) = cfg.models
-    assert model["inputs"] == {"p": payload} and model["key_env"] == "AIEVAL_API_KEY_0"
+    assert model["inputs"] == [["p", payload]] and model["key_env"] == "AIEVAL_API_KEY_0"
     assert APP_KEY not in built.path.read_text(encoding="utf-8")
 
 

@@ -101,7 +101,8 @@ def test_a_builtin_judge_config_without_a_judge_is_refused_by_name():
 
 # ---- the generated config -----------------------------------------------------------------------------------
 HOSTILE = "x'); __import__('os').system('id'); y=(\"\"\"名前"
-JUDGE_LOOP_NAMES = {"judge_model", "judge_pending", "judge_node", "isinstance", "list", "tuple", "k", "v"}
+JUDGE_LOOP_NAMES = {"judge_model", "judge_pending", "judge_node", "judge_type", "isinstance", "list", "tuple", "type",
+                    "str", "k", "v"}
 CONFIG_NAMES = {"read_base", "datasets", "gen_datasets", "ppl_datasets", "models", "ppl_models", "dataset", "dict",
                 "infer", "eval", "model_dataset_combinations"}
 

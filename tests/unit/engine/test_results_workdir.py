@@ -385,3 +385,15 @@ def test_generic_gen_details_of_exact_match_give_each_sample_its_verdict(run_dir
     }})
     rows = list(iter_samples(run_dir, "m1", "qa"))
     assert [(r.index, r.prompt, r.correct) for r in rows] == [(0, "Q0", True), (1, "Q1", False)]
+
+
+def test_a_per_sample_score_that_is_not_a_verdict_is_read_as_the_samples_score(run_dir):
+    # mol_instructions_chem-style details: partial credit per sample under `score`, no verdict.
+    predictions = {str(i): {"origin_prompt": f"Q{i}", "prediction": f"p{i}", "gold": f"g{i}"} for i in range(4)}
+    put_json(workdir.predictions_file(run_dir, "m1", "partial"), predictions)
+    details = [{"pred": "p0", "score": 0.75}, {"pred": "p1", "score": [0.2]}, {"pred": "p2", "score": True},
+               {"pred": "p3", "score": "high"}]
+    put_json(workdir.results_file(run_dir, "m1", "partial"), {"score": 31.67, "details": details})
+    rows = list(iter_samples(run_dir, "m1", "partial"))
+    assert [r.score for r in rows] == [0.75, 0.2, None, None]  # a bool or a word is not a score
+    assert [r.correct for r in rows] == [None] * 4

@@ -311,7 +311,10 @@ def test_run_succeeds_with_progress_scores_and_manifest(tmp_path, two_model_spec
     assert env == {"COMPASS_DATA_CACHE": str((tmp_path / "cache").resolve()), "AIEVAL_API_KEY_1": SECRET,
                    "AIEVAL_OUTBOUND_POLICY": OutboundPolicy().to_env(),  # the engine's default policy
                    # where endpoint models record each request's latency and tokens (sample_metrics.py)
-                   "AIEVAL_SAMPLE_METRICS_DIR": str(tmp_path.resolve() / "job" / "outputs" / "sample_metrics")}
+                   "AIEVAL_SAMPLE_METRICS_DIR": str(tmp_path.resolve() / "job" / "outputs" / "sample_metrics"),
+                   # where the request pool notes which predictions came from the prediction cache
+                   "AIEVAL_PREDICTION_CACHE_HITS_DIR": str(tmp_path.resolve() / "job" / "outputs"
+                                                           / "prediction_cache_hits")}
     seen_env = json.loads((tmp_path / "job" / "env.json").read_text())
     assert seen_env == {"AIEVAL_API_KEY_1": "<set>", "COMPASS_DATA_CACHE": str((tmp_path / "cache").resolve()),
                         "HF_HUB_OFFLINE": "1"}  # fmt: skip

@@ -6,28 +6,20 @@ and averages use only the datasets every model has with the same settings. Plus 
 from __future__ import annotations
 
 import hashlib
-import json
 
 import pytest
 from fake_openai import FakeChatEndpoint
-from sqlalchemy import create_engine, text
-
-ANSWER = "red green blue yellow purple"
-# The endpoint always answers ANSWER. "contains" finds 5 of these 8 colours in it (62.5 %), 3 of the first 6
-# (50 %); "exact" matches 1 of the 4 phrases (25 %).
-COLOURS = ["red", "black", "green", "white", "blue", "orange", "yellow", "purple"]
-PHRASES = [ANSWER, "red green", "blue", "red green blue yellow"]
-
-
-def _body(answers: list[str]) -> bytes:
-    return "".join(json.dumps({"question": f"Name colour {i}", "answer": a}) + "\n"
-                   for i, a in enumerate(answers)).encode()
-
-
-def _upload(client, filename: str, answers: list[str], scorer: str) -> int:
-    response = client.post("/api/v1/datasets", files={"file": (filename, _body(answers))}, data={"scorer": scorer})
-    assert response.status_code in (200, 201), response.text
-    return response.json()["dataset"]["id"]
+from scored_runs import (
+    ANSWER,
+    COLOURS,
+    PHRASES,
+    colour_questions,
+    database_with_a_deleted_score,
+    register_endpoint_model,
+    run_on_worker,
+    upload_dataset,
+)
+from sqlalchemy import text
 
 
 @pytest.fixture(scope="module")
@@ -39,29 +31,18 @@ def endpoint():
 
 def test_only_results_with_the_same_settings_are_side_by_side(client, settings, endpoint):
     from aieval_engine.catalogue import opencompass_version
-    from aieval_engine.launchers import ColdLauncher
     from aieval_server.db import session_scope
     from aieval_server.models import Score
-    from aieval_server.services.runs import run_evaluation
-    from aieval_server.storage import get_storage
 
     def model(name: str) -> int:
-        created = client.post("/api/v1/models", json={"name": name, "kind": "openai", "base_url": endpoint.url,
-                                                      "model": "m"})
-        assert created.status_code == 201, created.text
-        return created.json()["id"]
+        return register_endpoint_model(client, name, endpoint.url)
 
     def run(model_id: int, dataset_ids: list[int], params: dict) -> int:
-        created = client.post("/api/v1/evaluations", json={"model_ids": [model_id], "dataset_ids": dataset_ids,
-                                                           "params": params})
-        assert created.status_code == 201, created.text
-        evaluation_id = created.json()["id"]
-        assert run_evaluation(settings, get_storage(settings), evaluation_id, ColdLauncher()) == "succeeded"
-        return evaluation_id
+        return run_on_worker(client, settings, [model_id], dataset_ids, params)
 
     alpha, beta = model("alpha"), model("beta")
-    colours, phrases = _upload(client, "colours.jsonl", COLOURS, "contains"), _upload(client, "phrases.jsonl",
-                                                                                      PHRASES, "exact")
+    colours = upload_dataset(client, "colours.jsonl", colour_questions(COLOURS), "contains")
+    phrases = upload_dataset(client, "phrases.jsonl", colour_questions(PHRASES), "exact")
     # alpha: the first 6 colours; a limit of 6 on the 4 phrases is every phrase, the same samples as no limit.
     first = run(alpha, [colours, phrases], {"limit": 6})
     second = run(beta, [colours, phrases], {})
@@ -70,7 +51,7 @@ def test_only_results_with_the_same_settings_are_side_by_side(client, settings, 
         stored = {(s.evaluation_id, s.dataset_name): (s.fingerprint, s.fingerprint_parts)
                   for s in session.query(Score).filter(Score.metric == "accuracy")}
     fingerprint, parts = stored[(first, "colours")]
-    assert parts == {"data": hashlib.sha256(_body(COLOURS)).hexdigest()[:16], "config": None,
+    assert parts == {"data": hashlib.sha256(colour_questions(COLOURS)).hexdigest()[:16], "config": None,
                      "prompt": parts["prompt"], "limit": 6, "scorer": "contains", "max_out_len": None,
                      "opencompass": opencompass_version()}
     assert len(parts["prompt"]) == 16 and len(fingerprint) == 16
@@ -147,17 +128,7 @@ def test_migration_0007_adds_nullable_fingerprint_and_keeps_ids_never_reused(tmp
     from aieval_server.db.migrate import downgrade, upgrade
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    upgrade(url, "0006")
-    engine = create_engine(url)
-    with engine.begin() as connection:
-        connection.execute(text("INSERT INTO evaluations (id, name, status, queue, params, created_at, attempts, "
-                                "cancel_requested, artifacts_stored, revision, visibility, priority) VALUES "
-                                "(1, 'old', 'succeeded', 'local', '{}', '2026-01-01', 1, 0, 0, 1, 'shared', 0)"))
-        for score_id in (1, 2):
-            connection.execute(text("INSERT INTO scores (id, evaluation_id, model_name, dataset_name, model_abbr, "
-                                    f"dataset_abbr, metric, value, n) VALUES ({score_id}, 1, 'm', 'd', 'm', 'd', "
-                                    "'acc', 50.0, 8)"))
-        connection.execute(text("DELETE FROM scores WHERE id = 2"))
+    engine = database_with_a_deleted_score(url, "0006", {"n": "8"})
     upgrade(url, "0007")
     with engine.begin() as connection:
         old = connection.execute(text("SELECT value, n, fingerprint, fingerprint_parts FROM scores")).all()

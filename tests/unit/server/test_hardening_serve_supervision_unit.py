@@ -87,7 +87,7 @@ def test_sweepers_running_at_once_requeue_each_dead_job_once(client, settings):
 
     from aieval_server.db import session_scope
     from aieval_server.models import Evaluation
-    from aieval_server.services.runs import sweep
+    from aieval_server.services.recovery import sweep
 
     long_ago = datetime.now(timezone.utc) - timedelta(seconds=settings.stale_after_s + 60)
     with session_scope(settings.database_url) as session:

@@ -101,6 +101,8 @@ def test_two_real_runs_paired_sample_by_sample(client, settings, endpoints):
     # The exact McNemar p against statsmodels on the same tables, and Holm's adjustment across the two datasets.
     expected_p = [mcnemar([[3, 10], [1, 2]], exact=True).pvalue, mcnemar([[0, 1], [1, 2]], exact=True).pvalue]
     assert [letters_row["test"], phrases_row["test"]] == ["mcnemar_exact", "mcnemar_exact"]
+    # Right/wrong verdicts (no per-sample scores): the method the UI names.
+    assert {(row["basis"], row["interval_method"]) for row in (letters_row, phrases_row)} == {("verdicts", "newcombe")}
     assert letters_row["p_value"] == pytest.approx(expected_p[0], rel=1e-9)
     assert letters_row["p_value"] == pytest.approx(2 * 12 / 2**11, rel=1e-9)  # 2·P(X ≤ 1), X ~ Bin(11, 1/2)
     assert phrases_row["p_value"] == pytest.approx(expected_p[1])

@@ -18,7 +18,7 @@ MCQ_ROWS = [{"question": f"What is {i} + 1?", "A": str(i + 1), "B": str(i + 2), 
 QA_ROWS = [{"question": "Say OK", "answer": "OK"}, {"question": "Say yes", "answer": "yes"},
            {"question": "Name a colour", "answer": "red"}]
 COLUMNS = ["model", "dataset", "index", "prompt", "prediction", "extracted", "gold", "correct", "scorer", "judge_verdict",
-           "judge_rationale", "latency_s", "prompt_tokens", "completion_tokens"]
+           "judge_rationale", "latency_s", "ttft_s", "prompt_tokens", "completion_tokens"]
 
 
 def _jsonl(rows: list[dict]) -> bytes:

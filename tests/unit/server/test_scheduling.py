@@ -1,5 +1,5 @@
 """Fair queueing on a real (SQLite) database: which queued job a worker's message takes (services/scheduling.py,
-services/runs.claim_fairest). PostgreSQL, concurrent claims and a real worker: tests/integration/server/
+services/recovery.claim_fairest). PostgreSQL, concurrent claims and a real worker: tests/integration/server/
 test_fair_queue.py."""
 
 from __future__ import annotations
@@ -126,10 +126,10 @@ def test_only_queued_jobs_of_the_messages_queue_are_taken(db):
 
 
 def test_a_message_takes_the_fairest_job_and_messages_balance_jobs(db):
-    """runs.claim_fairest: what the Celery task does with "run evaluation N"."""
+    """recovery.claim_fairest: what the Celery task does with "run evaluation N"."""
     from aieval_server.db import session_scope
     from aieval_server.models import Evaluation
-    from aieval_server.services.runs import claim_fairest
+    from aieval_server.services.recovery import claim_fairest
 
     alice, bob = _user(db, "alice"), _user(db, "bob")
     alice_jobs = _jobs(db, alice, 3)
@@ -151,7 +151,7 @@ def test_a_message_takes_the_fairest_job_and_messages_balance_jobs(db):
 def test_a_requeued_job_tells_its_next_attempt_about_the_dead_one(db):
     """The sweeper requeues a dead worker's job with its old worker and process group: the new attempt must
     learn them (to stop the orphaned run on the same host), also when it was taken by another job's message."""
-    from aieval_server.services.runs import claim_fairest
+    from aieval_server.services.recovery import claim_fairest
 
     alice = _user(db, "alice")
     (requeued,) = _jobs(db, alice, 1, worker="host:7:dead", run_pgid=4242, attempts=1)
@@ -161,7 +161,7 @@ def test_a_requeued_job_tells_its_next_attempt_about_the_dead_one(db):
 
 
 def test_a_redelivered_message_still_takes_over_its_dead_workers_job(db):
-    from aieval_server.services.runs import claim_fairest
+    from aieval_server.services.recovery import claim_fairest
 
     long_ago = datetime.now(timezone.utc) - timedelta(seconds=db.stale_after_s + 60)
     (dead,) = _jobs(db, None, 1, status="running", heartbeat_at=long_ago, worker="host:1:a")
@@ -175,7 +175,7 @@ def test_a_job_never_sent_taken_with_another_jobs_message_leaves_that_job_to_the
     job is then without a message, and must not wait resend_queued_after_s (10 min) for one."""
     from aieval_server.db import session_scope
     from aieval_server.models import Evaluation
-    from aieval_server.services.runs import claim_fairest, sweep
+    from aieval_server.services.recovery import claim_fairest, sweep
 
     alice, bob = _user(db, "alice"), _user(db, "bob")
     _jobs(db, alice, 1, status="running", started_at=T0)  # Alice runs something: Bob's turn next

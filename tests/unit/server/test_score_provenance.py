@@ -10,19 +10,17 @@ import json
 
 import pytest
 from fake_openai import FakeChatEndpoint
-from sqlalchemy import create_engine, text
-
-ANSWER = "red green blue yellow purple"
-# The endpoint always answers ANSWER: "contains" finds 5 of these 8 colours in it, "exact" matches 1 of 4 phrases.
-COLOURS = ["red", "black", "green", "white", "blue", "orange", "yellow", "purple"]
-PHRASES = [ANSWER, "red green", "blue", "red green blue yellow"]
-
-
-def _upload(client, filename: str, answers: list[str], scorer: str) -> int:
-    body = "".join(json.dumps({"question": f"Name colour {i}", "answer": a}) + "\n" for i, a in enumerate(answers))
-    response = client.post("/api/v1/datasets", files={"file": (filename, body.encode())}, data={"scorer": scorer})
-    assert response.status_code in (200, 201), response.text
-    return response.json()["dataset"]["id"]
+from scored_runs import (
+    ANSWER,
+    COLOURS,
+    PHRASES,
+    colour_questions,
+    database_with_a_deleted_score,
+    register_endpoint_model,
+    run_on_worker,
+    upload_dataset,
+)
+from sqlalchemy import text
 
 
 @pytest.fixture(scope="module")
@@ -33,37 +31,27 @@ def endpoint():
 
 
 def test_a_real_run_stores_n_correct_scorer_and_wilson_interval(client, settings, endpoint):
-    from aieval_engine.launchers import ColdLauncher
     from aieval_engine.workdir import latest_run_dir
     from aieval_server.services.evaluations import job_dir
     from aieval_server.services.provenance import evaluator_classes
-    from aieval_server.services.runs import run_evaluation
     from aieval_server.services.statistics import wilson_interval
-    from aieval_server.storage import get_storage
 
-    model = client.post("/api/v1/models", json={"name": "colours", "kind": "openai", "base_url": endpoint.url,
-                                                "model": "m"})
-    assert model.status_code == 201, model.text
-    contains_id = _upload(client, "colours.jsonl", COLOURS, "contains")
-    exact_id = _upload(client, "phrases.jsonl", PHRASES, "exact")
-    created = client.post("/api/v1/evaluations", json={"model_ids": [model.json()["id"]],
-                                                       "dataset_ids": [contains_id, exact_id]})
-    assert created.status_code == 201, created.text
-    evaluation_id = created.json()["id"]
-
-    assert run_evaluation(settings, get_storage(settings), evaluation_id, ColdLauncher()) == "succeeded"
+    model_id = register_endpoint_model(client, "colours", endpoint.url)
+    contains_id = upload_dataset(client, "colours.jsonl", colour_questions(COLOURS), "contains")
+    exact_id = upload_dataset(client, "phrases.jsonl", colour_questions(PHRASES), "exact")
+    evaluation_id = run_on_worker(client, settings, [model_id], [contains_id, exact_id])
 
     detail = client.get(f"/api/v1/evaluations/{evaluation_id}").json()
     scores = {s["dataset"]: s for s in detail["scores"]}
     five_of_eight, one_of_four = wilson_interval(5, 8), wilson_interval(1, 4)
     expected = {
-        "model_id": model.json()["id"], "model": "colours", "dataset_id": contains_id, "dataset": "colours",
+        "model_id": model_id, "model": "colours", "dataset_id": contains_id, "dataset": "colours",
         "metric": "accuracy", "value": 62.5, "n": 8, "correct": 5, "scorer": "contains",
         "ci_low": pytest.approx(100 * five_of_eight[0]), "ci_high": pytest.approx(100 * five_of_eight[1])}
     assert {key: scores["colours"][key] for key in expected} == expected
     # And what its comparability rests on (test_fingerprint_compare.py checks the parts themselves).
     assert len(scores["colours"]["fingerprint"]) == 16 and scores["colours"]["fingerprint_parts"]["scorer"] == "contains"
-    expected = {"model_id": model.json()["id"], "model": "colours", "dataset_id": exact_id, "dataset": "phrases",
+    expected = {"model_id": model_id, "model": "colours", "dataset_id": exact_id, "dataset": "phrases",
                 "metric": "accuracy", "value": 25.0, "n": 4, "correct": 1, "scorer": "exact"}
     assert {key: scores["phrases"][key] for key in expected} == expected
     assert (scores["phrases"]["ci_low"], scores["phrases"]["ci_high"]) == pytest.approx(
@@ -116,17 +104,7 @@ def test_migration_0006_adds_nullable_provenance_and_keeps_ids_never_reused(tmp_
     from aieval_server.db.migrate import downgrade, upgrade
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    upgrade(url, "0005")
-    engine = create_engine(url)
-    with engine.begin() as connection:
-        connection.execute(text("INSERT INTO evaluations (id, name, status, queue, params, created_at, attempts, "
-                                "cancel_requested, artifacts_stored, revision, visibility, priority) VALUES "
-                                "(1, 'old', 'succeeded', 'local', '{}', '2026-01-01', 1, 0, 0, 1, 'shared', 0)"))
-        for score_id in (1, 2):
-            connection.execute(text("INSERT INTO scores (id, evaluation_id, model_name, dataset_name, model_abbr, "
-                                    f"dataset_abbr, metric, value) VALUES ({score_id}, 1, 'm', 'd', 'm', 'd', 'acc', "
-                                    "50.0)"))
-        connection.execute(text("DELETE FROM scores WHERE id = 2"))
+    engine = database_with_a_deleted_score(url, "0005")
     upgrade(url)
     with engine.begin() as connection:
         old = connection.execute(text("SELECT value, n, correct, scorer, ci_low, ci_high FROM scores")).all()

@@ -11,8 +11,9 @@ import json
 
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, text
-from timed_openai import FLAKY, TimedChatEndpoint, delay_of
+from scored_runs import database_with_a_deleted_score, register_endpoint_model, run_on_worker, upload_dataset
+from sqlalchemy import text
+from timed_openai import FLAKY, TimedChatEndpoint, delay_of, first_token_delay_of
 
 ROWS = 5
 
@@ -26,33 +27,22 @@ def endpoints():
 
 
 def test_a_run_stores_each_results_speed_and_every_view_shows_it(client, settings, endpoints):
-    from aieval_engine.launchers import ColdLauncher
-    from aieval_server.services.runs import run_evaluation
-    from aieval_server.storage import get_storage
-
     counted, uncounted = endpoints
-    model_ids = []
-    for name, endpoint in (("counted", counted), ("uncounted", uncounted)):
-        created = client.post("/api/v1/models", json={"name": name, "kind": "openai", "base_url": endpoint.url,
-                                                      "model": "m", "options": {"concurrency": 2, "retries": 2}})
-        assert created.status_code == 201, created.text
-        model_ids.append(created.json()["id"])
+    model_ids = [register_endpoint_model(client, name, endpoint.url, concurrency=2, retries=2)
+                 for name, endpoint in (("counted", counted), ("uncounted", uncounted))]
     body = "".join(json.dumps({"question": f"What is {n} times 3?", "answer": str(3 * n)}) + "\n"
                    for n in range(1, ROWS + 1))
-    upload = client.post("/api/v1/datasets", files={"file": ("times3.jsonl", body.encode())}, data={"scorer": "contains"})
-    assert upload.status_code in (200, 201), upload.text
-    created = client.post("/api/v1/evaluations", json={"model_ids": model_ids,
-                                                       "dataset_ids": [upload.json()["dataset"]["id"]]})
-    assert created.status_code == 201, created.text
-    evaluation_id = created.json()["id"]
-    assert run_evaluation(settings, get_storage(settings), evaluation_id, ColdLauncher()) == "succeeded"
+    dataset_id = upload_dataset(client, "times3.jsonl", body.encode(), "contains")
+    evaluation_id = run_on_worker(client, settings, model_ids, [dataset_id])
 
     samples = client.get(f"/api/v1/evaluations/{evaluation_id}/samples", params={"page_size": 50}).json()["items"]
     assert len(samples) == 2 * ROWS
     for sample in samples:
         n = int(sample["prompt"][-1]["prompt"].split()[2])
         assert delay_of(n) <= sample["latency_s"] < delay_of(n) + 1.5
-        assert sample["retries"] == (1 if n == FLAKY else 0) and sample["ttft_s"] is None
+        assert sample["retries"] == (1 if n == FLAKY else 0)
+        # the answers streamed: the first text came first_token_delay_of(n) after the request
+        assert first_token_delay_of(n) <= sample["ttft_s"] < min(first_token_delay_of(n) + 1.0, sample["latency_s"])
         if sample["model"] == "counted":
             assert (sample["prompt_tokens"], sample["completion_tokens"]) == (100 + n, n)
         else:
@@ -65,6 +55,9 @@ def test_a_run_stores_each_results_speed_and_every_view_shows_it(client, setting
         assert speed["samples"] == ROWS and speed["retries"] == 1
         assert speed["latency_p50_s"] == pytest.approx(np.percentile(latencies, 50), abs=1e-9)
         assert speed["latency_p95_s"] == pytest.approx(np.percentile(latencies, 95), abs=1e-9)
+        first_tokens = [s["ttft_s"] for s in samples if s["model"] == model]
+        assert speed["ttft_p50_s"] == pytest.approx(np.percentile(first_tokens, 50), abs=1e-9)
+        assert speed["ttft_p95_s"] == pytest.approx(np.percentile(first_tokens, 95), abs=1e-9)
     assert scores["counted"]["speed"]["total_tokens"] == sum(100 + 2 * n for n in range(1, ROWS + 1))
     assert scores["counted"]["speed"]["completion_tokens_mean"] == pytest.approx(np.mean(range(1, ROWS + 1)))
     assert scores["uncounted"]["speed"]["total_tokens"] is None
@@ -75,11 +68,12 @@ def test_a_run_stores_each_results_speed_and_every_view_shows_it(client, setting
     # Per-sample export: latency and token columns, numbers in CSV, null in JSON lines when not sent.
     exported = client.get(f"/api/v1/evaluations/{evaluation_id}/samples/export", params={"format": "csv"})
     rows = list(csv.DictReader(io.StringIO(exported.content.decode("utf-8-sig"))))
-    assert {"latency_s", "prompt_tokens", "completion_tokens"} <= set(rows[0])
+    assert {"latency_s", "ttft_s", "prompt_tokens", "completion_tokens"} <= set(rows[0])
     by_latency = {(r["model"], int(r["index"])): r for r in rows}
     for sample in samples:
         row = by_latency[(sample["model"], sample["index"])]
         assert float(row["latency_s"]) == pytest.approx(sample["latency_s"])
+        assert float(row["ttft_s"]) == pytest.approx(sample["ttft_s"])
         assert row["prompt_tokens"] == ("" if sample["prompt_tokens"] is None else str(sample["prompt_tokens"]))
     lines = client.get(f"/api/v1/evaluations/{evaluation_id}/samples/export", params={"format": "jsonl"}).text
     records = [json.loads(line) for line in lines.splitlines()]
@@ -90,6 +84,7 @@ def test_a_run_stores_each_results_speed_and_every_view_shows_it(client, setting
     score_csv = {r["model"]: r for r in csv.DictReader(io.StringIO(
         client.get(f"/api/v1/evaluations/{evaluation_id}/export", params={"format": "csv"}).text))}
     assert float(score_csv["counted"]["latency_p50_s"]) == pytest.approx(scores["counted"]["speed"]["latency_p50_s"])
+    assert float(score_csv["counted"]["ttft_p50_s"]) == pytest.approx(scores["counted"]["speed"]["ttft_p50_s"])
     assert score_csv["counted"]["total_tokens"] == str(scores["counted"]["speed"]["total_tokens"])
     assert score_csv["uncounted"]["total_tokens"] == ""
     report = client.get(f"/api/v1/evaluations/{evaluation_id}/export", params={"format": "md"}).text
@@ -107,21 +102,26 @@ def test_the_speed_text_of_a_report():
     assert seconds(0.004) == "4 ms"
 
 
+def test_reports_show_the_first_token_when_the_answers_streamed():
+    from aieval_server.services.artifacts import SAMPLE_COLUMNS
+    from aieval_server.services.speed import SPEED_COLUMNS, markdown_lines, speed_cells, speed_text
+
+    speed = {"latency_p50_s": 0.523, "latency_p95_s": 0.9, "ttft_p50_s": 0.081, "ttft_p95_s": 0.2,
+             "completion_tokens_mean": 119.6, "total_tokens": 900, "retries": 0}
+    assert speed_text(speed) == "p50 0.52 s · p95 0.9 s · first token p50 0.081 s · 120 tokens/answer"
+    assert speed_text({**speed, "ttft_p50_s": None}) == "p50 0.52 s · p95 0.9 s · 120 tokens/answer"
+    cells = dict(zip(SPEED_COLUMNS, speed_cells(speed), strict=True))
+    assert (cells["ttft_p50_s"], cells["ttft_p95_s"]) == (0.081, 0.2)
+    assert SAMPLE_COLUMNS[-4:] == ("latency_s", "ttft_s", "prompt_tokens", "completion_tokens")
+    assert any("first token p50 0.081 s" in line for line in markdown_lines([{"model": "m", "dataset": "d",
+                                                                              "speed": speed}], str))
+
+
 def test_migration_0009_adds_a_nullable_speed_and_keeps_ids_never_reused(tmp_path):
     from aieval_server.db.migrate import downgrade, upgrade
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    upgrade(url, "0008")
-    engine = create_engine(url)
-    with engine.begin() as connection:
-        connection.execute(text("INSERT INTO evaluations (id, name, status, queue, params, created_at, attempts, "
-                                "cancel_requested, artifacts_stored, revision, visibility, priority) VALUES "
-                                "(1, 'old', 'succeeded', 'local', '{}', '2026-01-01', 1, 0, 0, 1, 'shared', 0)"))
-        for score_id in (1, 2):
-            connection.execute(text("INSERT INTO scores (id, evaluation_id, model_name, dataset_name, model_abbr, "
-                                    f"dataset_abbr, metric, value) VALUES ({score_id}, 1, 'm', 'd', 'm', 'd', 'acc', "
-                                    "50.0)"))
-        connection.execute(text("DELETE FROM scores WHERE id = 2"))
+    engine = database_with_a_deleted_score(url, "0008")
     upgrade(url, "0009")
     with engine.begin() as connection:
         assert [tuple(row) for row in connection.execute(text("SELECT value, speed FROM scores"))] == [(50.0, None)]

@@ -19,8 +19,10 @@ from aieval_server.services.statistics import (
     mcnemar_exact_p,
     minimum_detectable_accuracy_difference,
     minimum_detectable_difference,
-    paired_bootstrap_p,
     paired_difference_interval,
+    paired_mean_difference_interval,
+    paired_minimum_detectable_difference,
+    paired_permutation_p,
     rank_draws,
     rank_intervals,
     score_interval,
@@ -155,24 +157,93 @@ def test_paired_table_from_outcomes():
         PairedTable.from_outcomes(a, b[:-1])
 
 
-# ---- paired bootstrap p -------------------------------------------------------------------------------
-def test_paired_bootstrap_p_agrees_with_the_paired_t_test_on_large_samples():
-    rng = np.random.default_rng(3)
-    for shift in (0.0, 0.05, 0.12, 0.25):
-        a = rng.normal(0.0, 1.0, 400)
-        b = a - shift + rng.normal(0.0, 0.8, 400)  # correlated with a, as two models on the same items
-        ours = paired_bootstrap_p(a, b, resamples=20_000, seed=1)
-        reference = stats.ttest_rel(a, b).pvalue
-        assert ours == pytest.approx(reference, abs=0.015 + 0.1 * reference), shift
-    assert paired_bootstrap_p(a, b, resamples=2_000, seed=9) == paired_bootstrap_p(a, b, resamples=2_000, seed=9)
+# ---- per-sample scores, paired ----------------------------------------------------------------------------
+def _mean_difference(x, y, axis=-1):
+    return np.mean(x - y, axis=axis)
 
 
-def test_paired_bootstrap_p_edges():
-    assert paired_bootstrap_p([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == 1.0
-    assert paired_bootstrap_p([2.0, 3.0, 4.0], [1.0, 2.0, 3.0], resamples=999) == pytest.approx(1 / 1000)
-    assert 0 < paired_bootstrap_p([5.0, 1.0, 2.0], [1.0, 2.0, 3.0]) <= 1
+def partial_credit(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two models' per-sample scores on the same n items (F1-like, 0..1, correlated through item difficulty)."""
+    rng = np.random.default_rng(seed)
+    difficulty = rng.uniform(0, 1, n)
+    a = np.clip(1 - difficulty + rng.normal(0.05, 0.15, n), 0, 1).round(3)
+    b = np.clip(1 - difficulty + rng.normal(0.0, 0.15, n), 0, 1).round(3)
+    return a, b
+
+
+@pytest.mark.parametrize("n,confidence", [(12, 0.95), (80, 0.95), (300, 0.9)])
+def test_paired_mean_difference_interval_is_scipys_paired_percentile_bootstrap(n, confidence):
+    a, b = partial_credit(n, seed=n)
+    ours = paired_mean_difference_interval(a, b, confidence, resamples=5_000, seed=11)
+    reference = stats.bootstrap((a, b), _mean_difference, paired=True, vectorized=True, n_resamples=5_000,
+                                confidence_level=confidence, method="percentile", rng=np.random.default_rng(11))
+    assert ours == pytest.approx((reference.confidence_interval.low, reference.confidence_interval.high), abs=1e-12)
+    assert ours[0] < np.mean(a - b) < ours[1]
+
+
+def test_paired_mean_difference_interval_edges():
+    assert paired_mean_difference_interval([0.5, 0.25], [0.5, 0.25]) == (0.0, 0.0)  # they agree everywhere
     with pytest.raises(ValueError):
-        paired_bootstrap_p([1.0], [1.0, 2.0])
+        paired_mean_difference_interval([0.5], [0.5, 0.25])
+    with pytest.raises(ValueError):
+        paired_mean_difference_interval([], [])
+    with pytest.raises(ValueError):
+        paired_mean_difference_interval([float("nan")], [0.5])
+
+
+@pytest.mark.parametrize("n,shift", [(10, 0.0), (12, 0.08), (13, 0.2)])
+def test_paired_permutation_p_is_scipys_exact_permutation_test(n, shift):
+    a, b = partial_credit(n, seed=100 + n)
+    a = np.clip(a + shift, 0, 1)
+    ours = paired_permutation_p(a, b, resamples=10_000)
+    reference = stats.permutation_test((a, b), _mean_difference, permutation_type="samples", vectorized=True,
+                                       n_resamples=10_000, alternative="two-sided", rng=np.random.default_rng(0))
+    assert 2 ** n <= 10_000  # SciPy enumerates every sign pattern too: the same exact p
+    assert ours == pytest.approx(reference.pvalue, rel=1e-12)
+
+
+def test_paired_permutation_p_agrees_with_scipy_when_sampled():
+    rng = np.random.default_rng(5)
+    for shift in (0.0, 0.03, 0.06):
+        a, b = partial_credit(200, seed=int(shift * 100))
+        a = np.clip(a + shift, 0, 1)
+        ours = paired_permutation_p(a, b, resamples=20_000, seed=3)
+        reference = stats.permutation_test((a, b), _mean_difference, permutation_type="samples", vectorized=True,
+                                           n_resamples=20_000, alternative="two-sided", rng=rng).pvalue
+        # Two Monte Carlo estimates of the same p: within a few standard errors of each other.
+        assert ours == pytest.approx(reference, abs=4 * math.sqrt(reference * (1 - reference) / 20_000) + 1e-4)
+    assert paired_permutation_p(a, b, resamples=2_000, seed=9) == paired_permutation_p(a, b, resamples=2_000, seed=9)
+
+
+@pytest.mark.parametrize("table", [(30, 9, 2, 10), (5, 0, 0, 5), (50, 12, 5, 35), (0, 1, 0, 0)])
+def test_on_right_wrong_scores_the_permutation_test_is_the_exact_mcnemar_test(table):
+    both, only_a, only_b, neither = table
+    a = [1.0] * both + [1.0] * only_a + [0.0] * only_b + [0.0] * neither
+    b = [1.0] * both + [0.0] * only_a + [1.0] * only_b + [0.0] * neither
+    resamples = max(10_000, 2 ** (only_a + only_b))  # exact: every sign pattern of the disagreements
+    assert paired_permutation_p(a, b, resamples=resamples) == pytest.approx(mcnemar_exact_p(only_a, only_b),
+                                                                            rel=1e-9)
+
+
+def test_paired_permutation_p_edges():
+    assert paired_permutation_p([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == 1.0
+    assert paired_permutation_p([0.7, 0.2], [0.2, 0.7]) == 1.0  # mean difference 0
+    # Three differences all positive: 2 of the 8 sign patterns are as extreme (all + or all -).
+    assert paired_permutation_p([0.9, 0.8, 0.6], [0.5, 0.5, 0.5]) == pytest.approx(2 / 8)
+    with pytest.raises(ValueError):
+        paired_permutation_p([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError):
+        paired_permutation_p([1.0], [1.0], resamples=0)
+
+
+def test_paired_minimum_detectable_difference_uses_the_spread_of_the_differences():
+    a, b = partial_credit(150, seed=8)
+    sd = float(np.std(a - b, ddof=1))
+    expected = NormalIndPower().solve_power(effect_size=None, nobs1=150, alpha=0.05, power=0.8, ratio=0)
+    # statsmodels' one-sample normal power (ratio=0) gives the detectable effect in standard deviations.
+    assert paired_minimum_detectable_difference(a, b) == pytest.approx(expected * sd, rel=1e-3)
+    assert paired_minimum_detectable_difference([0.5], [0.25]) is None
+    assert paired_minimum_detectable_difference([0.5, 0.75], [0.25, 0.5]) is None  # the same difference everywhere
 
 
 # ---- Holm ---------------------------------------------------------------------------------------------

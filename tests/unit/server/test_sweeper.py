@@ -20,7 +20,7 @@ def _evaluation(session, **values):
 def test_sweep_requeues_dead_workers_jobs_and_resends_forgotten_ones(client, settings):
     from aieval_server.db import session_scope
     from aieval_server.models import Evaluation
-    from aieval_server.services.runs import claim, sweep
+    from aieval_server.services.recovery import claim, sweep
 
     now = datetime.now(timezone.utc)
     long_ago = now - timedelta(seconds=settings.stale_after_s + 60)
@@ -50,10 +50,10 @@ def test_sweep_requeues_dead_workers_jobs_and_resends_forgotten_ones(client, set
 
 def test_a_job_whose_api_died_before_sending_it_is_sent_after_the_grace(client, settings, queued_messages):
     """The row commits first and the message follows; an API killed in between leaves enqueued_at NULL."""
-    from aieval_server.celery_app import enqueue
     from aieval_server.db import session_scope
     from aieval_server.models import Evaluation
-    from aieval_server.services.runs import sweep
+    from aieval_server.services.recovery import sweep
+    from aieval_server.services.submission import submit
 
     now = datetime.now(timezone.utc)
     with session_scope(settings.database_url) as session:
@@ -64,7 +64,7 @@ def test_a_job_whose_api_died_before_sending_it_is_sent_after_the_grace(client, 
     assert sweep(settings, lambda evaluation_id, queue: sent.append(evaluation_id)) == [orphan]
     assert sent == [orphan]
 
-    assert enqueue(settings, being_sent, "local") is True  # what the API does right after the commit
+    assert submit(settings, being_sent, "local") is True  # what the API does right after the commit
     assert len(queued_messages()) == 1
     with session_scope(settings.database_url) as session:
         assert session.get(Evaluation, being_sent).enqueued_at is not None
@@ -73,7 +73,7 @@ def test_a_job_whose_api_died_before_sending_it_is_sent_after_the_grace(client, 
 
 def test_workers_drop_job_dirs_of_deleted_evaluations(client, settings):
     from aieval_server.db import session_scope
-    from aieval_server.services.runs import prune_deleted_job_dirs
+    from aieval_server.services.recovery import prune_deleted_job_dirs
 
     with session_scope(settings.database_url) as session:
         kept = _evaluation(session, status="succeeded")

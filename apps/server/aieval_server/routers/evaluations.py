@@ -6,7 +6,6 @@ from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter, BackgroundTasks, Query, Response
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 
-from ..celery_app import enqueue
 from ..db import session_scope
 from ..enums import EvaluationStatus
 from ..schemas.api import (
@@ -22,6 +21,7 @@ from ..schemas.api import (
 from ..schemas.ids import DatabaseId, PageNumber
 from ..services import access, artifacts
 from ..services import evaluations as service
+from ..services.submission import submit
 from .deps import CurrentUser, SessionDep, SettingsDep, StorageDep
 
 router = APIRouter(prefix="/evaluations", tags=["evaluations"])
@@ -36,8 +36,7 @@ hot_reads = CapacityLimiter(2)
 def create_evaluation(*, body: EvaluationCreate, session: SessionDep,
                       settings: SettingsDep, storage: StorageDep, caller: CurrentUser):
     evaluation = service.create(session, settings, storage, body, caller)
-    session.commit()  # the row exists before the message: a worker always finds what it is told to run
-    enqueue(settings, evaluation.id, evaluation.queue)
+    submit(settings, evaluation.id, evaluation.queue, session=session)
     return service.show(session, evaluation.id, caller)
 
 
@@ -87,8 +86,7 @@ def cancel_evaluation(*, evaluation_id: DatabaseId, session: SessionDep, caller:
 def retry_evaluation(*, evaluation_id: DatabaseId, session: SessionDep,
                      settings: SettingsDep, storage: StorageDep, caller: CurrentUser):
     evaluation = service.retry(session, settings, storage, evaluation_id, caller)
-    session.commit()
-    enqueue(settings, evaluation.id, evaluation.queue)
+    submit(settings, evaluation.id, evaluation.queue, session=session)
     return service.show(session, evaluation_id, caller)
 
 
@@ -99,8 +97,7 @@ def rerun_evaluation(*, evaluation_id: DatabaseId, session: SessionDep,
     visibility). Every check of a new submission applies: the caller must be a member who may read the evaluation
     and each of its models and datasets, and within their quotas."""
     evaluation = service.run_again(session, settings, storage, evaluation_id, caller)
-    session.commit()  # the row exists before the message, as for any submission
-    enqueue(settings, evaluation.id, evaluation.queue)
+    submit(settings, evaluation.id, evaluation.queue, session=session)
     return service.show(session, evaluation.id, caller)
 
 
@@ -112,8 +109,7 @@ def rescore_evaluation(*, evaluation_id: DatabaseId, body: EvaluationRescore, se
     check of a new submission applies (a member who may read the evaluation, its models, datasets and the judge;
     quotas)."""
     evaluation = service.rescore(session, settings, storage, evaluation_id, body, caller)
-    session.commit()  # the row exists before the message, as for any submission
-    enqueue(settings, evaluation.id, evaluation.queue)
+    submit(settings, evaluation.id, evaluation.queue, session=session)
     return service.show(session, evaluation.id, caller)
 
 

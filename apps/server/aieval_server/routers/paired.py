@@ -35,7 +35,8 @@ def paired_samples(*, a: DatabaseId, b: DatabaseId, dataset: Annotated[str, Quer
                    page: PageNumber = 1, page_size: Annotated[int, Query(ge=1, le=500)] = 50,
                    session: SessionDep, settings: SettingsDep, storage: StorageDep, caller: CurrentUser):
     """The samples of one dataset with A's and B's answers side by side, numbered from 1. flip: a_only (right for A
-    only), b_only, both (right for both), neither, changed (right for exactly one)."""
+    only), b_only, both (right for both), neither, changed (right for exactly one); for a dataset compared by
+    per-sample scores (`basis` scores): a_only (A scored higher), b_only (B scored higher), changed (they differ)."""
     items, total = service.samples(session, settings, storage, caller, a, b, dataset=dataset, flip=flip,
                                    model_a=model_a, model_b=model_b, page=page, page_size=page_size)
     return Page(items=items, total=total, page=page, page_size=page_size)

@@ -181,6 +181,12 @@ class EvaluationParams(Strict):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     workers: int = Field(default=1, ge=1, le=64)
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    prediction_cache: bool = Field(
+        default=True,
+        description="reuse an endpoint model's answers to requests sent before (same server, model name, prompt, "
+        "generation settings and seed: the manifest's prediction_cache says which predictions came from there) and "
+        "keep this run's for later runs; false: every prompt is sent and the cache is neither read nor written",
+    )
 
 
 class BuiltinGenerationSettings(BaseModel):
@@ -329,9 +335,11 @@ class SpeedSummary(BaseModel):
     latency_p50_s: float | None = Field(description="median seconds from request to the whole answer")
     latency_p95_s: float | None = Field(description="95th percentile of the same (numpy's linear interpolation)")
     latency_mean_s: float | None = None
-    ttft_p50_s: float | None = Field(default=None, description="time to first token; null: not measured (the "
-                                                               "requests do not stream)")
-    ttft_p95_s: float | None = None
+    ttft_p50_s: float | None = Field(default=None, description="median seconds from request to the first streamed "
+                                                               "text, over the samples that have one; null: not "
+                                                               "measured (streaming turned off, a server that does "
+                                                               "not stream, a run from before it was recorded)")
+    ttft_p95_s: float | None = Field(default=None, description="95th percentile of the same")
     prompt_tokens_mean: float | None = Field(default=None, description="as the endpoint counted them (its usage); "
                                                                        "null when it sent none")
     completion_tokens_mean: float | None = Field(default=None, description="tokens per answer, from the usage")
@@ -381,10 +389,14 @@ class SampleRead(BaseModel):
                                                          "evaluator class")
     judge_verdict: str | None = Field(default=None, description="the judge's verdict as it gave it (LLM-as-judge)")
     judge_rationale: str | None = Field(default=None, description="the judge's reasoning for its verdict")
+    score: float | None = Field(default=None, description="a per-sample score that is not a right/wrong verdict "
+                                                          "(partial credit, a similarity), when the scorer records "
+                                                          "one; null otherwise")
     # Recorded for endpoint models (aieval_engine.sample_metrics); null when not recorded.
     latency_s: float | None = Field(default=None, description="seconds from request to the whole answer (the "
                                                               "successful attempt)")
-    ttft_s: float | None = Field(default=None, description="time to first token; null: not measured")
+    ttft_s: float | None = Field(default=None, description="seconds from request to the first streamed text (the "
+                                                          "successful attempt); null: not measured (not streamed)")
     prompt_tokens: int | None = Field(default=None, description="as the endpoint's usage counted them")
     completion_tokens: int | None = Field(default=None, description="as the endpoint's usage counted them")
     retries: int | None = Field(default=None, description="requests repeated before the answer came")

@@ -3,7 +3,7 @@ by side."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -32,25 +32,37 @@ class PairedDataset(BaseModel):
     comparable: bool
     reason: str | None = Field(default=None, description="why the samples cannot be paired, when not comparable")
     n: int | None = Field(default=None, description="paired samples")
-    accuracy_a: float | None = Field(default=None, description="percent right for A")
-    accuracy_b: float | None = Field(default=None, description="percent right for B")
-    difference: float | None = Field(default=None, description="accuracy A minus accuracy B, in percentage points")
-    ci_low: float | None = Field(default=None, description="95 % interval of the difference (Newcombe's paired "
-                                                           "score method), percentage points")
+    basis: Literal["verdicts", "scores"] | None = Field(
+        default=None, description="what was compared, chosen from the samples: verdicts (right/wrong per sample: "
+        "accuracies, differences in percentage points, `counts`) or scores (per-sample scores that are not all 0 "
+        "or 1, e.g. partial credit: their means, differences in the scores' own unit)")
+    accuracy_a: float | None = Field(default=None, description="percent right for A (verdicts)")
+    accuracy_b: float | None = Field(default=None, description="percent right for B (verdicts)")
+    mean_a: float | None = Field(default=None, description="A's mean per-sample score (scores)")
+    mean_b: float | None = Field(default=None, description="B's mean per-sample score (scores)")
+    difference: float | None = Field(default=None, description="A minus B: accuracy in percentage points (verdicts), "
+                                                               "mean score in the scores' unit (scores)")
+    ci_low: float | None = Field(default=None, description="95 % interval of the difference, in its unit")
     ci_high: float | None = None
-    counts: PairedCounts | None = None
-    test: str | None = Field(default=None, description="mcnemar_exact: the exact McNemar test on the discordant "
-                                                       "samples (the verdicts are right/wrong)")
+    interval_method: Literal["newcombe", "paired_bootstrap"] | None = Field(
+        default=None, description="newcombe: Newcombe's paired score method (verdicts); paired_bootstrap: percentile "
+        "bootstrap of the per-sample differences, 10,000 seeded resamples (scores)")
+    counts: PairedCounts | None = Field(default=None, description="the 2×2 table (verdicts)")
+    test: Literal["mcnemar_exact", "sign_flip_permutation"] | None = Field(
+        default=None, description="mcnemar_exact: the exact McNemar test on the discordant samples (verdicts); "
+        "sign_flip_permutation: the paired permutation test of the mean difference, exact up to 2^13 sign patterns, "
+        "else 10,000 seeded ones (scores)")
     p_value: float | None = None
     p_holm: float | None = Field(default=None, description="p adjusted (Holm) for comparing on every comparable "
                                                           "dataset at once")
     significant: bool | None = Field(default=None, description="p_holm below alpha")
     detectable_difference: float | None = Field(
-        default=None, description="the smallest accuracy difference (percentage points) this many samples detect "
-        "with 80 % power at alpha, given how often the two models disagreed; null when no difference could be "
-        "detected at that rate of disagreement (or the models never disagreed)")
-    few_samples: bool | None = Field(default=None, description="true when differences of several points cannot "
-                                                              "be told from chance with these samples")
+        default=None, description="the smallest difference (in the difference's unit) this many samples detect with "
+        "80 % power at alpha: for verdicts given how often the two models disagreed, for scores given the spread of "
+        "the per-sample differences; null when no difference could be detected (or the models never disagreed)")
+    few_samples: bool | None = Field(default=None, description="true when differences of several points (scores: 5 "
+                                                              "% of the scores' observed range) cannot be told from "
+                                                              "chance with these samples")
 
 
 class PairedComparison(BaseModel):
@@ -65,6 +77,8 @@ class PairedAnswer(BaseModel):
     extracted: Any = Field(default=None, description="the answer the scorer compared with gold, when it differs "
                                                      "from the prediction")
     correct: bool | None
+    score: float | None = Field(default=None, description="the per-sample score, when the scorer records one that "
+                                                          "is not a right/wrong verdict")
 
 
 class PairedSampleRead(BaseModel):

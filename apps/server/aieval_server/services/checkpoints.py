@@ -1,9 +1,9 @@
 """A job directory mirrored to shared storage, so that a worker on another machine can resume a run.
 
-While OpenCompass runs, `sync()` uploads what changed every `checkpoint_interval_s` (predictions grow batch by
-batch in tmp_*.jsonl files); at the end one more `sync()` stores the artifacts. A worker that picks the job up
-after the first one died, and has no job directory of its own, `restore()`s it and OpenCompass resumes from
-the predictions already made instead of starting over.
+While OpenCompass runs, `keep_synced()` uploads what changed every `checkpoint_interval_s` (predictions grow
+batch by batch in tmp_*.jsonl files); at the end `store()` syncs once more: the run's artifacts. A worker that
+picks the job up after the first one died, and has no job directory of its own, `resume_here()`s it and
+OpenCompass resumes from the predictions already made instead of starting over.
 
 Files are copied as a reader would want them: a JSON Lines file up to its last complete line (OpenCompass
 throws a partial file away whole), a JSON file only once it parses (it may be half-written right now).
@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from stat import S_ISREG
 
@@ -87,3 +89,38 @@ class JobCheckpoint:
             stat = target.stat()
             self.uploaded[relative.as_posix()] = (stat.st_mtime_ns, stat.st_size)
         return len(keys)
+
+    # ---- around a run ------------------------------------------------------------------------------------
+    def keep_synced(self, stop: threading.Event, interval_s: float) -> None:
+        """Sync every `interval_s` until `stop` is set (a thread beside the run; never when `interval_s` <= 0)."""
+        if interval_s <= 0:
+            return
+        while not stop.wait(interval_s):
+            try:
+                self.sync()
+            except Exception as exc:  # storage away: the run goes on, only a resume elsewhere would start over
+                log.warning("%s: checkpoint not stored (%s)", self.prefix, exc)
+
+    def store(self) -> bool:
+        """The final sync: the finished run's artifacts in shared storage (the local job dir stays for a possible
+        resume). False when storage refused them (logged)."""
+        try:
+            self.sync()
+            return True
+        except Exception:
+            log.exception("cannot store the artifacts of %s", self.prefix)
+            return False
+
+    def resume_here(self, note: Callable[[str], None]) -> None:
+        """A previous attempt ran elsewhere: bring its files here so OpenCompass resumes instead of starting over.
+        `note(line)` tells the run's log what happened; storage that fails means starting over, not failing."""
+        try:
+            restored = self.restore()
+        except Exception as exc:
+            log.warning("%s: checkpoint not restored, starting over (%s)", self.prefix, exc)
+            self.job_dir.mkdir(parents=True, exist_ok=True)
+            note(f"[aieval] the previous attempt's files could not be fetched ({exc}); starting over")
+            return
+        if restored:
+            log.info("%s: resuming from %d files of the previous attempt", self.prefix, restored)
+            note(f"[aieval] resuming from {restored} files checkpointed by the previous attempt")

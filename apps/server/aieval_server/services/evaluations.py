@@ -191,8 +191,9 @@ def _check_runnable(settings: Settings, models: list[Model], datasets: list[Data
 
 def create(session: Session, settings: Settings, storage: Storage, body: EvaluationCreate,
            caller: Caller, *, rescored_from: Evaluation | None = None) -> Evaluation:
-    """Check everything, then write one row; the caller enqueues after commit. `rescored_from`: a finished
-    evaluation whose predictions this one scores again (its worker runs no inference)."""
+    """Check everything, then write one row; the caller hands it to the workers (submission.submit, which commits
+    first). `rescored_from`: a finished evaluation whose predictions this one scores again (its worker runs no
+    inference)."""
     access.require_member(caller)
     models = _load_all(session, caller, Model, body.model_ids, "model")
     datasets = _load_all(session, caller, Dataset, body.dataset_ids, "dataset")
@@ -211,7 +212,7 @@ def create(session: Session, settings: Settings, storage: Storage, body: Evaluat
     build_spec(settings, storage, body.name, models, datasets, params, judge_model=judge,
                judge_prompt_language=judge_language, scorer=body.scorer)
     quotas.check_can_submit(session, settings, caller)
-    # enqueued_at stays NULL until the broker has the message (celery_app.enqueue stamps it): a job whose API
+    # enqueued_at stays NULL until the broker has the message (submission.submit stamps it): a job whose API
     # process died before sending is then found and sent by the sweeper.
     evaluation = Evaluation(name=body.name, status=EvaluationStatus.queued.value, params=params,
                             queue=queue_for(models + ([judge] if judge is not None else [])), enqueued_at=None,

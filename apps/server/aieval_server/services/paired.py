@@ -1,6 +1,10 @@
-"""Two evaluations compared sample by sample: per dataset the accuracy difference with its interval, the exact
-McNemar test, Holm's correction across datasets and the smallest difference the sample count could detect; and the
-samples side by side, filtered by who got them right.
+"""Two evaluations compared sample by sample: per dataset the difference with its interval, a paired test, Holm's
+correction across datasets and the smallest difference the sample count could detect; and the samples side by side,
+filtered by who got them right (or scored higher).
+
+What is compared is chosen from the samples: right/wrong verdicts (accuracy, Newcombe's interval, exact McNemar), or,
+when the scorer records per-sample scores that are not all 0 or 1 (partial credit, a similarity), those scores (mean
+difference, paired bootstrap interval, sign-flip permutation test: the same test McNemar's is on 0/1 scores).
 
 Samples are paired by position, which is only sound when both sides answered the very same samples: the same
 dataset content (an uploaded file's sha256, or the same built-in config whose data files hashed alike when each run
@@ -39,16 +43,25 @@ from .statistics import (
     mcnemar_exact_p,
     minimum_detectable_accuracy_difference,
     paired_difference_interval,
+    paired_mean_difference_interval,
+    paired_minimum_detectable_difference,
+    paired_permutation_p,
 )
 
 ALPHA = 0.05
 # Below this many percentage points of detectable difference the sample count is not the limit worth a sentence.
 FEW_SAMPLES_FROM_POINTS = 5.0
+# The same for per-sample scores, whose unit is the scorer's: 5 % of the range the scores were seen to span.
+FEW_SAMPLES_FROM_SHARE_OF_RANGE = 0.05
+# Seeded: the same samples always give the same interval and p-value.
+SEED = 0
 Flip = Literal["a_only", "b_only", "both", "neither", "changed"]
 _FLIPS: dict[str, set[tuple[bool, bool]]] = {
     "a_only": {(True, False)}, "b_only": {(False, True)}, "both": {(True, True)}, "neither": {(False, False)},
     "changed": {(True, False), (False, True)},
 }
+# With per-sample scores: a_only is "A scored higher", b_only "B scored higher", changed "they scored differently".
+_SCORE_FLIPS = ("a_only", "b_only", "changed")
 
 
 @dataclass(frozen=True)
@@ -160,10 +173,19 @@ def _paired_rows(left: list[SampleRead], right: list[SampleRead]) -> str | None:
     for a, b in zip(left, right, strict=True):
         if a.gold != b.gold:
             return f"the samples differ: sample {a.index} has another gold answer in B"
-    if any(row.correct is None for row in (*left, *right)):
-        return ("the scorer gave no right/wrong verdict for some samples, and the engine records no per-sample "
-                "score to compare instead")
+    if _scores(left, right) is None and any(row.correct is None for row in (*left, *right)):
+        return ("the scorer gave no right/wrong verdict for some samples, and no per-sample score for every sample to "
+                "compare instead")
     return None
+
+
+def _scores(left: list[SampleRead], right: list[SampleRead]) -> tuple[list[float], list[float]] | None:
+    """Both sides' per-sample scores when every sample has one and they are not all 0 or 1 (then they, not verdicts,
+    are what the scorer measured), else None: 0/1 scores are verdicts, and McNemar's is their exact test."""
+    a, b = [row.score for row in left], [row.score for row in right]
+    if not a or any(v is None for v in (*a, *b)) or all(v in (0.0, 1.0) for v in (*a, *b)):
+        return None
+    return a, b  # type: ignore[return-value]  (None excluded above)
 
 
 def _sides(session: Session, caller: Caller, a_id: int, b_id: int, model_a: str | None,
@@ -181,18 +203,34 @@ def _sides(session: Session, caller: Caller, a_id: int, b_id: int, model_a: str 
 
 
 def _statistics(name: str, other_name: str | None, left: list[SampleRead], right: list[SampleRead]) -> PairedDataset:
+    scores = _scores(left, right)
+    if scores is not None:
+        return _score_statistics(name, other_name, *scores)
     table = PairedTable.from_outcomes([bool(r.correct) for r in left], [bool(r.correct) for r in right])
     low, high = paired_difference_interval(table)
     detectable = minimum_detectable_accuracy_difference(table.n, (table.only_a + table.only_b) / table.n,
                                                         alpha=ALPHA)
     return PairedDataset(
-        dataset=name, dataset_b=other_name, comparable=True, n=table.n,
+        dataset=name, dataset_b=other_name, comparable=True, n=table.n, basis="verdicts",
         accuracy_a=100 * (table.both + table.only_a) / table.n, accuracy_b=100 * (table.both + table.only_b) / table.n,
-        difference=100 * table.difference, ci_low=100 * low, ci_high=100 * high,
+        difference=100 * table.difference, ci_low=100 * low, ci_high=100 * high, interval_method="newcombe",
         counts=PairedCounts(both=table.both, only_a=table.only_a, only_b=table.only_b, neither=table.neither),
         test="mcnemar_exact", p_value=mcnemar_exact_p(table.only_a, table.only_b),
         detectable_difference=None if detectable is None else 100 * detectable,
         few_samples=detectable is None or 100 * detectable >= FEW_SAMPLES_FROM_POINTS)
+
+
+def _score_statistics(name: str, other_name: str | None, a: list[float], b: list[float]) -> PairedDataset:
+    """Per-sample scores compared in their own unit: mean difference, paired bootstrap interval, sign-flip test."""
+    low, high = paired_mean_difference_interval(a, b, seed=SEED)
+    detectable = paired_minimum_detectable_difference(a, b, alpha=ALPHA)
+    observed_range = max(*a, *b) - min(*a, *b)
+    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+    return PairedDataset(
+        dataset=name, dataset_b=other_name, comparable=True, n=len(a), basis="scores", mean_a=mean_a, mean_b=mean_b,
+        difference=mean_a - mean_b, ci_low=low, ci_high=high, interval_method="paired_bootstrap",
+        test="sign_flip_permutation", p_value=paired_permutation_p(a, b, seed=SEED), detectable_difference=detectable,
+        few_samples=detectable is None or detectable >= FEW_SAMPLES_FROM_SHARE_OF_RANGE * observed_range)
 
 
 def compare(session: Session, settings: Settings, storage: Storage, caller: Caller, a_id: int, b_id: int,
@@ -253,9 +291,22 @@ def _chosen_samples(session: Session, settings: Settings, storage: Storage, call
         reason = _paired_rows(left_rows, right_rows)
     if reason is not None:
         raise Invalid(f"the samples of {left.name!r} cannot be compared side by side: {reason}")
-    wanted = _FLIPS[flip] if flip else None
-    return [(x, y) for x, y in zip(left_rows, right_rows, strict=True)
-            if wanted is None or (bool(x.correct), bool(y.correct)) in wanted]
+    return _with_flip(left.name, left_rows, right_rows, flip)
+
+
+def _with_flip(name: str, left: list[SampleRead], right: list[SampleRead],
+               flip: Flip | None) -> list[tuple[SampleRead, SampleRead]]:
+    """The (A, B) sample pairs with the chosen flip: by verdicts, or by who scored higher when scores are compared."""
+    pairs = list(zip(left, right, strict=True))
+    if flip is None:
+        return pairs
+    if _scores(left, right) is not None:
+        if flip not in _SCORE_FLIPS:
+            raise Invalid(f"the samples of {name!r} have per-sample scores, not right/wrong verdicts: choose the flip "
+                          "a_only (A scored higher), b_only (B scored higher) or changed")
+        kept = {"a_only": lambda x, y: x > y, "b_only": lambda x, y: x < y, "changed": lambda x, y: x != y}[flip]
+        return [(x, y) for x, y in pairs if kept(x.score, y.score)]
+    return [(x, y) for x, y in pairs if (bool(x.correct), bool(y.correct)) in _FLIPS[flip]]
 
 
 def samples(session: Session, settings: Settings, storage: Storage, caller: Caller, a_id: int, b_id: int, *,
@@ -296,5 +347,5 @@ def sample_export(session: Session, settings: Settings, storage: Storage, caller
 def _side_by_side(a: SampleRead, b: SampleRead) -> PairedSampleRead:
     return PairedSampleRead(
         index=a.index, prompt=a.prompt, prompt_b=b.prompt if b.prompt != a.prompt else None, gold=a.gold,
-        a=PairedAnswer(prediction=a.prediction, extracted=a.extracted, correct=a.correct),
-        b=PairedAnswer(prediction=b.prediction, extracted=b.extracted, correct=b.correct))
+        a=PairedAnswer(prediction=a.prediction, extracted=a.extracted, correct=a.correct, score=a.score),
+        b=PairedAnswer(prediction=b.prediction, extracted=b.extracted, correct=b.correct, score=b.score))

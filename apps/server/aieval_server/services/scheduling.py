@@ -19,7 +19,7 @@ cannot both run it: the loser picks again. On PostgreSQL the pick also locks the
 concurrent claims take different jobs at once instead of retrying. Tickets and jobs stay balanced: a claim takes one
 ticket and one job; a job cancelled or deleted while queued leaves a ticket that finds nothing (or another job). A
 job whose own ticket was never sent (submitted while the broker was down) can be claimed with another job's
-ticket: that other job is then marked unsent, and the next sweep sends its ticket (services/runs.claim_fairest)."""
+ticket: that other job is then marked unsent, and the next sweep sends its ticket (services/recovery.claim_fairest)."""
 
 from __future__ import annotations
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 # The speed columns of the scores CSV, after its provenance and fingerprint columns (names as in the API's speed).
-SPEED_COLUMNS = ("latency_p50_s", "latency_p95_s", "prompt_tokens_mean", "completion_tokens_mean", "total_tokens",
-                 "retries")
+SPEED_COLUMNS = ("latency_p50_s", "latency_p95_s", "ttft_p50_s", "ttft_p95_s", "prompt_tokens_mean",
+                 "completion_tokens_mean", "total_tokens", "retries")
 # The per-sample export's columns, after the sample's own (names as in the API's SampleRead).
-SAMPLE_SPEED_COLUMNS = ("latency_s", "prompt_tokens", "completion_tokens")
+SAMPLE_SPEED_COLUMNS = ("latency_s", "ttft_s", "prompt_tokens", "completion_tokens")
 
 
 def seconds(value: float) -> str:
@@ -21,12 +21,15 @@ def seconds(value: float) -> str:
 
 
 def speed_text(speed: dict[str, Any] | None) -> str | None:
-    """`p50 0.52 s · p95 0.9 s · 120 tokens/answer` (tokens when the endpoint counted them), None when not recorded."""
+    """`p50 0.52 s · p95 0.9 s · first token p50 0.08 s · 120 tokens/answer` (the first token when the answers
+    streamed, tokens when the endpoint counted them), None when not recorded."""
     if not speed or speed.get("latency_p50_s") is None:
         return None
     parts = [f"p50 {seconds(speed['latency_p50_s'])}"]
     if speed.get("latency_p95_s") is not None:
         parts.append(f"p95 {seconds(speed['latency_p95_s'])}")
+    if speed.get("ttft_p50_s") is not None:
+        parts.append(f"first token p50 {seconds(speed['ttft_p50_s'])}")
     if speed.get("completion_tokens_mean") is not None:
         parts.append(f"{speed['completion_tokens_mean']:.0f} tokens/answer")
     return " · ".join(parts)
@@ -47,7 +50,8 @@ def markdown_lines(scores: list[dict[str, Any]], escape) -> list[str]:
         return []
     lines = ["", "## Speed", "",
              "Per answer, as the endpoint served it: latency from request to the whole answer (median and 95th "
-             "percentile) and tokens as the endpoint's usage counted them. Not recorded for local models.", "",
+             "percentile), from request to the first token when the answers streamed, and tokens as the endpoint's "
+             "usage counted them. Not recorded for local models.", "",
              "| model | dataset | latency | prompt tokens | total tokens | retries |", "|---|---|---|---:|---:|---:|"]
     for (model, dataset), speed in pairs.items():
         mean_prompt = speed.get("prompt_tokens_mean")

@@ -6,8 +6,8 @@ same samples: model A's i-th outcome and model B's i-th outcome belong to sample
 makes it far more sensitive than comparing the two means as if they came from different samples (the
 lm-evaluation-harness issue #3831 example: McNemar p = 0.008 where an unpaired z-test gives 0.08).
 
-Every interval here is two-sided at `confidence` (0.95 by default). Bootstrap functions take a `seed` and are
-deterministic: the same data always gives the same interval.
+Every interval here is two-sided at `confidence` (0.95 by default). Bootstrap and permutation functions take a `seed`
+and are deterministic: the same data always gives the same interval and p-value.
 """
 
 from __future__ import annotations
@@ -152,27 +152,98 @@ def paired_difference_interval(table: PairedTable, confidence: float = 0.95) -> 
     return max(-1.0, d - math.sqrt(max(0.0, below))), min(1.0, d + math.sqrt(max(0.0, above)))
 
 
-def paired_bootstrap_p(a: Sequence[float], b: Sequence[float], *, resamples: int = DEFAULT_RESAMPLES,
-                       seed: int = 0) -> float:
-    """Two-sided p-value for "the mean per-sample scores of A and B are equal" on paired samples (for metrics
-    that are not right/wrong; use `mcnemar_exact_p` for those).
-
-    The per-sample differences are shifted to mean 0 (the null hypothesis made true) and resampled; p is the
-    share of resampled means at least as far from 0 as the observed one, counting the observed one
-    (Davison & Hinkley's (1 + count) / (1 + resamples), never exactly 0)."""
+def _paired_differences(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
+    """A's minus B's score, sample by sample."""
     if len(a) != len(b):
         raise ValueError(f"paired scores need the same samples: {len(a)} against {len(b)}")
     differences = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     if differences.size == 0:
-        raise ValueError("a paired test needs at least one sample")
-    observed = abs(differences.mean())
-    centred = differences - differences.mean()
-    if not np.any(centred):  # every difference equal: no variation to resample
-        return 1.0 if observed == 0 else 1 / (resamples + 1)
-    means = _bootstrap_means(centred, resamples, seed)
-    # The tolerance keeps a resample equal to the observed mean counted despite floating-point summation order.
-    extreme = int(np.count_nonzero(np.abs(means) >= observed - 1e-12))
-    return (1 + extreme) / (1 + resamples)
+        raise ValueError("a paired comparison needs at least one sample")
+    if not np.all(np.isfinite(differences)):
+        raise ValueError("per-sample scores must be finite numbers")
+    return differences
+
+
+def paired_mean_difference_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95, *,
+                                    resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+    """Percentile paired bootstrap interval for mean(A) - mean(B) of per-sample scores (same unit as the scores),
+    for metrics that are not right/wrong (`paired_difference_interval` is for those): each resample redraws samples,
+    both models' scores of a drawn sample together, so what the samples share (easy and hard ones) cancels out.
+    The same draws and percentiles as `scipy.stats.bootstrap(..., paired=True, method="percentile")`.
+
+    Models that agree on every sample get [0, 0]: the data show no variation to be uncertain about."""
+    differences = _paired_differences(a, b)
+    _z(confidence)  # validates confidence
+    means = _bootstrap_means(differences, resamples, seed)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+# Sign patterns enumerated at once when the permutation test is exact: bounds memory like _BATCH_CELLS.
+_SIGN_BATCH = 1 << 16
+
+
+def paired_permutation_p(a: Sequence[float], b: Sequence[float], *, resamples: int = DEFAULT_RESAMPLES,
+                         seed: int = 0) -> float:
+    """Two-sided p-value of the paired sign-flip permutation test of "A and B score alike", for per-sample scores
+    that are not right/wrong (`mcnemar_exact_p` is for those).
+
+    Under that hypothesis which model got which of a sample's two scores is a coin flip, so each per-sample
+    difference is as likely to have either sign; the p-value is how often the mean difference with random signs is
+    at least as extreme as the one observed (twice the smaller tail, at most 1).
+
+    Chosen over a bootstrap p-value because its level holds at any sample count (it assumes no normality and no large
+    n, and evaluations are often a few dozen samples), and because on right/wrong scores it *is* the exact McNemar
+    test (only the disagreements change sign), so both kinds of dataset are tested by one principle. Exact over all
+    2^m sign patterns of the m non-zero differences when 2^m <= `resamples`; otherwise `resamples` random patterns
+    (seeded, deterministic) with (1 + count) / (1 + resamples), never exactly 0. The same p as
+    `scipy.stats.permutation_test(..., permutation_type="samples")` on the mean difference."""
+    differences = _paired_differences(a, b)
+    if resamples < 1:
+        raise ValueError("resamples must be at least 1")
+    nonzero = differences[differences != 0]
+    n, m = differences.size, nonzero.size
+    if m == 0:
+        return 1.0
+    observed = nonzero.sum() / n
+    # SciPy's tolerance: a null statistic equal to the observed one up to summation order counts as "as extreme".
+    tolerance = abs(observed) * np.finfo(float).eps * 100
+    less = greater = 0
+    if 2 ** m <= resamples:
+        total = 2 ** m
+        bits = np.arange(m)
+        for start in range(0, total, _SIGN_BATCH):
+            patterns = np.arange(start, min(total, start + _SIGN_BATCH))[:, None]
+            signs = 1 - 2 * ((patterns >> bits) & 1)  # every +/- assignment, once
+            null = signs @ nonzero / n
+            less += int(np.count_nonzero(null <= observed + tolerance))
+            greater += int(np.count_nonzero(null >= observed - tolerance))
+        p_less, p_greater = less / total, greater / total
+    else:
+        rng = np.random.default_rng(seed)
+        batch = max(1, _BATCH_CELLS // m)
+        for start in range(0, resamples, batch):
+            signs = rng.choice((-1.0, 1.0), size=(min(resamples, start + batch) - start, m))
+            null = signs @ nonzero / n
+            less += int(np.count_nonzero(null <= observed + tolerance))
+            greater += int(np.count_nonzero(null >= observed - tolerance))
+        p_less, p_greater = (1 + less) / (1 + resamples), (1 + greater) / (1 + resamples)
+    return min(1.0, 2 * min(p_less, p_greater))
+
+
+def paired_minimum_detectable_difference(a: Sequence[float], b: Sequence[float], *, alpha: float = 0.05,
+                                         power: float = 0.8) -> float | None:
+    """The smallest mean difference (the scores' unit) a paired test at `alpha` detects with probability `power`,
+    given how much the per-sample differences vary here (their sample standard deviation); None when that cannot
+    be told: fewer than two samples, or the same difference on every sample."""
+    differences = _paired_differences(a, b)
+    if differences.size < 2:
+        return None
+    spread = float(np.std(differences, ddof=1))
+    if spread == 0:
+        return None
+    return minimum_detectable_difference(differences.size, spread, alpha=alpha, power=power)
 
 
 def holm_adjust(p_values: Sequence[float]) -> list[float]:

@@ -406,7 +406,8 @@ export const pairedComparisonApiV1PairedGet = <ThrowOnError extends boolean = fa
  * Paired Samples
  *
  * The samples of one dataset with A's and B's answers side by side, numbered from 1. flip: a_only (right for A
- * only), b_only, both (right for both), neither, changed (right for exactly one).
+ * only), b_only, both (right for both), neither, changed (right for exactly one); for a dataset compared by
+ * per-sample scores (`basis` scores): a_only (A scored higher), b_only (B scored higher), changed (they differ).
  */
 export const pairedSamplesApiV1PairedSamplesGet = <ThrowOnError extends boolean = false>(options: Options<PairedSamplesApiV1PairedSamplesGetData, ThrowOnError>) => (options.client ?? client).get<PairedSamplesApiV1PairedSamplesGetResponses, PairedSamplesApiV1PairedSamplesGetErrors, ThrowOnError>({ url: '/api/v1/paired/samples', ...options });
 

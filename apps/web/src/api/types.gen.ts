@@ -857,6 +857,12 @@ export type EvaluationParams = {
      */
     max_out_len?: number | null;
     /**
+     * Prediction Cache
+     *
+     * reuse an endpoint model's answers to requests sent before (same server, model name, prompt, generation settings and seed: the manifest's prediction_cache says which predictions came from there) and keep this run's for later runs; false: every prompt is sent and the cache is neither read nor written
+     */
+    prediction_cache?: boolean;
+    /**
      * Seed
      */
     seed?: number;
@@ -1455,6 +1461,12 @@ export type PairedAnswer = {
      * Prediction
      */
     prediction: unknown;
+    /**
+     * Score
+     *
+     * the per-sample score, when the scorer records one that is not a right/wrong verdict
+     */
+    score?: number | null;
 };
 
 /**
@@ -1517,15 +1529,21 @@ export type PairedDataset = {
     /**
      * Accuracy A
      *
-     * percent right for A
+     * percent right for A (verdicts)
      */
     accuracy_a?: number | null;
     /**
      * Accuracy B
      *
-     * percent right for B
+     * percent right for B (verdicts)
      */
     accuracy_b?: number | null;
+    /**
+     * Basis
+     *
+     * what was compared, chosen from the samples: verdicts (right/wrong per sample: accuracies, differences in percentage points, `counts`) or scores (per-sample scores that are not all 0 or 1, e.g. partial credit: their means, differences in the scores' own unit)
+     */
+    basis?: 'verdicts' | 'scores' | null;
     /**
      * Ci High
      */
@@ -1533,13 +1551,16 @@ export type PairedDataset = {
     /**
      * Ci Low
      *
-     * 95 % interval of the difference (Newcombe's paired score method), percentage points
+     * 95 % interval of the difference, in its unit
      */
     ci_low?: number | null;
     /**
      * Comparable
      */
     comparable: boolean;
+    /**
+     * the 2×2 table (verdicts)
+     */
     counts?: PairedCounts | null;
     /**
      * Dataset
@@ -1556,21 +1577,39 @@ export type PairedDataset = {
     /**
      * Detectable Difference
      *
-     * the smallest accuracy difference (percentage points) this many samples detect with 80 % power at alpha, given how often the two models disagreed; null when no difference could be detected at that rate of disagreement (or the models never disagreed)
+     * the smallest difference (in the difference's unit) this many samples detect with 80 % power at alpha: for verdicts given how often the two models disagreed, for scores given the spread of the per-sample differences; null when no difference could be detected (or the models never disagreed)
      */
     detectable_difference?: number | null;
     /**
      * Difference
      *
-     * accuracy A minus accuracy B, in percentage points
+     * A minus B: accuracy in percentage points (verdicts), mean score in the scores' unit (scores)
      */
     difference?: number | null;
     /**
      * Few Samples
      *
-     * true when differences of several points cannot be told from chance with these samples
+     * true when differences of several points (scores: 5 % of the scores' observed range) cannot be told from chance with these samples
      */
     few_samples?: boolean | null;
+    /**
+     * Interval Method
+     *
+     * newcombe: Newcombe's paired score method (verdicts); paired_bootstrap: percentile bootstrap of the per-sample differences, 10,000 seeded resamples (scores)
+     */
+    interval_method?: 'newcombe' | 'paired_bootstrap' | null;
+    /**
+     * Mean A
+     *
+     * A's mean per-sample score (scores)
+     */
+    mean_a?: number | null;
+    /**
+     * Mean B
+     *
+     * B's mean per-sample score (scores)
+     */
+    mean_b?: number | null;
     /**
      * N
      *
@@ -1602,9 +1641,9 @@ export type PairedDataset = {
     /**
      * Test
      *
-     * mcnemar_exact: the exact McNemar test on the discordant samples (the verdicts are right/wrong)
+     * mcnemar_exact: the exact McNemar test on the discordant samples (verdicts); sign_flip_permutation: the paired permutation test of the mean difference, exact up to 2^13 sign patterns, else 10,000 seeded ones (scores)
      */
-    test?: string | null;
+    test?: 'mcnemar_exact' | 'sign_flip_permutation' | null;
 };
 
 /**
@@ -1791,6 +1830,12 @@ export type SampleRead = {
      */
     retries?: number | null;
     /**
+     * Score
+     *
+     * a per-sample score that is not a right/wrong verdict (partial credit, a similarity), when the scorer records one; null otherwise
+     */
+    score?: number | null;
+    /**
      * Scorer
      *
      * what gave the verdict, as on the pair's scores: exact or contains, judge:<judge model>, else the OpenCompass evaluator class
@@ -1799,7 +1844,7 @@ export type SampleRead = {
     /**
      * Ttft S
      *
-     * time to first token; null: not measured
+     * seconds from request to the first streamed text (the successful attempt); null: not measured (not streamed)
      */
     ttft_s?: number | null;
 };
@@ -1938,11 +1983,13 @@ export type SpeedSummary = {
     /**
      * Ttft P50 S
      *
-     * time to first token; null: not measured (the requests do not stream)
+     * median seconds from request to the first streamed text, over the samples that have one; null: not measured (streaming turned off, a server that does not stream, a run from before it was recorded)
      */
     ttft_p50_s?: number | null;
     /**
      * Ttft P95 S
+     *
+     * 95th percentile of the same
      */
     ttft_p95_s?: number | null;
 };

@@ -58,6 +58,9 @@ export default {
     seed: 'Seed', timeout: 'Timeout (seconds)', submit: 'Start evaluation', submitted: 'Evaluation started',
     needModel: 'Choose at least one model', needDataset: 'Choose at least one dataset', selected: '{n} selected',
     missingFiles: 'Missing files', add: 'Add', added: 'Added',
+    predictionCache: 'Prediction cache', reuseCachedAnswers: 'Reuse cached answers',
+    reuseCachedAnswersHint: 'A request an endpoint model was sent before (same model, prompt, settings and seed) is answered from the cache instead of the model. Off: every prompt is sent.',
+    cacheOn: 'Reuse cached answers', cacheOff: 'Send every prompt',
   },
   detail: {
     overview: 'Overview', progress: 'Progress', pairs: 'Model × dataset', eta: 'ETA', elapsed: 'Elapsed',
@@ -75,6 +78,7 @@ export default {
   speed: {
     title: 'Speed', latency: 'Latency', tokensPerAnswer: '{n} tokens/answer', tokensInOut: '{prompt} → {completion} tokens',
     tokens: '{n} tokens', retries: 'retried {n}×', notRecorded: 'not recorded',
+    firstToken: 'first token {s}', firstTokenP50: 'first token p50 {s}',
     notRecordedHint: 'Latency and tokens are recorded for endpoint models only: not for local models, nor for runs from before they were recorded',
   },
   samples2: {
@@ -191,7 +195,7 @@ export default {
     title: 'Paired comparison', open: 'Compare with…', openHint: 'Compare this evaluation with another finished one, sample by sample',
     intro: 'Two evaluations compared on the samples both answered: a paired test sees differences an unpaired comparison of two averages misses, and tells which differences could be chance.',
     pick: 'Choose a finished evaluation', pickBoth: 'Choose two finished evaluations (A and B) to compare.', swap: 'Swap A and B',
-    result: 'Accuracy A − B (95% interval)', points: 'points', significant: 'significant', notSignificant: 'not significant',
+    result: 'A − B (95% interval)', points: 'points', significant: 'significant', notSignificant: 'not significant',
     holm: 'Holm p', notComparable: 'Not comparable',
     counts: 'both right {both} · only A {a} · only B {b} · both wrong {neither}',
     invisibleUnder: 'With {n} samples, differences under ~{points} points cannot be told from chance.',
@@ -201,6 +205,12 @@ export default {
     samples: 'Samples side by side', noComparable: 'No dataset can be compared sample by sample.', noSamples: 'No samples with this outcome.',
     total: 'no samples | {n} sample | {n} samples',
     flips: { changed: 'Changed', a_only: 'Only A right', b_only: 'Only B right', both: 'Both right', neither: 'Both wrong', all: 'All' },
+    scoreUnit: 'in score', meanOf: 'mean {side}',
+    scoresMethod: 'Per-sample scores (not right/wrong): mean difference, paired bootstrap interval, sign-flip permutation test',
+    scoresInvisibleUnder: 'With {n} samples, score differences under ~{value} cannot be told from chance.',
+    sameScoresEverywhere: 'A and B have the same score on all {n} samples.',
+    scoresLegend: 'Datasets scored per sample (partial credit, similarity) are compared in the score’s own unit: the interval is a paired bootstrap (10,000 resamples) of the per-sample differences, and p comes from a paired sign-flip permutation test, which on right/wrong scores is the exact McNemar test.',
+    scoreFlips: { changed: 'Different', a_only: 'A higher', b_only: 'B higher' },
   },
   sso: {
     signInWith: 'Sign in with {name}', or: 'or', failed: 'Single sign-on failed',

@@ -53,6 +53,9 @@ const zh: typeof en = {
     workers: '并发数', seed: '随机种子', timeout: '超时（秒）', submit: '开始评测', submitted: '评测已开始',
     needModel: '请至少选择一个模型', needDataset: '请至少选择一个数据集', selected: '已选 {n} 个',
     missingFiles: '缺少的文件', add: '添加', added: '已添加',
+    predictionCache: '预测缓存', reuseCachedAnswers: '复用缓存的回答',
+    reuseCachedAnswersHint: '接口模型以前回答过的请求（相同模型、提示词、生成参数和随机种子）直接取缓存的回答，不再调用模型。关闭：每条提示词都发送。',
+    cacheOn: '复用缓存的回答', cacheOff: '每条提示词都发送',
   },
   detail: {
     overview: '概况', progress: '进度', pairs: '模型 × 数据集', eta: '预计剩余', elapsed: '已用时间', samples: '样本',
@@ -69,6 +72,7 @@ const zh: typeof en = {
   speed: {
     title: '速度', latency: '延迟', tokensPerAnswer: '每个回答 {n} tokens', tokensInOut: '{prompt} → {completion} tokens',
     tokens: '{n} tokens', retries: '重试 {n} 次', notRecorded: '未记录',
+    firstToken: '首 token {s}', firstTokenP50: '首 token p50 {s}',
     notRecordedHint: '只为接口模型记录延迟和 token：本地模型不记录，记录此项之前的运行也没有',
   },
   samples2: {
@@ -180,7 +184,7 @@ const zh: typeof en = {
     title: '配对比较', open: '与其他评测比较…', openHint: '将该评测与另一个已完成的评测逐样本比较',
     intro: '在两个评测都回答过的样本上比较：配对检验能发现两个平均分直接相比看不出的差异，并判断差异是否可能只是偶然。',
     pick: '选择一个已完成的评测', pickBoth: '选择两个已完成的评测（A 和 B）进行比较。', swap: '交换 A 和 B',
-    result: '准确率 A − B（95% 区间）', points: '个百分点', significant: '显著', notSignificant: '不显著',
+    result: 'A − B（95% 区间）', points: '个百分点', significant: '显著', notSignificant: '不显著',
     holm: 'Holm p', notComparable: '无法比较',
     counts: '都对 {both} · 仅 A 对 {a} · 仅 B 对 {b} · 都错 {neither}',
     invisibleUnder: '只有 {n} 个样本时，小于约 {points} 个百分点的差异无法与偶然区分。',
@@ -190,6 +194,12 @@ const zh: typeof en = {
     samples: '逐样本对照', noComparable: '没有可以逐样本比较的数据集。', noSamples: '没有该结果的样本。',
     total: '{n} 个样本',
     flips: { changed: '有变化', a_only: '仅 A 对', b_only: '仅 B 对', both: '都对', neither: '都错', all: '全部' },
+    scoreUnit: '分', meanOf: '{side} 均分',
+    scoresMethod: '逐样本得分（非对错判定）：均值差、配对 bootstrap 区间、符号翻转置换检验',
+    scoresInvisibleUnder: '只有 {n} 个样本时，小于约 {value} 分的得分差异无法与偶然区分。',
+    sameScoresEverywhere: 'A 和 B 在全部 {n} 个样本上的得分相同。',
+    scoresLegend: '逐样本打分（部分得分、相似度）的数据集按得分本身的单位比较：区间为逐样本差值的配对 bootstrap（10,000 次重抽样），p 值来自配对符号翻转置换检验；在对错型得分上它就是精确 McNemar 检验。',
+    scoreFlips: { changed: '得分不同', a_only: 'A 更高', b_only: 'B 更高' },
   },
   sso: {
     signInWith: '使用 {name} 登录', or: '或', failed: '单点登录失败',

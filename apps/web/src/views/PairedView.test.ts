@@ -49,17 +49,40 @@ function sample(index: number, a: boolean, b: boolean): PairedSampleRead {
   }
 }
 
-async function open(path: string, locale: 'en' | 'zh' = 'en') {
+// A scorer with partial credit: the server compared per-sample scores (bootstrap interval, permutation test).
+const SCORED: PairedComparison = {
+  ...COMPARISON,
+  datasets: [{
+    dataset: 'summaries', dataset_b: null, comparable: true, reason: null, n: 40, basis: 'scores', accuracy_a: null,
+    accuracy_b: null, mean_a: 0.6126, mean_b: 0.5, difference: 0.1126, ci_low: 0.0412, ci_high: 0.1838,
+    interval_method: 'paired_bootstrap', counts: null, test: 'sign_flip_permutation', p_value: 0.0031, p_holm: 0.0031,
+    significant: true, detectable_difference: 0.0934, few_samples: true,
+  }],
+}
+
+function scoredSample(index: number, a: number, b: number): PairedSampleRead {
+  return {
+    index, prompt: `Summarise ${index}`, prompt_b: null, gold: `g${index}`,
+    a: { prediction: `A's summary ${index}`, extracted: null, correct: null, score: a },
+    b: { prediction: `B's summary ${index}`, extracted: null, correct: null, score: b },
+  }
+}
+
+async function open(path: string, locale: 'en' | 'zh' = 'en', comparison: PairedComparison = COMPARISON) {
   const calls = mockApi({
     'GET /api/v1/evaluations': () => ({ json: { items: [summary(5, { status: 'succeeded', name: 'nightly' }),
       summary(6, { status: 'succeeded', name: 'candidate' })], total: 2, page: 1, page_size: 50 } }),
-    'GET /api/v1/paired': () => ({ json: COMPARISON }),
+    'GET /api/v1/paired': () => ({ json: comparison }),
     'GET /api/v1/paired/samples/export': (request: Recorded) => ({
       text: 'dataset,index\n', headers: { 'content-disposition':
         `attachment; filename="paired-5-6-samples.${request.url.searchParams.get('format')}"` },
     }),
     'GET /api/v1/paired/samples': (request: Recorded) => {
       const flip = request.url.searchParams.get('flip')
+      if (comparison === SCORED) {
+        const items = [scoredSample(2, 0.75, 0.5), scoredSample(5, 0.2, 0.4)]
+        return { json: { items, total: items.length, page: 1, page_size: 10 } }
+      }
       const items = flip === 'a_only' ? [sample(1, true, false), sample(4, true, false)]
         : flip === 'b_only' ? [sample(3, false, true)] : [sample(1, true, false), sample(3, false, true), sample(4, true, false)]
       return { json: { items, total: items.length, page: 1, page_size: 10 } }
@@ -149,6 +172,31 @@ describe('PairedView', () => {
     expect(letters.find('[data-test=paired-significant]').text()).toBe('显著')
     expect(letters.find('[data-test=paired-note]').text()).toBe('只有 16 个样本时，小于约 38 个百分点的差异无法与偶然区分。')
     expect(wrapper.find('[data-test=paired-flip-a_only]').text()).toBe('仅 A 对')
+  })
+
+  it('shows per-sample scores compared by the method the server chose, in English and Chinese', async () => {
+    const { wrapper, calls } = await open('/compare/paired?a=5&b=6', 'en', SCORED)
+    const row = wrapper.find('[data-test=paired-row]')
+    expect(row.find('[data-test=paired-difference]').text()).toBe('+0.113 in score')
+    expect(row.find('[data-test=paired-ci]').text()).toBe('[+0.0412, +0.184]')
+    expect(row.find('[data-test=paired-p]').text()).toBe('p = 0.003')
+    expect(row.find('[data-test=paired-counts]').exists()).toBe(false)
+    expect(row.find('[data-test=paired-method]').text())
+      .toBe('Per-sample scores (not right/wrong): mean difference, paired bootstrap interval, sign-flip permutation test')
+    expect(row.text()).toContain('mean A 0.613')
+    expect(row.find('[data-test=paired-note]').text()).toBe('With 40 samples, score differences under ~0.0934 cannot be told from chance.')
+    expect(wrapper.find('[data-test=paired-scores-legend]').text()).toContain('sign-flip permutation test')
+    // No right/wrong split to filter by: who scored higher instead.
+    expect(wrapper.find('[data-test=paired-flip-both]').exists()).toBe(false)
+    expect(wrapper.find('[data-test=paired-flip-a_only]').text()).toBe('A higher')
+    expect(requests(calls, '/api/v1/paired/samples').at(-1)?.flip).toBe('changed')
+    expect(wrapper.findAll('[data-test=paired-score]').map((tag) => tag.text())).toEqual(['0.75', '0.5', '0.2', '0.4'])
+
+    document.body.innerHTML = ''
+    const zh = (await open('/compare/paired?a=5&b=6', 'zh', SCORED)).wrapper
+    expect(zh.find('[data-test=paired-method]').text()).toBe('逐样本得分（非对错判定）：均值差、配对 bootstrap 区间、符号翻转置换检验')
+    expect(zh.find('[data-test=paired-difference]').text()).toBe('+0.113 分')
+    expect(zh.find('[data-test=paired-flip-b_only]').text()).toBe('B 更高')
   })
 
   it('asks for the second evaluation before comparing anything', async () => {
