@@ -32,14 +32,14 @@ def api(base: str, path: str, body: dict | None = None):
         return json.loads(response.read() or b"null")
 
 
-def finished_evaluation(base: str) -> int:
-    """The newest succeeded evaluation, running a short demo one when there is none."""
-    done = api(base, "/api/v1/evaluations?status=succeeded&page_size=1")["items"]
+def finished_evaluation(base: str, name: str = "screenshot demo") -> int:
+    """The newest succeeded evaluation called `name`, running a short demo one when there is none."""
+    done = [e for e in api(base, "/api/v1/evaluations?status=succeeded&page_size=100")["items"] if e["name"] == name]
     if done:
         return done[0]["id"]
     models = [m["id"] for m in api(base, "/api/v1/models") if m["is_demo"]]
     datasets = [d["id"] for d in api(base, "/api/v1/datasets") if d["is_demo"]]
-    created = api(base, "/api/v1/evaluations", {"name": "screenshot demo", "model_ids": models, "dataset_ids": datasets,
+    created = api(base, "/api/v1/evaluations", {"name": name, "model_ids": models, "dataset_ids": datasets,
                                                 "params": {"limit": 4, "max_out_len": 16}})
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -79,7 +79,7 @@ def open_samples(page, _tmp):
     page.wait_for_selector("[data-test=sample-browser] tbody tr, [data-test=sample-browser] [role=alert]")
 
 
-def pages(evaluation_id: int, running_id: int | None, failed_id: int) -> list[tuple[str, str, object]]:
+def pages(evaluation_id: int, running_id: int | None, failed_id: int, rerun_id: int) -> list[tuple[str, str, object]]:
     """(name, route, optional action run before the shot)."""
     shots = [
         ("dashboard", "/", None),
@@ -97,6 +97,7 @@ def pages(evaluation_id: int, running_id: int | None, failed_id: int) -> list[tu
         ("datasets-upload-errors", "/datasets", upload_bad_file),
         ("compare", "/compare", None),
         ("leaderboard", "/leaderboard", None),
+        ("paired", f"/compare/paired?a={evaluation_id}&b={rerun_id}", None),
         ("not-found", "/no-such-page", None),
     ]
     if running_id is not None:
@@ -153,6 +154,7 @@ def main() -> int:
     with (nullcontext(None) if args.url else running_server()) as server:
         base = args.url or server.url
         evaluation_id = finished_evaluation(base)
+        rerun_id = finished_evaluation(base, "screenshot demo, again")  # the same settings: a paired comparison
         failed_id = failed_evaluation(base)
         running_id = None if args.no_running else start_running_evaluation(base)
         tmp = Path(tempfile.mkdtemp(prefix="aieval-shots-"))
@@ -164,7 +166,7 @@ def main() -> int:
                         context = browser.new_context(viewport={"width": width, "height": height},
                                                       locale="zh-CN" if language == "zh" else "en-US")
                         page = context.new_page()
-                        for name, route, action in pages(evaluation_id, running_id, failed_id):
+                        for name, route, action in pages(evaluation_id, running_id, failed_id, rerun_id):
                             if args.only and name not in args.only.split(","):
                                 continue
                             page.goto("about:blank")  # a fresh app per shot: no state carried over
