@@ -97,6 +97,7 @@ bench: install llama-server-env evalscope-env web
 	$(PY) bench/bench_throughput.py
 	$(PY) bench/bench_cache.py
 	$(PY) bench/bench_cold_start.py
+	$(PY) bench/bench_fanout.py
 	$(PY) bench/bench_api.py
 	$(PY) bench/bench_live.py
 	$(PY) bench/bench_web.py

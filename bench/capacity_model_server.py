@@ -98,6 +98,8 @@ class CapacityServer:
         self.refusals: Counter[str] = Counter()
         self.answered_keys: set[str] = set()
         self.timeline: list[tuple[float, int]] = []  # (time, requests in flight) at every change
+        self.first_request_at: float | None = None  # wall clock (time.time()), to line up with other processes' times
+        self.last_answer_at: float | None = None
 
     def _mark(self, delta: int) -> None:
         self.active += delta
@@ -110,6 +112,7 @@ class CapacityServer:
                 "questions_answered": len(self.answered_keys), "questions_seen": len(self.attempts),
                 "questions_refused_twice_or_more": sum(1 for c in self.refusals.values() if c >= 2),
                 "max_attempts": max(self.attempts.values(), default=0),
+                "first_request_at": self.first_request_at, "last_answer_at": self.last_answer_at,
                 "concurrency_by_tenth": self.concurrency_by_tenth()}
 
     def concurrency_by_tenth(self) -> list[float]:
@@ -139,6 +142,8 @@ class CapacityServer:
         key = f"{request.get('model')}#{number}"
         self.requests += 1
         self.attempts[key] += 1
+        if self.first_request_at is None:
+            self.first_request_at = time.time()
         if self.refuse_above is not None and self.active >= self.refuse_above:
             self.refused += 1
             self.refusals[key] += 1
@@ -152,6 +157,7 @@ class CapacityServer:
                 self._mark(-1)
         self.answered += 1
         self.answered_keys.add(key)
+        self.last_answer_at = time.time()
         answer = served_answer(number) if number >= 0 else "no question number"
         if request.get("stream"):
             include_usage = bool((request.get("stream_options") or {}).get("include_usage"))

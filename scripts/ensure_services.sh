@@ -2,7 +2,7 @@
 # Makes sure the real services the integration and e2e tests talk to are running on 127.0.0.1:
 # PostgreSQL (5432, trust auth for local connections, database `test`), Redis (6379), RabbitMQ (5672, user
 # guest; the tests make a vhost of their own with rabbitmqctl), Chromium (e2e) and nginx (the production
-# front-door test).
+# front-door test), and Slurm's packages (the Slurm runner test starts a cluster of its own).
 # Uses what the machine has, starts it when stopped, and installs it with apt-get when missing (root).
 set -euo pipefail
 
@@ -79,3 +79,11 @@ if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
   apt_install nginx-light || apt_install nginx
 fi
 log "nginx ready"
+
+# Slurm's daemons and commands for the Slurm runner's test, which starts its own single-node cluster
+# (tests/single_node_slurm.py); installing does not start anything here.
+if ! command -v srun >/dev/null || [ ! -x /usr/sbin/slurmctld ]; then
+  log "installing Slurm (slurm-wlm) for the Slurm runner test"
+  apt_install slurm-wlm
+fi
+log "Slurm ready: $(srun --version 2>/dev/null || echo missing)"

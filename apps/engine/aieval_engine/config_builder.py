@@ -23,6 +23,7 @@ from typing import Any
 from .catalogue import BuiltinDataset, _imported_module, resolve_builtin
 from .datafiles import validate_data_file, write_canonical_jsonl
 from .judge import JUDGE_DEFAULT_MAX_OUT_LEN, JUDGE_PROMPTS, detect_prompt_language, weights_signature
+from .slurm import slurm_job_comment
 from .spec import (
     DEFAULT_MAX_OUT_LEN,
     BuiltinDatasetSpec,
@@ -32,6 +33,7 @@ from .spec import (
     EvalSpec,
     HuggingFaceModelSpec,
     OpenAIModelSpec,
+    RunParams,
     SpecError,
 )
 
@@ -55,6 +57,7 @@ REFERENCES = {
     "QuickNumWorkerPartitioner": "from aieval_engine.oc_ext import QuickNumWorkerPartitioner",
     "QuickNaivePartitioner": "from aieval_engine.oc_ext import QuickNaivePartitioner",
     "LocalRunner": "from opencompass.runners import LocalRunner",
+    "SlurmRunner": "from opencompass.runners import SlurmRunner",
     "PooledInferTask": "from aieval_engine.oc_infer_task import PooledInferTask",
     "OpenICLEvalTask": "from opencompass.tasks import OpenICLEvalTask",
 }
@@ -407,6 +410,26 @@ def _custom_dataset_config(planned: PlannedDataset, limit: int | None, spec: Eva
     return config
 
 
+def _runner(params: RunParams, job_dir: Path, task: str) -> dict:
+    """A stage's runner: OpenCompass' LocalRunner (processes on this machine), or its SlurmRunner when the spec says
+    `slurm` (each task an `srun` of the same command LocalRunner would start). Slurm's names and arguments were
+    checked against strict patterns (spec.SlurmSpec): SlurmRunner puts them into a shell command line."""
+    runner = {"type": Ref("LocalRunner"), "max_num_workers": params.workers, "task": {"type": Ref(task)}}
+    if params.slurm is None:
+        return runner
+    slurm = params.slurm
+    return {
+        **runner,
+        "type": Ref("SlurmRunner"),
+        "retry": slurm.retry,
+        "partition": slurm.partition,
+        "qos": slurm.qos,
+        "quotatype": slurm.quotatype,
+        # The comment marks this run's jobs, so that cancelling the run can scancel them (slurm.cancel_jobs).
+        "extra_command": [*slurm.extra_args, f"--comment={slurm_job_comment(job_dir)}"],
+    }
+
+
 def build_config(
     spec: EvalSpec, job_dir: Path, environ: dict[str, str] | None = None, *, quick_pipeline: bool = True,
     judge_cache: Path | None = None, prediction_cache: Path | None = None,
@@ -471,8 +494,8 @@ def build_config(
     if any(isinstance(model, DifyModelSpec) for model in spec.models):
         used_refs.add("DifyChatModel")
     if quick_pipeline:
-        used_refs |= {"LocalRunner", "PooledInferTask", "OpenICLEvalTask", "QuickNumWorkerPartitioner",
-                      "QuickNaivePartitioner"}
+        used_refs |= {"SlurmRunner" if params.slurm else "LocalRunner", "PooledInferTask", "OpenICLEvalTask",
+                      "QuickNumWorkerPartitioner", "QuickNaivePartitioner"}
     gen_parts: list[str] = []
     ppl_parts: list[str] = []
     judged_builtin_lists: list[str] = []
@@ -561,11 +584,11 @@ def build_config(
     pipeline = {
         "infer": {
             "partitioner": {"type": Ref("QuickNumWorkerPartitioner"), "num_worker": workers},
-            "runner": {"type": Ref("LocalRunner"), "max_num_workers": workers, "task": {"type": Ref("PooledInferTask")}},
+            "runner": _runner(params, job_dir, "PooledInferTask"),
         },
         "eval": {
             "partitioner": {"type": Ref("QuickNaivePartitioner")},
-            "runner": {"type": Ref("LocalRunner"), "max_num_workers": workers, "task": {"type": Ref("OpenICLEvalTask")}},
+            "runner": _runner(params, job_dir, "OpenICLEvalTask"),
         },
     }
     if quick_pipeline:

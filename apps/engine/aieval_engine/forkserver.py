@@ -36,10 +36,25 @@ def serve() -> None:
         out.write(json.dumps(message) + "\n")
         out.flush()
 
+    # A run's end wakes the loop at once (SIGCHLD through a wakeup pipe), rather than at the next tick of the
+    # select() timeout: the worker learns a run has finished as soon as it has.
+    woken, wake = os.pipe()
+    os.set_blocking(woken, False)
+    os.set_blocking(wake, False)
+    signal.set_wakeup_fd(wake)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a Python handler, else no wakeup byte is written
+
     running: set[int] = set()
     send({"ready": True})
     while True:
-        readable, _, _ = select.select([stdin], [], [], 0.2)
+        readable, _, _ = select.select([stdin, woken], [], [], 0.2)  # the timeout: the getppid() fallback
+        if woken in readable:
+            while True:
+                try:
+                    if not os.read(woken, 4096):
+                        break
+                except BlockingIOError:
+                    break
         while True:  # reap finished runs
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -49,7 +64,7 @@ def serve() -> None:
                 break
             running.discard(pid)
             send({"pid": pid, "code": os.waitstatus_to_exitcode(status)})
-        chunk = os.read(stdin.fileno(), 1 << 16) if readable else None
+        chunk = os.read(stdin.fileno(), 1 << 16) if stdin in readable else None
         if chunk == b"" or os.getppid() != parent_pid:
             # The parent (a worker) is gone, killed perhaps: its runs must not outlive it.
             for pid in running:
@@ -68,6 +83,11 @@ def serve() -> None:
             if pid == 0:
                 code = 1
                 try:
+                    # The run is not the server: its signals and descriptors are its own.
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    os.close(woken)
+                    os.close(wake)
                     os.setsid()
                     code = run_opencompass(request["job_dir"], request["argv"], request["env"], request["seed"],
                                            parent_pid=server_pid)

@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import socket
 import ssl
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -52,6 +54,9 @@ METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a) for a in ("fd00:ec2::254", "100.100.100.200", "168.63.129.16")
 )
 DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's own defaults
+_CA_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR")  # what httpx.create_ssl_context reads from the environment
+_ssl_contexts: dict[tuple[str | None, ...], ssl.SSLContext] = {}
+_ssl_contexts_lock = threading.Lock()
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NOT_LISTED = "{} address, which this policy allows only for the networks it lists (see docs/SECURITY.md)"
 
@@ -207,6 +212,21 @@ def check_url_form(url: str | httpx.URL) -> httpx.URL:
     return parsed
 
 
+def default_ssl_context() -> ssl.SSLContext:
+    """httpx's default verifying context (SSL_CERT_FILE/SSL_CERT_DIR apply), made once per process and per value of
+    those variables, and shared by every transport here. Loading the CA bundle costs 25-120 ms of CPU per context;
+    an endpoint run made three before its first request (the sync client's transport two, the pool's client one).
+    A context may serve many clients and threads at once; httpcore sets its ALPN to HTTP/1.1 on each connection,
+    the same value for every client here (none speaks HTTP/2). The warm fork server makes it before forking
+    (_preload.py), so a forked run starts with it loaded."""
+    key = tuple(os.environ.get(name) for name in _CA_ENV)
+    with _ssl_contexts_lock:
+        context = _ssl_contexts.get(key)
+        if context is None:
+            context = _ssl_contexts[key] = httpx.create_ssl_context()
+        return context
+
+
 class GuardedBackend(httpcore.NetworkBackend):
     """httpcore's network backend with the policy applied at connect time: resolve, check every
     address, then connect to a checked address (never to the name again)."""
@@ -242,11 +262,13 @@ class GuardedTransport(httpx.HTTPTransport):
 
     def __init__(self, policy: OutboundPolicy, *, limits: httpx.Limits = DEFAULT_LIMITS,
                  inner: httpcore.NetworkBackend | None = None):
-        super().__init__(limits=limits)
+        ssl_context = default_ssl_context()  # SSL_CERT_FILE/SSL_CERT_DIR still apply
+        # trust_env=False: the context already follows the environment (httpx would load the bundle again)
+        super().__init__(limits=limits, verify=ssl_context, trust_env=False)
         # httpx 0.27/0.28 take no network backend (encode/httpx#3749 proposes the parameter): the pool it
         # built is replaced by the same pool with ours. The policy tests fail if this ever stops working.
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),  # SSL_CERT_FILE/SSL_CERT_DIR still apply
+            ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -266,7 +288,10 @@ class GuardedAsyncBackend(httpcore.AsyncNetworkBackend):
         import anyio.to_thread
 
         try:
-            addresses = await anyio.to_thread.run_sync(self.policy.resolve, host, port)
+            if literal_address(host) is not None:  # nothing to look up, nothing that blocks: no thread
+                addresses = self.policy.resolve(host, port)
+            else:
+                addresses = await anyio.to_thread.run_sync(self.policy.resolve, host, port)
         except OutboundPolicyError:
             raise
         except OSError as exc:
@@ -292,9 +317,8 @@ class GuardedAsyncTransport(httpx.AsyncHTTPTransport):
 
     def __init__(self, policy: OutboundPolicy, *, limits: httpx.Limits = DEFAULT_LIMITS,
                  inner: httpcore.AsyncNetworkBackend | None = None, ssl_context: ssl.SSLContext | None = None):
-        # Loading the CA certificates takes ~25 ms of CPU: transports made together can share one context.
-        ssl_context = ssl_context or httpx.create_ssl_context()
-        super().__init__(limits=limits, verify=ssl_context)
+        ssl_context = ssl_context or default_ssl_context()
+        super().__init__(limits=limits, verify=ssl_context, trust_env=False)  # as in GuardedTransport
         self._pool = httpcore.AsyncConnectionPool(  # replaced as in GuardedTransport, for the same reason
             ssl_context=ssl_context,
             max_connections=limits.max_connections,

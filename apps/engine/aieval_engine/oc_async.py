@@ -256,9 +256,8 @@ class AsyncChatCompletions(RetryPolicy):
     def async_client(self) -> ShardedAsyncClient:
         """The pool's client: the outbound policy's transport and OpenAISDK's timeout, in shards (ShardedAsyncClient)."""
         limits = httpx.Limits(max_keepalive_connections=SHARD_CONNECTIONS, max_connections=SHARD_CONNECTIONS)
-        ssl_context = httpx.create_ssl_context()
         return ShardedAsyncClient(lambda: httpx.AsyncClient(
-            transport=GuardedAsyncTransport(self.outbound_policy, limits=limits, ssl_context=ssl_context),
+            transport=GuardedAsyncTransport(self.outbound_policy, limits=limits),
             timeout=httpx.Timeout(self.timeout), trust_env=False))
 
     def chat_request_body(self, prompt, max_out_len: int) -> tuple[dict, dict, dict]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +26,11 @@ from .netpolicy import POLICY_ENV, OutboundPolicy
 from .prediction_cache import HITS_DIR_ENV, manifest_entry
 from .results import EvalResult, build_manifest, collect_scores
 from .sample_metrics import METRICS_DIR_ENV
+from .slurm import cancel_jobs, slurm_job_comment
 from .spec import EvalSpec, HuggingFaceModelSpec, SpecError
+
+# What tells Slurm's commands which cluster to use, passed on to the run when its tasks go to Slurm.
+SLURM_CLIENT_ENV = ("SLURM_CONF",)
 
 JOB_META = "job.json"
 MAX_LOG_LINES_PER_EVENT = 200
@@ -191,6 +196,15 @@ class Evaluation:
             argv += ["-r", previous.name]
         return argv
 
+    def _stop(self, process: RunProcess) -> None:
+        kill_process_group(process)
+        # After the kill, so that no srun starts any more: its jobs outlive a killed srun (slurm.py).
+        self._cancel_slurm_jobs()
+
+    def _cancel_slurm_jobs(self) -> None:
+        if self.spec.params.slurm is not None:
+            cancel_jobs(slurm_job_comment(self.job_dir), self.environ)
+
     def run(
         self,
         on_event: EventCallback | None = None,
@@ -212,6 +226,10 @@ class Evaluation:
         if any(getattr(model, "shared_budget", None) for model in [*self.spec.models, *judge]):
             # By the environment, never the config file: a Redis URL may hold a password.
             env[BUDGET_STORE_ENV] = self.budget_store
+        if self.spec.params.slurm is not None:
+            # Which cluster srun talks to, also for a warm fork server started before it was set.
+            env.update({name: self.environ[name] for name in SLURM_CLIENT_ENV if name in self.environ})
+            self._cancel_slurm_jobs()  # a previous attempt's, should its worker have died with jobs running
         process = self.launcher.start(str(self.job_dir), self._argv(resume), env, self.spec.params.seed)
         emit(ProgressEvent("status", "running", time.monotonic() - started))
         monitor = _Monitor(self, built, started)
@@ -228,13 +246,13 @@ class Evaluation:
                     self.cancel("timeout")
                 if self._cancel.is_set():
                     stopped_as = self._cancel_reason
-                    kill_process_group(process)
+                    self._stop(process)
                     break
                 code = process.wait_exit(poll_interval)
         except BaseException:
             # Whoever watched the run failed (a callback raised, KeyboardInterrupt, SystemExit): nobody would
             # collect it any more, so it must not run on.
-            kill_process_group(process)
+            self._stop(process)
             raise
         for event in monitor.poll():
             emit(event)
@@ -253,7 +271,45 @@ class Evaluation:
         )
         return result
 
-    def _finish(self, process: RunProcess, monitor: _Monitor, stopped_as: str | None, started: float) -> EvalResult:
+    # ---- a job run as parts -------------------------------------------------------------------
+    def merge_parts(self, part_job_dirs: list[Path], stopped_as: str | None = None) -> EvalResult:
+        """The result of this evaluation when its models ran apart: each part an `Evaluation` of this spec with some
+        of its models (all of its datasets) in a job dir of its own. The parts' latest runs are merged into one run
+        dir of this job dir (different models never share a predictions, results, logs or per-sample file) and
+        read as one run of the whole spec is, so scores, samples and manifest are the unsplit run's. The parts'
+        logs become this job's log, one after another. `stopped_as`: "cancelled" or "timeout" when a part was
+        stopped so."""
+        started = time.monotonic()
+        built = self.built or self.prepare()
+        outputs = workdir.outputs_dir(self.job_dir)
+        runs = [workdir.latest_run_dir(Path(part)) for part in part_job_dirs]
+        names = [run.name for run in runs if run is not None]
+        merged = outputs / (max(names) if names else time.strftime("%Y%m%d_%H%M%S"))
+        shutil.rmtree(merged, ignore_errors=True)  # a merge done again (its worker died) starts clean
+        merged.mkdir(parents=True)
+        logs = []
+        for part, run in zip(part_job_dirs, runs, strict=True):
+            part = Path(part)
+            for beside in (workdir.SAMPLE_METRICS, workdir.PREDICTION_CACHE_HITS):
+                if (workdir.outputs_dir(part) / beside).is_dir():
+                    shutil.copytree(workdir.outputs_dir(part) / beside, outputs / beside, dirs_exist_ok=True)
+            for entry in run.iterdir() if run is not None else []:
+                # One dumped config is enough (the datasets, all that is read from it, are every part's); each
+                # part's summary covers its own models only.
+                if entry.name == "summary" or (entry.name == "configs" and (merged / "configs").exists()):
+                    continue
+                if entry.is_dir():
+                    shutil.copytree(entry, merged / entry.name, dirs_exist_ok=True)
+                else:
+                    shutil.copy2(entry, merged / entry.name)
+            if (part / LOG_NAME).is_file():
+                logs.append(f"[aieval] ---- part {part.name} ----\n" + (part / LOG_NAME).read_text(errors="replace"))
+        (self.job_dir / LOG_NAME).write_text("\n".join(logs), encoding="utf-8")
+        monitor = _Monitor(self, built, started)
+        monitor.resolved = workdir.resolved_datasets(merged)
+        return self._finish(None, monitor, stopped_as, started)
+
+    def _finish(self, process: RunProcess | None, monitor: _Monitor, stopped_as: str | None, started: float) -> EvalResult:
         built = self.built
         assert built is not None
         run_dir = workdir.latest_run_dir(self.job_dir)

@@ -288,6 +288,43 @@ DatasetSpec = Annotated[BuiltinDatasetSpec | CustomDatasetSpec, Field(discrimina
 # output length (custom files, many built-in configs), never over a config's own setting.
 DEFAULT_MAX_OUT_LEN = 256
 
+# Slurm names (partition, QOS, quota type): OpenCompass' SlurmRunner writes them into a shell command line, so only
+# characters that mean nothing to a shell are accepted.
+SLURM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+# One extra srun argument (`--time=01:00:00`, `-c`, `4`, `--constraint=a100`): the same, plus what option values
+# are written with (=:,/@%+). No spaces, quotes, `$`, `;`, `|`, `&`, `<`, `>`, backslashes or backquotes.
+SLURM_ARG = re.compile(r"^[A-Za-z0-9_.\-=:,/@%+]{1,256}$")
+
+
+class SlurmSpec(_Strict):
+    """Run OpenCompass' tasks as Slurm jobs through OpenCompass' own SlurmRunner: each task is one
+    `srun ... python <task> <task config>` on a node of the cluster. The nodes must see the job directory and the
+    Python environment at the same paths as the machine that starts the run (docs/DEPLOYMENT.md)."""
+
+    partition: str | None = Field(default=None, description="srun -p; unset: the cluster's default partition")
+    qos: str | None = Field(default=None, description="srun --qos")
+    quotatype: str | None = Field(default=None, description="srun --quotatype (a site extension some clusters have)")
+    extra_args: Annotated[list[str], Field(max_length=32)] = Field(
+        default_factory=list, description="more srun arguments, one token each, e.g. ['--time=02:00:00', '-c', '4']")
+    retry: Annotated[int, Field(ge=0, le=5)] = Field(
+        default=2, description="times SlurmRunner starts a failed task again (OpenCompass' default: 2)")
+
+    @field_validator("partition", "qos", "quotatype")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is not None and not SLURM_NAME.match(value):
+            raise ValueError("must be a Slurm name: letters, digits, '_', '.', '-' (at most 128)")
+        return value
+
+    @field_validator("extra_args")
+    @classmethod
+    def _check_args(cls, value: list[str]) -> list[str]:
+        for arg in value:
+            if not SLURM_ARG.match(arg):
+                raise ValueError(f"{arg!r} is not accepted as an srun argument: one token of letters, digits and "
+                                 "_.-=:,/@%+ (no spaces, quotes or shell characters)")
+        return value
+
 
 class RunParams(_Strict):
     limit: Annotated[int, Field(ge=1, le=10_000_000)] | None = Field(
@@ -310,6 +347,11 @@ class RunParams(_Strict):
         description="reuse an OpenAI-compatible model's answers to requests it was sent before (same endpoint, model "
         "name, prompt, generation settings and seed) and keep this run's answers for later runs; false: every "
         "prompt is sent and the cache is neither read nor written",
+    )
+    slurm: SlurmSpec | None = Field(
+        default=None,
+        description="run the tasks as Slurm jobs (OpenCompass' SlurmRunner; `workers`: jobs at once); unset: "
+        "processes on this machine (LocalRunner)",
     )
 
 

@@ -8,6 +8,7 @@ from celery import Celery
 from .config import Settings, get_settings
 
 RUN_EVALUATION = "aieval.run_evaluation"
+RUN_EVALUATION_PART = "aieval.run_evaluation_part"  # one part of a fanned-out job (services/fanout.py)
 QUEUES = ("api", "local")
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +21,7 @@ from pydantic_settings import (
 )
 
 from aieval_engine.netpolicy import OutboundPolicy
+from aieval_engine.spec import SlurmSpec
 
 from .enums import UserRole, Visibility
 from .security import normalize_origin, normalize_trusted_host
@@ -83,6 +85,8 @@ class Settings(BaseSettings):
     # A running job's files are copied to shared storage this often, so that a worker on another machine can
     # resume it (0: only at the end).
     checkpoint_interval_s: float = 30.0
+    # A job with several local checkpoints runs as parts on many workers, one checkpoint each (services/fanout.py).
+    fanout: bool = True
     # Where HF checkpoints registered as models are checked at submit time (API and worker share disks).
     check_model_paths: bool = True
     web_dist: Path = REPO_ROOT / "apps" / "web" / "dist"
@@ -97,8 +101,26 @@ class Settings(BaseSettings):
     # pages always may; other sites may not by default. (Replaces cors_origins: one list for one idea.)
     allowed_origins: list[str] = []
     log_level: str = "INFO"
+    # ---- monitoring (metrics.py, docs/OPERATIONS.md "Monitoring") ---------------------------------------------
+    # Where this machine's processes (API, workers) keep their Prometheus metrics files; empty: <data_dir>/metrics.
+    # A local directory per machine (or container group), never shared storage.
+    metrics_dir: Path | None = None
+    # A bearer token Prometheus sends to GET /metrics (`authorization: {credentials: ...}` in its scrape config).
+    # Without it, /metrics answers administrators only (their session or personal API token); with sign-in off, the
+    # local user (loopback).
+    metrics_token: SecretStr | None = None
     worker_queues: list[str] = ["api", "local"]
     worker_concurrency: int = 1
+    # ---- where a worker's OpenCompass tasks run (docs/ARCHITECTURE.md "Tasks on a Slurm cluster") --------
+    # local: processes on the worker's machine (OpenCompass' LocalRunner). slurm: every task an `srun` job (its
+    # SlurmRunner); the nodes must see the data dir and this Python environment at the same paths as the worker.
+    runner: Literal["local", "slurm"] = "local"
+    slurm_partition: str | None = None
+    slurm_qos: str | None = None
+    slurm_quotatype: str | None = None
+    # More srun arguments, split as a shell would ("--time=04:00:00 -c 8"); every token is checked (spec.SLURM_ARG).
+    slurm_extra_args: str = ""
+    slurm_retry: int = 2
     model_test_timeout_s: float = 30.0
 
     # ---- accounts and sign-in (issue 9; services/accounts.py, docs/SECURITY.md "Accounts and sign-in") --------
@@ -177,6 +199,11 @@ class Settings(BaseSettings):
         yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=environment_file())
         return init_settings, env_settings, dotenv_settings, yaml_source
 
+    @model_validator(mode="after")
+    def _slurm_checked(self) -> Settings:
+        self.slurm_spec()  # a bad partition or srun argument stops the process at start, not each job
+        return self
+
     @field_validator("trusted_hosts", mode="after")
     @classmethod
     def _trusted_hosts(cls, value: list[str]) -> list[str]:
@@ -187,7 +214,7 @@ class Settings(BaseSettings):
     def _allowed_origins(cls, value: list[str]) -> list[str]:
         return [normalize_origin(origin) for origin in value]
 
-    @field_validator("data_dir", "storage_dir", "web_dist", mode="after")
+    @field_validator("data_dir", "storage_dir", "web_dist", "metrics_dir", mode="after")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
@@ -221,6 +248,22 @@ class Settings(BaseSettings):
         if self.broker_url.startswith(("redis://", "rediss://")):
             return self.broker_url
         return str(self.data_dir / "budget")
+
+    def slurm_spec(self) -> SlurmSpec | None:
+        """The engine's `params.slurm` for the runs of this worker (spec.SlurmSpec), None for local processes."""
+        if self.runner != "slurm":
+            return None
+        try:
+            extra_args = shlex.split(self.slurm_extra_args)
+        except ValueError as exc:
+            raise ValueError(f"AIEVAL_SLURM_EXTRA_ARGS: {exc}") from None
+        try:
+            spec = SlurmSpec(partition=self.slurm_partition, qos=self.slurm_qos, quotatype=self.slurm_quotatype,
+                             extra_args=extra_args, retry=self.slurm_retry)
+        except ValidationError as exc:
+            raise ValueError("; ".join(f"AIEVAL_SLURM_{str(error['loc'][0]).upper()}: "
+                                       f"{error['msg'].removeprefix('Value error, ')}" for error in exc.errors())) from None
+        return spec
 
     @property
     def broker_dir(self) -> Path:

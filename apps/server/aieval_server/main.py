@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 
+from . import metrics
 from .api_docs import add_api_docs
 from .config import Settings, get_settings
 from .routers import (
@@ -27,6 +28,7 @@ from .routers import (
     health,
     live,
     models,
+    monitoring,
     paired,
     sso,
     tokens,
@@ -45,10 +47,10 @@ API_PREFIX = "/api/v1"
 class SinglePageApp(StaticFiles):
     """The built UI (apps/web/dist) with the history-mode fallback: a path that is no file and looks like a client
     route (/evaluations/12, typed, reloaded or pasted) gets index.html, so the router can open that page. Server
-    paths (/api, /docs, /redoc, /openapi.json), anything under /assets/ and names with an extension keep their
+    paths (/api, /docs, /redoc, /openapi.json, /metrics), anything under /assets/ and names with an extension keep their
     404. Cache headers as in docker/nginx.conf: hashed /assets/ files for a year, index.html always revalidated."""
 
-    SERVER_PATHS = frozenset({"api", "docs", "redoc", "openapi.json", "assets"})
+    SERVER_PATHS = frozenset({"api", "docs", "redoc", "openapi.json", "assets", "metrics"})
 
     @classmethod
     def is_client_route(cls, path: str) -> bool:
@@ -82,6 +84,7 @@ def _problem_lines(exc: RequestValidationError) -> list[str]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.check_production_ready()
+    metrics.configure(settings)  # this process' metrics files, before anything is recorded
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -139,12 +142,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["*"],
                            allow_headers=["*"])
     app.add_middleware(RequestGuard, settings=settings)
+    app.add_middleware(metrics.RequestLatency)  # every answer timed, the guard's refusals too
     # Outermost: its headers and request id are also on the guard's refusals, the 413 above and every error.
     app.add_middleware(ResponseHardening)
     # Only these answer without a session when sign-in is on; every other router gets the caller dependency
     # here, so no route can forget it (routers/deps.caller_dep: 401, CSRF check, WebSockets refused).
     for router in (health.router, auth.public, sso.public):
         app.include_router(router, prefix=API_PREFIX)
+    # Where Prometheus looks by default; its own access rule (the scraper's token or an administrator).
+    app.include_router(monitoring.router)
     for router in (auth.router, users.router, models.router, datasets.router, evaluations.router, live.router,
                    compare.router, paired.router, tokens.router, audit.router):
         app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(caller_dep)])

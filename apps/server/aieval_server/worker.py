@@ -70,12 +70,16 @@ _sweep_here = True  # run() turns it off for a worker whose parent sweeps (`aiev
 
 
 @signals.worker_ready.connect
-def _on_ready(**_kwargs) -> None:
+def _on_ready(sender=None, **_kwargs) -> None:
+    from . import metrics
     from .tasks.evaluation import launcher
 
     settings = get_settings()
     if _sweep_here:
         start_sweeper(_stop)
+    # Liveness for Prometheus (metrics.py), by the worker's Celery name (`--name`, e.g. aieval-123@host).
+    metrics.worker_heartbeat(getattr(sender, "hostname", None) or f"aieval-{os.getpid()}", _stop,
+                             settings.heartbeat_interval_s)
     # Import OpenCompass once now, so the first job starts in about a second.
     threading.Thread(target=lambda: log.info("OpenCompass warm in %.1f s", launcher().warm_up()),
                      daemon=True, name="aieval-warmup").start()
@@ -100,6 +104,11 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument("--loglevel", default=settings.log_level)
     options.add_argument("--no-sweeper", dest="sweeper", action="store_false",
                          help="do not requeue jobs of dead workers here (another process does)")
+    options.add_argument("--metrics-port", type=int, default=None,
+                         help="serve this machine's Prometheus metrics on this port (for a machine without an API "
+                              "process; the API's /metrics serves them otherwise)")
+    options.add_argument("--metrics-address", default="127.0.0.1",
+                         help="the address of --metrics-port (no authentication: a monitoring network only)")
     options.add_argument("--parent-pid", type=int, default=None,
                          help="stop at once, with its runs, when this process ends (`aieval serve` passes its own)")
     return options
@@ -123,6 +132,11 @@ def run(args: argparse.Namespace, pool: str = "threads") -> None:
 
     prepare_database(settings)  # the data dir made private; the schema migrated if auto_migrate
     ensure_broker_dirs(settings)
+    from . import metrics
+
+    metrics.configure(settings)  # this process' metrics files (scraped through the API on this machine)
+    if getattr(args, "metrics_port", None):
+        metrics.serve_this_machine(settings, args.metrics_port, args.metrics_address)
     concurrency = 1 if pool == "solo" else args.concurrency
     celery_app.worker_main([
         "worker", f"--pool={pool}", f"--concurrency={concurrency}", f"--queues={args.queues}",

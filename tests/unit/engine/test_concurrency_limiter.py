@@ -13,6 +13,7 @@ import pytest
 from capacity_server import CapacityServer
 
 from aieval_engine.concurrency import (
+    DEFAULT_INITIAL,
     MAX_RETRY_AFTER_S,
     AdaptiveLimiter,
     FixedLimiter,
@@ -74,9 +75,10 @@ class Workload:
         assert not self.over_limit
 
 
-def test_settles_near_a_servers_cap_of_16_with_few_second_retries_and_nothing_lost():
+@pytest.mark.parametrize("initial", [8, DEFAULT_INITIAL])  # a slower start, and the one a user gets
+def test_settles_near_a_servers_cap_of_16_with_few_second_retries_and_nothing_lost(initial):
     with CapacityServer(service_s=0.05, refuse_above=16, retry_after="1") as server:
-        limiter = AdaptiveLimiter(initial=8, ceiling=256)
+        limiter = AdaptiveLimiter(initial=initial, ceiling=256)
         workload = Workload(limiter, server.base_url, 1000, ceiling=256)
         asyncio.run(asyncio.wait_for(workload.run(), 120))
         stats = server.stats()
@@ -89,9 +91,10 @@ def test_settles_near_a_servers_cap_of_16_with_few_second_retries_and_nothing_lo
     assert stats["served"] == workload.count and sum(workload.attempts) == workload.count + stats["refused"]
 
 
-def test_grows_to_a_server_that_holds_64_and_stops_where_it_queues():
+@pytest.mark.parametrize("initial", [8, DEFAULT_INITIAL])
+def test_grows_to_a_server_that_holds_64_and_stops_where_it_queues(initial):
     with CapacityServer(service_s=0.2, slots=64) as server:
-        limiter = AdaptiveLimiter(initial=8, ceiling=256)
+        limiter = AdaptiveLimiter(initial=initial, ceiling=256)
         workload = Workload(limiter, server.base_url, 1500, ceiling=256)
         asyncio.run(asyncio.wait_for(workload.run(), 120))
     workload.check_nothing_lost()
@@ -206,7 +209,8 @@ def test_release_without_acquire_is_refused():
 
 def test_settings_choose_the_limiter():
     adaptive = limiter_for({"concurrency": None, "max_concurrency": 40})
-    assert isinstance(adaptive, AdaptiveLimiter) and adaptive.ceiling == 40 and adaptive.limit == 8
+    assert isinstance(adaptive, AdaptiveLimiter) and adaptive.ceiling == 40 and adaptive.limit == DEFAULT_INITIAL
+    assert limiter_for({"max_concurrency": 10}).limit == 10  # it never starts above an administrator's ceiling
     assert isinstance(limiter_for(None), AdaptiveLimiter)
     fixed = limiter_for({"concurrency": 64, "max_concurrency": 16})
     assert isinstance(fixed, FixedLimiter) and fixed.limit == 16  # an administrator's ceiling wins

@@ -140,6 +140,9 @@ RULES = {
     ("GET", f"{A}/paired"): read,  # the world's evaluation paired with itself: read access decides first
     ("GET", f"{A}/paired/samples"): read,
     ("GET", f"{A}/paired/samples/export"): read,
+    # Prometheus' default path, outside the API prefix: administrators, or the scraper's AIEVAL_METRICS_TOKEN
+    # (tests/unit/server/test_metrics_access.py)
+    ("GET", "/metrics"): admin_only,
 }
 # Lists: the world's private things must not be in what another member or a viewer sees (and must be in the
 # owner's and the admin's list).

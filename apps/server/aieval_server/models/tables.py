@@ -170,6 +170,30 @@ class Evaluation(Owned, Base):
     scores: Mapped[list[Score]] = relationship(back_populates="evaluation", cascade="all, delete-orphan")
 
 
+class EvaluationPart(Base):
+    """One part of a job fanned out over the worker pool (services/fanout.py, migration 0013): some of the job's
+    models, run as an engine run of their own in `<job dir>/parts/<position>`. Claimed, beaten and recovered like an
+    evaluation (the same columns); the evaluation keeps the job's status and, once every part is done, the merged
+    results."""
+
+    __tablename__ = "evaluation_parts"
+    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    models: Mapped[list[str]] = mapped_column(JSON)  # display names of the job's models this part evaluates
+    queue: Mapped[str] = mapped_column(String(50))  # "local" for a checkpoint, "api" for endpoints
+    # queued | running | one of the terminal evaluation statuses
+    status: Mapped[str] = mapped_column(String(20), default=EvaluationStatus.queued.value)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    run_pgid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    log_tail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 class EvaluationModel(Base):
     __tablename__ = "evaluation_models"
     # "Evaluations of model M" is answered from this index alone (filters, counts, compare).

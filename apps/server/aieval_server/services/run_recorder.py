@@ -31,6 +31,7 @@ from aieval_engine.launchers import Launcher, RunProcess
 from aieval_engine.runner import Evaluation as EngineEvaluation
 from aieval_engine.runner import ProgressEvent
 
+from .. import metrics
 from ..config import Settings
 from ..db import session_scope
 from ..db.outages import OUTCOME_RETRIES
@@ -59,6 +60,11 @@ class PgidRecordingLauncher:
 
 
 class RunRecorder:
+    """Holds an evaluation's row for one attempt. A subclass holds another row of the same shape (worker, heartbeat,
+    process group, progress, log tail): services/fanout.PartRecorder, one part of a fanned-out job."""
+
+    table: type = Evaluation
+
     def __init__(self, settings: Settings, evaluation_id: int, token: str, publisher: Publisher):
         self.settings = settings
         self.id = evaluation_id
@@ -73,9 +79,13 @@ class RunRecorder:
         self.pending_pgid: int | None = None  # the run's process group, when the database could not take it
         self.lock = threading.Lock()
         self._last_beat = 0.0
+        self.started = time.monotonic()  # the attempt's duration, observed with its outcome (metrics.py)
+
+    def _row(self):
+        return self.table.id == self.id
 
     def _owned(self):
-        return (Evaluation.id == self.id) & (Evaluation.worker == self.token)
+        return self._row() & (self.table.worker == self.token)
 
     def write(self, **values: Any) -> bool:
         """Update the row while this attempt holds it; False (and `lost` set) once another worker took it."""
@@ -83,7 +93,7 @@ class RunRecorder:
             return False
         with session_scope(self.settings.database_url) as session:
             changed = session.execute(
-                update(Evaluation).where(self._owned()).values(**values).execution_options(synchronize_session=False)
+                update(self.table).where(self._owned()).values(**values).execution_options(synchronize_session=False)
             ).rowcount
         if not changed:
             self.lost.set()
@@ -121,6 +131,9 @@ class RunRecorder:
             self.last_progress = data
         if event.stage in TERMINAL:
             return  # the final state is written with the results, in one transaction
+        self.write_progress(data)
+
+    def write_progress(self, data: dict[str, Any]) -> None:
         self.write(progress=data, stage=data.get("stage"), fraction=data.get("fraction"),
                    revision=Evaluation.revision + 1, heartbeat_at=utcnow())
         self.publisher.publish(self.id, {"type": "progress", "status": "running", "progress": data})
@@ -201,3 +214,4 @@ class RunRecorder:
             session.execute(delete(Score).where(Score.evaluation_id == self.id))
             session.add_all([Score(**score) for score in scores])
         self.publisher.publish(self.id, {"type": "status", "status": status})
+        metrics.evaluation_finished(status, time.monotonic() - self.started)

@@ -22,11 +22,13 @@ from aieval_engine.prediction_cache import cache_file as prediction_cache_file
 from aieval_engine.runner import Evaluation as EngineEvaluation
 from aieval_engine.spec import SpecError
 
+from .. import metrics
 from ..config import Settings
 from ..db import session_scope
 from ..db.outages import START_RETRIES, database_unavailable
 from ..storage import Storage
 from . import evaluations as evaluation_service
+from . import fanout
 from .checkpoints import JobCheckpoint
 from .errors import ServiceError
 from .events import Publisher
@@ -77,33 +79,13 @@ def _run_claimed(settings: Settings, storage: Storage, evaluation_id: int, token
             checkpoint.resume_here(lambda line: recorder.note(job_dir, line))
         resume = workdir.latest_run_dir(job_dir) is not None
 
-        def load():
-            with session_scope(settings.database_url) as session:
-                evaluation = evaluation_service.get(session, evaluation_id)
-                models = [link.model for link in evaluation.models]
-                datasets = [link.dataset for link in evaluation.datasets]
-                # The judge's key is decrypted here like the evaluated models' and stays in memory (the engine
-                # passes keys to its process by the environment, never in a file).
-                spec = evaluation_service.build_spec(
-                    settings, storage, evaluation.name, models, datasets, evaluation.params,
-                    judge_model=evaluation.judge_model, judge_prompt_language=evaluation.judge_prompt_language,
-                    scorer=evaluation.scorer, with_keys=True, local_files=True)
-                # spec datasets are built one per row, in this order
-                return (spec, {m.name: m.id for m in models}, [d.id for d in datasets],
-                        evaluation_service.rescore_source(session, evaluation))
-
-        spec, model_ids, dataset_ids, source = START_RETRIES.run(f"evaluation {evaluation_id}: load", load)
+        spec, model_ids, dataset_ids, source = load_job(settings, storage, evaluation_id)
         job_dir.mkdir(parents=True, exist_ok=True)
+        if source is None and fanout.split(settings, spec) is not None:  # several local checkpoints: parts on many workers
+            return fanout.fan_out(settings, storage, evaluation_id, token, spec)
         rescore_from = _source_run_dir(settings, storage, *source) if source is not None else None
-        engine = EngineEvaluation(
-            spec, job_dir, data_cache=settings.compass_data_cache,
-            launcher=PgidRecordingLauncher(launcher, recorder.record_pgid),
-            outbound_policy=settings.outbound_policy,  # the OpenCompass process obeys the server's policy
-            budget_store=settings.budget_store,  # models' shared request caps, shared with every other worker
-            judge_cache=judge_cache_file(settings),
-            prediction_cache=prediction_cache_file(settings.data_dir),  # endpoint models' answers
-            rescore_from=rescore_from,  # a re-score: the source's predictions, no inference
-        )
+        engine = new_engine(settings, spec, job_dir, PgidRecordingLauncher(launcher, recorder.record_pgid),
+                            rescore_from=rescore_from)
         recorder.engine = engine
         engine.prepare()
         saver.start()
@@ -129,6 +111,12 @@ def _run_claimed(settings: Settings, storage: Storage, evaluation_id: int, token
             saver.join(timeout=120)
     if recorder.lost.is_set() or result.status == "lost":
         return "lost to another worker"
+    return record_result(evaluation_id, recorder, checkpoint, spec, model_ids, dataset_ids, result)
+
+
+def record_result(evaluation_id: int, recorder: RunRecorder, checkpoint: JobCheckpoint, spec, model_ids: dict[str, int],
+                  dataset_ids: list[int], result) -> str:
+    """Store the run's files and write its outcome: status, scores with what they rest on, pairs, manifest."""
     run_dir_name = result.run_dir.name if result.run_dir else None
     stored = checkpoint.store()
     pairs = _pairs(recorder.last_progress, result)
@@ -147,7 +135,45 @@ def _run_claimed(settings: Settings, storage: Storage, evaluation_id: int, token
         "artifacts_stored": stored, "progress": final_progress, "run_pgid": None, "stage": result.status,
         "fraction": 1.0 if result.status == "succeeded" else final_progress.get("fraction"),
     })
+    metrics.results_stored(result, scores)  # endpoint latency, retries, samples scored (Prometheus)
     return result.status
+
+
+def load_job(settings: Settings, storage: Storage, evaluation_id: int):
+    """The job's spec (keys decrypted, files local), its models' ids by name, its datasets' ids in spec order and the
+    evaluation a re-score reads (or None), waiting out a brief database outage."""
+    def load():
+        with session_scope(settings.database_url) as session:
+            evaluation = evaluation_service.get(session, evaluation_id)
+            models = [link.model for link in evaluation.models]
+            datasets = [link.dataset for link in evaluation.datasets]
+            # The judge's key is decrypted here like the evaluated models' and stays in memory (the engine
+            # passes keys to its process by the environment, never in a file).
+            spec = evaluation_service.build_spec(
+                settings, storage, evaluation.name, models, datasets, evaluation.params,
+                judge_model=evaluation.judge_model, judge_prompt_language=evaluation.judge_prompt_language,
+                scorer=evaluation.scorer, with_keys=True, local_files=True)
+            # spec datasets are built one per row, in this order
+            return (spec, {m.name: m.id for m in models}, [d.id for d in datasets],
+                    evaluation_service.rescore_source(session, evaluation))
+
+    return START_RETRIES.run(f"evaluation {evaluation_id}: load", load)
+
+
+def new_engine(settings: Settings, spec, job_dir: Path, launcher: Launcher,
+               rescore_from: Path | None = None) -> EngineEvaluation:
+    """The engine run of `spec` in `job_dir` as every worker runs it (a whole job or one part of it)."""
+    if settings.runner == "slurm":
+        # This worker's setting, not the job's: a job requeued to another worker runs its tasks as that one does.
+        spec = spec.model_copy(update={"params": spec.params.model_copy(update={"slurm": settings.slurm_spec()})})
+    return EngineEvaluation(
+        spec, job_dir, data_cache=settings.compass_data_cache, launcher=launcher,
+        outbound_policy=settings.outbound_policy,  # the OpenCompass process obeys the server's policy
+        budget_store=settings.budget_store,  # models' shared request caps, shared with every other worker
+        judge_cache=judge_cache_file(settings),
+        prediction_cache=prediction_cache_file(settings.data_dir),  # endpoint models' answers
+        rescore_from=rescore_from,  # a re-score: the source's predictions, no inference
+    )
 
 
 def judge_cache_file(settings: Settings) -> Path:

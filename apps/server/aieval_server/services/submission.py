@@ -1,4 +1,4 @@
-"""The one way a queued evaluation reaches the workers: `submit`.
+"""The one way a queued evaluation reaches the workers: `submit` (and `submit_parts` for a fanned-out job's parts).
 
 Every path that (re)queues a job calls it: a new evaluation, a retry, a run again and a re-score (the API, right
 after the row is written) and the sweeper's requeues and resends (services/recovery.sweep). It sends the ticket
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 
+from celery import group
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from ..celery_app import RUN_EVALUATION, celery_for
+from ..celery_app import RUN_EVALUATION, RUN_EVALUATION_PART, celery_for
 from ..config import Settings
 from ..db import session_scope
 from ..enums import EvaluationStatus
@@ -39,6 +40,20 @@ def submit(settings: Settings, evaluation_id: int, queue: str, *, session: Sessi
         _stamp_enqueued(settings, evaluation_id, sent=False)
         return False
     _stamp_enqueued(settings, evaluation_id, sent=True)
+    return True
+
+
+def submit_parts(settings: Settings, evaluation_id: int, parts: list[tuple[int, str]]) -> bool:
+    """Hand the parts (position, queue) of a fanned-out evaluation to the workers at once, each on its own queue,
+    as one Celery group (services/fanout.py). A failure is not fatal: the parts stay queued, nobody beats for the
+    job, and the sweeper requeues it: the worker that claims it sends them again."""
+    app = celery_for(settings)
+    try:
+        group(app.signature(RUN_EVALUATION_PART, args=(evaluation_id, position), queue=queue)
+              for position, queue in parts).apply_async()
+    except Exception as exc:
+        log.error("cannot send the parts of evaluation %s to the broker (the sweeper requeues it): %s", evaluation_id, exc)
+        return False
     return True
 
 

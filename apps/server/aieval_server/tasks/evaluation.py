@@ -5,9 +5,9 @@ import threading
 
 from aieval_engine.launchers import WarmLauncher
 
-from ..celery_app import RUN_EVALUATION, celery_app
+from ..celery_app import RUN_EVALUATION, RUN_EVALUATION_PART, celery_app
 from ..config import get_settings
-from ..services import runs
+from ..services import fanout, runs
 from ..storage import get_storage
 
 log = logging.getLogger(__name__)
@@ -34,4 +34,13 @@ def run_evaluation(evaluation_id: int) -> str:
         log.info("evaluation %s: %s", evaluation_id, outcome)
     else:
         log.info("evaluation %s (fairest, taken with the message for %s): %s", ran, evaluation_id, outcome)
+    return outcome
+
+
+@celery_app.task(name=RUN_EVALUATION_PART, acks_late=True, ignore_result=True)
+def run_evaluation_part(evaluation_id: int, position: int) -> str:
+    """One part of a job fanned out over the workers (services/fanout.py): this very part, claimed like a job."""
+    settings = get_settings()
+    outcome = fanout.run_part(settings, get_storage(settings), int(evaluation_id), int(position), launcher())
+    log.info("evaluation %s part %s: %s", evaluation_id, position, outcome)
     return outcome

@@ -4398,3 +4398,19 @@ export type UpdateUserApiV1UsersUserIdPatchResponses = {
 };
 
 export type UpdateUserApiV1UsersUserIdPatchResponse = UpdateUserApiV1UsersUserIdPatchResponses[keyof UpdateUserApiV1UsersUserIdPatchResponses];
+
+export type ReadMetricsMetricsGetData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/metrics';
+};
+
+export type ReadMetricsMetricsGetResponses = {
+    /**
+     * Prometheus text exposition format
+     */
+    200: string;
+};
+
+export type ReadMetricsMetricsGetResponse = ReadMetricsMetricsGetResponses[keyof ReadMetricsMetricsGetResponses];
