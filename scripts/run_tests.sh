@@ -9,6 +9,7 @@ export AIEVAL_SHARED_DATA="${AIEVAL_SHARED_DATA:-$(cd .. && pwd)/shared/datasets
 bash scripts/ensure_services.sh
 started=$SECONDS
 status=0
-.venv/bin/python -m pytest tests -q -p no:cacheprovider "$@" || status=$?
+# --durations: the slowest tests, printed so that CI logs show where the suite's time goes.
+.venv/bin/python -m pytest tests -q -p no:cacheprovider --durations=25 "$@" || status=$?
 echo "test suite finished in $((SECONDS - started)) s (pytest exit $status)"
 exit $status

@@ -39,5 +39,8 @@ export default defineConfig({
     environment: 'jsdom',
     include: ['src/**/*.test.ts'],
     css: false,
+    // The wizard's tests walk a whole mounted view through several steps (~4 s alone); 5 s, the default, fails
+    // them whenever the machine is busy.
+    testTimeout: 20_000,
   },
 })

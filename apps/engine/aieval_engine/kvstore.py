@@ -34,10 +34,29 @@ class SqliteKeyValueStore:
         self.table = table
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"CREATE TABLE IF NOT EXISTS {table} ("
-                       " key TEXT PRIMARY KEY, reply TEXT NOT NULL, created_at REAL NOT NULL)")
+        self._create()
+
+    def _create(self) -> None:
+        """Put the file in WAL mode and create the table, waiting for another process doing the same.
+
+        SQLite does not call its busy handler for every lock this needs: switching the journal mode while another
+        connection switches it or recovers the WAL index fails at once with "database is locked". Such failures are
+        retried here until BUSY_TIMEOUT_S has passed, as a busy wait would be."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        pause = 0.005
+        while True:
+            try:
+                with self._connect() as db:
+                    if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                        db.execute("PRAGMA journal_mode=WAL")
+                    db.execute(f"CREATE TABLE IF NOT EXISTS {self.table} ("
+                               " key TEXT PRIMARY KEY, reply TEXT NOT NULL, created_at REAL NOT NULL)")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.2)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

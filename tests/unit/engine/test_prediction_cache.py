@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import ast
 import json
+import multiprocessing
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -121,6 +123,29 @@ def test_two_processes_write_one_store_at_once_and_nothing_is_lost(tmp_path):
     keys = [f"{name}-{batch}-{i}" for name in ("a", "b") for batch in range(40) for i in range(25)]
     found = SqliteKeyValueStore(path, "predictions").get_many(keys)
     assert len(found) == 2000 and found["b-39-24"] == "answer b 39 24"
+
+
+def _open_store_when_told(path: str, go: str) -> str:
+    while not Path(go).exists():
+        pass
+    try:
+        SqliteKeyValueStore(path, "predictions").put_many({"opened": "yes"})
+    except sqlite3.OperationalError as error:
+        return str(error)
+    return ""
+
+
+def test_many_processes_opening_a_new_store_at_the_same_moment_all_succeed(tmp_path):
+    # Switching a new file to WAL while another process does the same fails at once with "database is locked"
+    # (SQLite calls no busy handler there): the store must wait for the other process instead (CI saw this).
+    context = multiprocessing.get_context("fork")
+    with context.Pool(8) as pool:
+        for round_ in range(6):
+            path, go = tmp_path / f"s{round_}.sqlite", tmp_path / f"go{round_}"
+            pending = [pool.apply_async(_open_store_when_told, (str(path), str(go))) for _ in range(8)]
+            time.sleep(0.05)
+            go.touch()
+            assert [result.get(timeout=120) for result in pending] == [""] * 8
 
 
 def test_a_store_refuses_a_table_name_that_is_not_plain(tmp_path):
