@@ -18,21 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
-import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 
 import httpx
+from processes import REPO, platform_env, start_api, start_worker, stop, wait_for
 
-from aieval_engine.local_server import free_port
-
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from fake_openai import FakeChatEndpoint  # noqa: E402  (tests/ is not a package)
 from signed_in import sign_in  # noqa: E402
@@ -43,29 +36,13 @@ ROWS = b"".join(json.dumps({"question": f"Is {i} even?", "A": "yes", "B": "no",
                             "answer": "A" if i % 2 == 0 else "B"}).encode() + b"\n" for i in range(4))
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
-def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(argv, env=env, cwd=REPO, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+
+
+
 
 
 def member(base: str, admin: httpx.Client, username: str) -> httpx.Client:
@@ -106,42 +83,23 @@ def measure(args: argparse.Namespace, work: Path) -> None:
     from aieval_engine.tiny_model import build_tiny_model
 
     tokenizer = build_tiny_model(work / "models" / "tiny")
-    env = {**os.environ, "AIEVAL_ENV": "dev", "AIEVAL_DATA_DIR": str(work / "data"), "AIEVAL_AUTH_ENABLED": "true",
-           "AIEVAL_INITIAL_ADMIN_USERNAME": ADMIN, "AIEVAL_INITIAL_ADMIN_PASSWORD": ADMIN_PASSWORD,
-           "AIEVAL_REGISTER_DEMO": "false", "AIEVAL_PREPARE_DEMO_MODEL": "false",
-           "AIEVAL_MODEL_ROOTS": json.dumps([str(work / "models")]), "AIEVAL_OUTBOUND_ALLOW_LOOPBACK": "true",
-           "AIEVAL_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
-           # Alice may queue all her jobs (the default limit is 20 active evaluations).
-           "AIEVAL_DEFAULT_MAX_ACTIVE_EVALUATIONS": str(args.jobs + 1)}
+    env = platform_env(work, AIEVAL_AUTH_ENABLED="true", AIEVAL_INITIAL_ADMIN_USERNAME=ADMIN,
+                       AIEVAL_INITIAL_ADMIN_PASSWORD=ADMIN_PASSWORD,
+                       AIEVAL_MODEL_ROOTS=json.dumps([str(work / "models")]),
+                       # Alice may queue all her jobs (the default limit is 20 active evaluations).
+                       AIEVAL_DEFAULT_MAX_ACTIVE_EVALUATIONS=str(args.jobs + 1))
     if args.db_url:
         env["AIEVAL_DB_URL"] = args.db_url
     if args.broker_url:
         env["AIEVAL_BROKER_URL"] = env["AIEVAL_REDIS_URL"] = args.broker_url
     endpoint = FakeChatEndpoint(answer="A")  # before the API's port is chosen: it takes a free port too
-    port = free_port(18000, 18999)
-    base = f"http://127.0.0.1:{port}"
-    python = sys.executable
-    api = start([python, "apps/server/start_fastapi_server.py", "--host", "127.0.0.1", "--port", str(port)], env,
-                work / "api.log")
+    api, base = start_api(env, work)
     worker = None
     try:
         admin = httpx.Client(base_url=base, timeout=60)
-
-        def healthy() -> bool:
-            if api.poll() is not None:
-                raise SystemExit(f"the API exited: {(work / 'api.log').read_text()[-3000:]}")
-            try:
-                return admin.get("/api/v1/health").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(healthy, 90, "the API")
         sign_in(admin, ADMIN, ADMIN_PASSWORD)
         admin.base_url = base + "/api/v1"
-        worker = start([python, "apps/server/start_celery_worker.py", "--queues", "api,local", "--concurrency", "1"],
-                       env, work / "worker.log")
-        wait_for(lambda: "ready." in (work / "worker.log").read_text(errors="replace") or worker.poll() is not None,
-                 90, "the worker")
+        worker = start_worker(env, work / "worker.log", "--queues", "api,local", "--concurrency", "1")
         alice, bob = member(base, admin, "alice"), member(base, admin, "bob")
         alice_body = evaluation_body(alice, endpoint, tokenizer, "alice")
         bob_body = evaluation_body(bob, endpoint, tokenizer, "bob")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,35 +29,7 @@ import uuid
 from pathlib import Path
 
 import httpx
-
-from aieval_engine.local_server import free_port
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
-def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(argv, env=env, cwd=REPO, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+from processes import BenchFailure, platform_env, start, start_api, stop, wait_for
 
 
 def start_workers(count: int, env: dict[str, str], work: Path, round_name: str) -> list[subprocess.Popen]:
@@ -76,7 +47,7 @@ def start_workers(count: int, env: dict[str, str], work: Path, round_name: str) 
         log = work / f"worker-{round_name}-{index}.log"
         wait_for(lambda worker=worker, log=log: warm(worker, log), 180, f"worker {index}")
         if worker.poll() is not None:
-            raise SystemExit(f"worker {index} exited: {log.read_text(errors='replace')[-3000:]}")
+            raise BenchFailure(f"worker {index} exited: {log.read_text(errors='replace')[-3000:]}")
     return workers
 
 
@@ -89,7 +60,7 @@ def run_job(client: httpx.Client, body: dict, name: str) -> tuple[float, dict, l
         client.get(f"/evaluations/{evaluation_id}").json()), 3600, f"job {name}", interval=0.5)
     wall = time.monotonic() - started
     if detail["status"] != "succeeded":
-        raise SystemExit(f"job {name} ended {detail['status']}: {detail['error']}")
+        raise BenchFailure(f"job {name} ended {detail['status']}: {detail['error']}")
     export = client.get(f"/evaluations/{evaluation_id}/samples/export", params={"format": "jsonl"})
     rows = sorted((r["model"], r["dataset"], r["index"], json.dumps(r["prediction"]), r["correct"])
                   for r in map(json.loads, export.text.splitlines()))
@@ -100,29 +71,16 @@ def measure(args: argparse.Namespace, work: Path) -> None:
     from aieval_engine.tiny_model import build_tiny_model
 
     models = [build_tiny_model(work / "models" / f"tiny-{i}", seed=i) for i in range(args.models)]
-    env = {**os.environ, "AIEVAL_ENV": "dev", "AIEVAL_DATA_DIR": str(work / "data"),
-           "AIEVAL_REGISTER_DEMO": "false", "AIEVAL_PREPARE_DEMO_MODEL": "false",
-           "AIEVAL_MODEL_ROOTS": json.dumps([str(work / "models")]), "AIEVAL_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
-           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one torch thread per worker
+    env = platform_env(work, AIEVAL_MODEL_ROOTS=json.dumps([str(work / "models")]),
+                       OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # one torch thread per worker
     if args.db_url:
         env["AIEVAL_DB_URL"] = args.db_url
     if args.broker_url:
         env["AIEVAL_BROKER_URL"] = env["AIEVAL_REDIS_URL"] = args.broker_url
-    port = free_port(18000, 18999)
-    api = start([sys.executable, "apps/server/start_fastapi_server.py", "--host", "127.0.0.1", "--port", str(port)],
-                env, work / "api.log")
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=60)
+    api, base = start_api(env, work)
+    client = httpx.Client(base_url=f"{base}/api/v1", timeout=60)
     workers: list[subprocess.Popen] = []
     try:
-        def healthy() -> bool:
-            if api.poll() is not None:
-                raise SystemExit(f"the API exited: {(work / 'api.log').read_text()[-3000:]}")
-            try:
-                return client.get("/health").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(healthy, 90, "the API")
         model_ids = []
         for path in models:
             response = client.post("/models", json={"name": path.name, "kind": "huggingface", "path": str(path),
@@ -159,7 +117,7 @@ def measure(args: argparse.Namespace, work: Path) -> None:
         print(f"  scores identical: {scores[0] == scores[1]}; per-sample predictions identical: {rows_one == rows_two} "
               f"({len(rows_one)} samples)")
         if scores[0] != scores[1] or rows_one != rows_two:
-            raise SystemExit("the two runs differ")
+            raise BenchFailure("the two runs differ")
     finally:
         for worker in workers:
             stop(worker)

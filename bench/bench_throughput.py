@@ -30,12 +30,10 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -46,43 +44,13 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 from capacity_model_server import expected_percent, qa_rows, question_text, reference_answer, write_jsonl  # noqa: E402
+from processes import BenchFailure, platform_env, start, start_api, start_worker, stop, wait_for  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 EVALSCOPE_PYTHON = Path(os.environ.get("AIEVAL_EVALSCOPE_PYTHON", REPO / ".venv-evalscope" / "bin" / "python"))
 CAPACITY, LATENCY, REFUSE_ABOVE = 64, 0.5, 16
 SET_64 = {"concurrency": 64, "query_per_second": 1000}
 TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-class BenchFailure(RuntimeError):
-    pass
-
-
-# ---- processes -----------------------------------------------------------------------------------------------------
-
-def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(argv, cwd=REPO, env=env or os.environ.copy(), stdout=open(log, "ab"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise BenchFailure(f"timed out waiting for {what}")
 
 
 class ModelServer:
@@ -93,7 +61,7 @@ class ModelServer:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.process = start([sys.executable, str(BENCH / "capacity_model_server.py"), "--port", str(self.port),
                               "--capacity", str(CAPACITY), "--latency", str(LATENCY), *extra],
-                             work / f"model-server-{self.port}.log")
+                             os.environ.copy(), work / f"model-server-{self.port}.log")
         wait_for(self._up, 30, "the capacity model server")
 
     def _up(self) -> bool:
@@ -208,29 +176,11 @@ class Platform:
 
     def __init__(self, work: Path):
         self.work = work
-        self.env = {**os.environ, "AIEVAL_ENV": "dev", "AIEVAL_DATA_DIR": str(work / "data"),
-                    "AIEVAL_AUTH_ENABLED": "false", "AIEVAL_REGISTER_DEMO": "false",
-                    "AIEVAL_PREPARE_DEMO_MODEL": "false", "AIEVAL_OUTBOUND_ALLOW_LOOPBACK": "true",
-                    "AIEVAL_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:"}
-        port = free_port(18000, 18999)
-        self.api = start([sys.executable, "apps/server/start_fastapi_server.py", "--host", "127.0.0.1", "--port",
-                          str(port), "--no-access-log"], work / "api.log", self.env)
+        self.env = platform_env(work, AIEVAL_AUTH_ENABLED="false")
         self.worker = None
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=60)
-        wait_for(self._healthy, 120, "the API")
-        self.worker = start([sys.executable, "apps/server/start_celery_worker.py"], work / "worker.log", self.env)
-        wait_for(lambda: "OpenCompass warm in" in (work / "worker.log").read_text(errors="replace")
-                 or self.worker.poll() is not None, 240, "the worker to warm up")
-        if self.worker.poll() is not None:
-            raise BenchFailure(f"the worker exited: {(work / 'worker.log').read_text()[-3000:]}")
-
-    def _healthy(self) -> bool:
-        if self.api.poll() is not None:
-            raise BenchFailure(f"the API exited: {(self.work / 'api.log').read_text()[-3000:]}")
-        try:
-            return self.client.get("/health").status_code == 200
-        except httpx.HTTPError:
-            return False
+        self.api, base = start_api(self.env, work, "--no-access-log")
+        self.client = httpx.Client(base_url=f"{base}/api/v1", timeout=60)
+        self.worker = start_worker(self.env, work / "worker.log", ready="OpenCompass warm in")
 
     def model(self, url: str, name: str, options: dict) -> int:
         created = self.client.post("/models", json={"name": name, "kind": "openai", "base_url": url, "model": name,
