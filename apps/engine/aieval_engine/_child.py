@@ -1,6 +1,11 @@
 """The OpenCompass process: entered either as `python -m aieval_engine._child` (cold) or in a child forked
 from a warm process that has already imported OpenCompass (see launchers.py).
 
+A cold one is started either with its run on the command line, or with `--wait` before its run is known
+(launchers.ColdLauncher.prestart): it then imports what a run needs before its first request while the command
+still prepares the job, and is given its run as one JSON line on stdin (`await_run`). Either way those imports run
+before OpenCompass' CLI, with the garbage collector paused (`import_before_run`).
+
 Secrets arrive through `env`, never through argv or a file.
 """
 
@@ -11,6 +16,8 @@ import os
 import random
 import signal
 import sys
+import tempfile
+import threading
 import traceback
 
 from aieval_engine.launchers import signal_process_group, stop_with_parent
@@ -82,6 +89,69 @@ def run_opencompass(job_dir: str, argv: list[str], env: dict[str, str], seed: in
         sys.stderr.flush()
 
 
+def import_before_run(until: threading.Event | None = None) -> bytes:
+    """Import what a run needs before its first request, with the garbage collector paused (_preload.collector_paused),
+    stopping early once `until` is set (the run is here: it imports the rest itself, when and if it needs them).
+    Returns what the imports printed (warnings; a failed import's traceback: the run imports that module again, and
+    its log then tells why it fails), for the run's log, where it lands when the imports happen during the run."""
+    from aieval_engine._preload import BEFORE_FIRST_REQUEST, collector_paused, preload
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    printed = tempfile.TemporaryFile()
+    kept = os.dup(1), os.dup(2)
+    os.dup2(printed.fileno(), 1)
+    os.dup2(printed.fileno(), 2)
+    try:
+        with collector_paused():
+            for module in BEFORE_FIRST_REQUEST:
+                if until is not None and until.is_set():
+                    break
+                try:
+                    preload((module,))
+                except Exception:  # noqa: BLE001 - see above
+                    traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        for fd, original in zip((1, 2), kept, strict=True):
+            os.dup2(original, fd)
+            os.close(original)
+    with printed:
+        printed.seek(0)
+        return printed.read()
+
+
+def _add_to_log(job_dir: str, printed: bytes) -> None:
+    if printed:
+        with open(os.path.join(job_dir, LOG_NAME), "ab") as log:
+            log.write(printed)
+
+
+def await_run(parent_pid: int) -> int:
+    """Import what a run needs before its first request until the run arrives on stdin as one JSON line
+    `{"job_dir", "argv", "env", "seed"}`, then run it. End of file instead (the parent is gone, or has nothing to run:
+    an invalid spec) ends this process at once, imports done or not."""
+    run: dict = {}
+    arrived = threading.Event()
+
+    def read_run() -> None:
+        line = sys.stdin.buffer.readline()
+        if not line.strip():
+            os._exit(0)
+        run.update(json.loads(line))
+        arrived.set()
+
+    threading.Thread(target=read_run, daemon=True, name="aieval-await-run").start()
+    printed = import_before_run(until=arrived)
+    arrived.wait()
+    _add_to_log(run["job_dir"], printed)
+    return run_opencompass(run["job_dir"], run["argv"], run["env"], run["seed"], parent_pid)
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--wait":  # argv: --wait, parent pid; the run arrives on stdin
+        sys.exit(await_run(int(sys.argv[2])))
     # argv: job_dir, json(argv), seed, parent pid; the environment already holds what the run needs.
+    _add_to_log(sys.argv[1], import_before_run())
     sys.exit(run_opencompass(sys.argv[1], json.loads(sys.argv[2]), {}, int(sys.argv[3]), int(sys.argv[4])))

@@ -7,9 +7,11 @@ source (ast) instead: listing the catalogue or checking data presence stays inst
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import importlib.util
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,7 +101,9 @@ def _constant_keyword_values(tree: ast.AST, key: str) -> list:
 @functools.cache
 def _scan_config(file: Path) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """(names ending in `_datasets` the file defines, data paths and constant abbrs of it and its bases)."""
-    tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
+    with warnings.catch_warnings():  # OpenCompass' prompts hold escapes like "\d": its warnings, not ours
+        warnings.simplefilter("ignore")
+        tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
     names: list[str] = []
     paths: list[str] = []
     abbrs: list[str] = []
@@ -166,14 +170,18 @@ def resolve_builtin(config: str) -> BuiltinDataset:
 
 
 @functools.cache
-def _datasets_mapping() -> dict[str, dict]:
+def _datasets_info_table(name: str) -> dict[str, dict]:
+    """A table of OpenCompass' `utils/datasets_info.py` (DATASETS_MAPPING, DATASETS_URL), read as source: the
+    dependency's own data, never copied into this project, without importing OpenCompass (~8 s)."""
     source = (opencompass_root() / "utils" / "datasets_info.py").read_text(encoding="utf-8")
     for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "DATASETS_MAPPING" for t in node.targets
-        ):
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
             return ast.literal_eval(node.value)
     return {}
+
+
+def _datasets_mapping() -> dict[str, dict]:
+    return _datasets_info_table("DATASETS_MAPPING")
 
 
 def local_data_path(config_path: str) -> str | None:
@@ -185,12 +193,16 @@ def local_data_path(config_path: str) -> str | None:
     return os.path.normpath(local)
 
 
+def _target(config_path: str, data_cache: Path) -> Path:
+    local = local_data_path(config_path)
+    return Path(config_path) if local is None else data_cache / local
+
+
 def missing_data(dataset: BuiltinDataset, data_cache: Path) -> list[Path]:
     """The data files or folders a built-in dataset needs that are not under `data_cache`."""
     missing = []
     for config_path in dataset.data_paths:
-        local = local_data_path(config_path)
-        target = Path(config_path) if local is None else data_cache / local
+        target = _target(config_path, data_cache)
         if not target.exists() or (target.is_dir() and not any(target.iterdir())):
             missing.append(target)
     return missing
@@ -200,6 +212,183 @@ def data_hint(dataset: BuiltinDataset, missing: list[Path], data_cache: Path) ->
     paths = ", ".join(str(p) for p in missing)
     return (
         f"the data of built-in dataset {dataset.name!r} is not present: missing {paths}. "
-        f"This machine cannot download it; copy the dataset's files there "
+        f"{how_to_get(packages_for(dataset), dataset.folder)} "
         f"(OpenCompass reads its data from COMPASS_DATA_CACHE={data_cache}/data/...)."
     )
+
+
+# ---- data packages and readiness ------------------------------------------------------------------
+# OpenCompass downloads a missing dataset as one archive per dataset (DATASETS_URL: url + md5), unpacked into
+# `<COMPASS_DATA_CACHE>/data/`; its release page also offers bundles (OpenCompassData-core-*.zip) holding
+# `data/<name>/...` for many datasets at once. Both are imported by datapackages.import_package.
+INTERNAL_URLS_FILE = ".OPENCOMPASS_INTERNAL_DATA_URL.json"
+
+
+@dataclass(frozen=True)
+class DataPackage:
+    """One archive of OpenCompass' download table: where it is published and its published md5."""
+
+    key: str  # the DATASETS_URL key, e.g. "/gsm8k/"
+    url: str
+    md5: str | None
+
+    @property
+    def archive_name(self) -> str:
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def data_packages() -> dict[str, DataPackage]:
+    """OpenCompass' DATASETS_URL, updated as its `download_dataset` does by `~/.OPENCOMPASS_INTERNAL_DATA_URL.json`
+    (a site's own archives: same keys, its own url and md5)."""
+    internal = Path.home() / INTERNAL_URLS_FILE
+    try:
+        stamp = internal.stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    return _data_packages(internal, stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _data_packages(internal: Path, stamp: int | None) -> dict[str, DataPackage]:
+    table = dict(_datasets_info_table("DATASETS_URL"))
+    if stamp is not None:
+        import json
+
+        try:
+            table.update(json.loads(internal.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            pass  # as OpenCompass does: a broken file is ignored
+    return {key: DataPackage(key, str(entry["url"]), entry.get("md5"))
+            for key, entry in table.items() if isinstance(entry, dict) and entry.get("url")}
+
+
+def package_for_path(config_path: str, table: dict[str, DataPackage] | None = None) -> DataPackage | None:
+    """The archive OpenCompass would download for a config's `path=`, by its own rule (download_dataset): the last
+    key of DATASETS_URL that occurs in the joined local path. None: OpenCompass publishes no archive for it."""
+    if os.path.isabs(config_path):
+        return None
+    entry = _datasets_mapping().get(config_path)
+    local = entry["local"] if entry and entry.get("local") else config_path
+    joined = os.path.join(os.sep, local)  # OpenCompass joins the cache dir; a neutral root matches the same keys
+    found = None
+    for key, package in (table if table is not None else data_packages()).items():
+        if key in joined:
+            found = package
+    return found
+
+
+def packages_for(dataset: BuiltinDataset, paths: list[str] | None = None,
+                 table: dict[str, DataPackage] | None = None) -> list[DataPackage]:
+    """The archives that bring a config's data (or the given config paths of it), in order, each once."""
+    table = table if table is not None else data_packages()
+    found = {}
+    for config_path in dataset.data_paths if paths is None else paths:
+        package = package_for_path(config_path, table)
+        if package is not None:
+            found.setdefault(package.url, package)
+    return list(found.values())
+
+
+def package_by_archive_name(filename: str) -> DataPackage | None:
+    """The published archive a file is a copy of, judged by its name (gsm8k.zip), for checking its md5."""
+    name = Path(filename).name
+    for package in data_packages().values():
+        if package.archive_name == name:
+            return package
+    return None
+
+
+def how_to_get(packages: list[DataPackage], benchmark: str) -> str:
+    """The sentence a person needs: which archive to import, or which command downloads it."""
+    if not packages:
+        return ("OpenCompass publishes no archive for this data: copy its files under COMPASS_DATA_CACHE/data/ "
+                "(`aieval datasets import FOLDER`).")
+    names = ", ".join(p.archive_name for p in packages)
+    return (f"Import the data package {names} (or an OpenCompassData-core-*.zip holding data/...) with "
+            f"`aieval datasets import ARCHIVE` or the Datasets page, or, where this machine may download, run "
+            f"`aieval datasets fetch {benchmark}`.")
+
+
+def builtin_configs() -> list[BuiltinDataset]:
+    """Every shipped config that defines datasets, named as `resolve_builtin` accepts it: the file name, or
+    `folder/name` when several folders have a file of that name."""
+    return list(_builtin_configs())
+
+
+@functools.cache  # the shipped files do not change while a process runs
+def _builtin_configs() -> tuple[BuiltinDataset, ...]:
+    configs = []
+    for files in _config_index().values():
+        for file in files:
+            described = _describe(file)
+            if not described.dataset_vars:
+                continue
+            if len(files) > 1:
+                described = dataclasses.replace(described, name=described.qualified_name)
+            configs.append(described)
+    return tuple(sorted(configs, key=lambda c: (c.folder, c.name)))
+
+
+@dataclass(frozen=True)
+class ConfigReadiness:
+    config: BuiltinDataset
+    missing: tuple[Path, ...]
+    packages: tuple[DataPackage, ...]  # the archives that bring the missing data
+    unpublished: tuple[str, ...]  # missing config paths OpenCompass publishes no archive for
+
+    @property
+    def ready(self) -> bool:
+        return not self.missing
+
+
+@dataclass(frozen=True)
+class BenchmarkReadiness:
+    """A benchmark: the configs of one folder of OpenCompass' configs/datasets (gsm8k: gsm8k_gen, gsm8k_0shot...)."""
+
+    name: str
+    configs: tuple[ConfigReadiness, ...]
+
+    @property
+    def ready_configs(self) -> int:
+        return sum(c.ready for c in self.configs)
+
+    @property
+    def ready(self) -> bool:
+        return self.ready_configs == len(self.configs)
+
+    @property
+    def packages(self) -> list[DataPackage]:
+        found: dict[str, DataPackage] = {}
+        for config in self.configs:
+            for package in config.packages:
+                found.setdefault(package.url, package)
+        return list(found.values())
+
+    def how_to_get(self) -> str:
+        return "" if self.ready else how_to_get(self.packages, self.name)
+
+
+def config_readiness(config: BuiltinDataset, data_cache: Path,
+                     table: dict[str, DataPackage] | None = None) -> ConfigReadiness:
+    table = table if table is not None else data_packages()
+    missing = missing_data(config, data_cache)
+    missing_paths = [p for p in config.data_paths if _target(p, data_cache) in missing]
+    packages = packages_for(config, missing_paths, table)
+    unpublished = tuple(p for p in missing_paths if package_for_path(p, table) is None)
+    return ConfigReadiness(config, tuple(missing), tuple(packages), unpublished)
+
+
+def benchmarks(data_cache: Path) -> list[BenchmarkReadiness]:
+    """Every benchmark with the readiness of each of its configs under `data_cache`, by name."""
+    grouped: dict[str, list[ConfigReadiness]] = {}
+    table = data_packages()
+    for config in builtin_configs():
+        grouped.setdefault(config.folder, []).append(config_readiness(config, data_cache, table))
+    return [BenchmarkReadiness(name, tuple(configs)) for name, configs in sorted(grouped.items())]
+
+
+def configs_named(name: str) -> list[BuiltinDataset]:
+    """The configs a name means: a benchmark (a config folder: all its configs) or one config."""
+    name = name.strip().strip("/").removesuffix(".py")
+    in_folder = [c for c in builtin_configs() if c.folder == name]
+    return in_folder or [resolve_builtin(name)]

@@ -5,6 +5,9 @@
     aieval check SPEC.yaml          validate a spec and its data without running it
     aieval demo [--limit N]         prepare the offline demo model and evaluate it on the demo data
     aieval datasets [--available]   list OpenCompass' built-in dataset configs
+    aieval datasets list [--ready|--missing] [--configs]   built-in benchmarks, whether their data is here, how to get it
+    aieval datasets import PATH     import an OpenCompass data package (.zip/.tar[.gz] or a folder)
+    aieval datasets fetch NAME [--mirror URL]   download the data a benchmark or config needs (env AIEVAL_DATA_MIRROR)
 
 Other packages add commands (the server adds `serve`, `submit`...) through the `aieval.commands` entry point
 group: each entry point is a function taking the argparse subparsers object.
@@ -93,13 +96,14 @@ def print_results(console: Console, result: EvalResult) -> None:
 
 
 def run_spec(spec: EvalSpec, data_dir: Path, *, as_json: bool = False, job_dir: Path | None = None,
-             resume: bool = False, console: Console | None = None, rescore_from: Path | None = None) -> int:
+             resume: bool = False, console: Console | None = None, rescore_from: Path | None = None,
+             launcher: ColdLauncher | None = None) -> int:
     console = console or Console(stderr=as_json)
     evaluation = Evaluation(
         spec,
         job_dir or _new_job_dir(data_dir, spec.name),
         data_cache=compass_data_cache(data_dir),
-        launcher=ColdLauncher(),
+        launcher=launcher or ColdLauncher(),
         judge_cache=judge_cache_file(data_dir),
         prediction_cache=prediction_cache_file(data_dir),  # endpoint models' answers, as the server keeps its own
         rescore_from=rescore_from,
@@ -144,30 +148,32 @@ def run_spec(spec: EvalSpec, data_dir: Path, *, as_json: bool = False, job_dir: 
 
 
 def _cmd_run(args) -> int:
-    console = Console(stderr=args.json)
-    try:
-        spec = load_spec(args.spec)
-    except SpecError as exc:
-        for problem in exc.problems:
-            console.print(f"[red]error:[/red] {problem}", highlight=False)
-        return EXIT_INVALID
-    if not args.prediction_cache:
-        spec = spec.model_copy(update={"params": spec.params.model_copy(update={"prediction_cache": False})})
-    return run_spec(spec, Path(args.data_dir), as_json=args.json,
-                    job_dir=Path(args.job_dir) if args.job_dir else None, resume=args.resume, console=console)
+    return _run_spec_file(args, prediction_cache=args.prediction_cache, resume=args.resume)
 
 
 def _cmd_rescore(args) -> int:
-    console = Console(stderr=args.json)
+    return _run_spec_file(args, rescore_from=Path(args.source))
+
+
+def _run_spec_file(args, prediction_cache: bool = True, **run_options) -> int:
+    """`run` and `rescore`: the spec file `args.spec` run by a cold OpenCompass process started first, so that its
+    imports (seconds) overlap reading the spec and writing the job."""
+    launcher = ColdLauncher()
+    launcher.prestart()
     try:
-        spec = load_spec(args.spec)
-    except SpecError as exc:
-        for problem in exc.problems:
-            console.print(f"[red]error:[/red] {problem}", highlight=False)
-        return EXIT_INVALID
-    return run_spec(spec, Path(args.data_dir), as_json=args.json,
-                    job_dir=Path(args.job_dir) if args.job_dir else None, console=console,
-                    rescore_from=Path(args.source))
+        console = Console(stderr=args.json)
+        try:
+            spec = load_spec(args.spec)
+        except SpecError as exc:
+            for problem in exc.problems:
+                console.print(f"[red]error:[/red] {problem}", highlight=False)
+            return EXIT_INVALID
+        if not prediction_cache:  # --no-prediction-cache
+            spec = spec.model_copy(update={"params": spec.params.model_copy(update={"prediction_cache": False})})
+        return run_spec(spec, Path(args.data_dir), as_json=args.json, job_dir=Path(args.job_dir) if args.job_dir else None,
+                        console=console, launcher=launcher, **run_options)
+    finally:
+        launcher.close()
 
 
 def _cmd_check(args) -> int:
@@ -211,6 +217,90 @@ def _cmd_datasets(args) -> int:
     return EXIT_OK
 
 
+def _cmd_datasets_list(args) -> int:
+    from .catalogue import benchmarks
+
+    cache = compass_data_cache(Path(args.data_dir))
+    table = Table(title=f"Built-in benchmarks (data under {cache}/data)")
+    for column in ("benchmark", "ready", "how to get the data"):
+        table.add_column(column, overflow="fold")
+    for benchmark in benchmarks(cache):
+        if (args.ready and not benchmark.ready_configs) or (args.missing and benchmark.ready):
+            continue
+        table.add_row(benchmark.name, f"{benchmark.ready_configs}/{len(benchmark.configs)}", benchmark.how_to_get())
+        if args.configs:
+            for config in benchmark.configs:
+                table.add_row(f"  {config.config.name}", "yes" if config.ready else "no",
+                              ", ".join(str(p) for p in config.missing))
+    Console().print(table)
+    return EXIT_OK
+
+
+def _print_import_report(console: Console, report) -> None:
+    console.print(f"[green]imported[/green] {report.source}: {report.files} file(s), "
+                  f"{report.bytes / 1024**2:.1f} MiB; {report.checksum}", highlight=False)
+    console.print(f"  installed: {', '.join(report.installed) or '-'}"
+                  + (f" (replaced: {', '.join(report.replaced)})" if report.replaced else ""), highlight=False)
+    if report.benchmarks_ready:
+        console.print(f"  benchmarks now ready: {', '.join(report.benchmarks_ready)} "
+                      f"({len(report.became_ready)} config(s))", highlight=False)
+    else:
+        console.print("  no benchmark became ready (their data was already here, or the package holds other data)")
+
+
+def _package_progress(progress: Progress, description: str):
+    bar = progress.add_task(description, total=None, eta="")
+
+    def update(stage: str, done: int, total: int) -> None:
+        progress.update(bar, description=f"{description}: {stage}", completed=done // 1024**2,
+                        total=(total // 1024**2 or None) if total else None, eta="MiB")
+    return update
+
+
+def _cmd_datasets_import(args) -> int:
+    from .datapackages import PackageError, import_package
+
+    console = Console()
+    cache = compass_data_cache(Path(args.data_dir))
+    try:
+        with Progress(*progress_columns(), console=console, transient=True) as progress:
+            report = import_package(Path(args.path), cache, expected_md5=args.md5,
+                                    on_progress=_package_progress(progress, Path(args.path).name))
+    except PackageError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        return EXIT_INVALID
+    _print_import_report(console, report)
+    return EXIT_OK
+
+
+def _cmd_datasets_fetch(args) -> int:
+    from .catalogue import UnknownDatasetError
+    from .datapackages import PackageError, fetch
+
+    console = Console()
+    cache = compass_data_cache(Path(args.data_dir))
+    bars: dict[str, object] = {}
+    try:
+        with Progress(*progress_columns(), console=console, transient=True) as progress:
+            def on_progress(package, stage: str, done: int, total: int) -> None:
+                if package.url not in bars:
+                    bars[package.url] = _package_progress(progress, package.archive_name)
+                bars[package.url](stage, done, total)  # type: ignore[operator]
+
+            report = fetch(args.name, cache, mirror=args.mirror, on_progress=on_progress)
+    except (PackageError, UnknownDatasetError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        return EXIT_INVALID
+    for imported in report.imported:
+        _print_import_report(console, imported)
+    if not report.imported and report.already_present and not report.unpublished:
+        console.print(f"the data of {args.name} is already here: nothing to download")
+    for path in report.unpublished:
+        console.print(f"[yellow]not published:[/yellow] OpenCompass has no archive for {path}; copy its files under "
+                      f"{cache}/data/ (`aieval datasets import FOLDER`)", highlight=False)
+    return EXIT_FAILED if report.unpublished and not report.imported else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aieval", description="Evaluate LLMs with OpenCompass.")
     parser.add_argument("--data-dir", default=str(default_data_dir()),
@@ -244,9 +334,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(handler=_cmd_demo)
 
-    datasets = commands.add_parser("datasets", help="list OpenCompass' built-in dataset configs")
+    datasets = commands.add_parser("datasets", help="OpenCompass' built-in datasets: list them, import or fetch data")
     datasets.add_argument("--available", action="store_true", help="only those whose data is present")
     datasets.set_defaults(handler=_cmd_datasets)
+    data_commands = datasets.add_subparsers(dest="datasets_command")
+    data_list = data_commands.add_parser("list", help="built-in benchmarks, whether their data is here, how to get it")
+    shown = data_list.add_mutually_exclusive_group()
+    shown.add_argument("--ready", action="store_true", help="only benchmarks with at least one config ready")
+    shown.add_argument("--missing", action="store_true", help="only benchmarks with data missing")
+    data_list.add_argument("--configs", action="store_true", help="one line per config as well")
+    data_list.set_defaults(handler=_cmd_datasets_list)
+    data_import = data_commands.add_parser(
+        "import", help="import an OpenCompass data package (.zip, .tar, .tar.gz) or a folder into COMPASS_DATA_CACHE")
+    data_import.add_argument("path", help="OpenCompassData-core-*.zip, gsm8k.zip, ... or a folder with data/<name>/")
+    data_import.add_argument("--md5", help="the archive's expected md5 (default: OpenCompass' published one, if any)")
+    data_import.set_defaults(handler=_cmd_datasets_import)
+    data_fetch = data_commands.add_parser("fetch", help="download and import the data a benchmark or config needs")
+    data_fetch.add_argument("name", help="a benchmark (config folder, e.g. gsm8k) or a config (gsm8k_gen)")
+    data_fetch.add_argument("--mirror", default=None,
+                            help="base URL of a copy of OpenCompass' download server (env AIEVAL_DATA_MIRROR)")
+    data_fetch.set_defaults(handler=_cmd_datasets_fetch)
 
     for entry in entry_points(group="aieval.commands"):
         # A broken plugin costs its own command, not `aieval run`: the engine must stay usable on its own.

@@ -47,10 +47,16 @@ def demo_model_dir(data_dir: str | Path) -> Path:
     return Path(data_dir) / "models" / DEMO_MODEL_DIRNAME
 
 
+def demo_model_ready(data_dir: str | Path) -> bool:
+    """The converted checkpoint is in place (it appears at once, renamed from a staging folder)."""
+    target = demo_model_dir(data_dir)
+    return (target / "config.json").is_file() and any(target.glob("*.safetensors"))
+
+
 def prepare_demo_model(data_dir: str | Path) -> Path:
     """Convert the GGUF into an HF checkpoint under data_dir (once; ~1 minute) and return its path."""
     target = demo_model_dir(data_dir)
-    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+    if demo_model_ready(data_dir):
         return target
     source = gguf_path()
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -18,7 +18,9 @@ import sys
 
 
 def serve() -> None:
-    import aieval_engine._preload  # noqa: F401  (the point of this process)
+    from aieval_engine._preload import preload_everything
+
+    preload_everything()  # the point of this process
     from aieval_engine._child import run_opencompass
     from aieval_engine.launchers import signal_process_group
 

@@ -1,6 +1,7 @@
 """How the OpenCompass process is started.
 
-- `ColdLauncher` starts a fresh Python per run: simple, pays OpenCompass' ~10-15 s of imports each time.
+- `ColdLauncher` starts a fresh Python per run: simple, pays OpenCompass' imports each time; started early
+  (`prestart`), while the command still prepares the job, it pays them on another core in the meantime.
 - `WarmLauncher` keeps a fork server that imported OpenCompass once and forks each run from it, so a
   long-lived worker pays the imports once (see NOTES.md: 5 s instead of 18-54 s for a small job).
 
@@ -57,10 +58,47 @@ class _ChildRun(subprocess.Popen):
 
 
 class ColdLauncher:
-    """Note: the run stops when the *thread* that called `start` ends (PR_SET_PDEATHSIG follows the thread), so
-    call it from the thread that waits for the run, as `Evaluation.run` does."""
+    """Note: the run stops when the *thread* that called `start` (or `prestart`) ends (PR_SET_PDEATHSIG follows the
+    thread), so call it from the thread that waits for the run, as `Evaluation.run` does."""
+
+    def __init__(self) -> None:
+        self._waiting: _ChildRun | None = None
+
+    def prestart(self) -> None:
+        """Start the run's process now, before its job is known: it imports what a run needs before its first
+        request while the caller prepares the job (another core's work), and `start` then hands it the run over its
+        stdin (secrets included, as the fork server is given them). `close` ends it if no run comes."""
+        if self._waiting is not None:
+            return
+        self._waiting = _ChildRun(
+            [sys.executable, "-m", "aieval_engine._child", "--wait", str(os.getpid())],
+            env={**os.environ, **OFFLINE_ENV},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def close(self) -> None:
+        """End a prestarted process that was given no run (it has started nothing yet: killing it loses nothing)."""
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.kill()
+            waiting.stdin.close()
+            waiting.wait()
 
     def start(self, job_dir: str, argv: list[str], env: dict[str, str], seed: int) -> RunProcess:
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            run = {"job_dir": job_dir, "argv": argv, "env": env, "seed": seed}
+            try:
+                waiting.stdin.write((json.dumps(run) + "\n").encode())
+                waiting.stdin.close()
+                return waiting
+            except OSError:  # it died while waiting: start the run as if there had been none
+                with contextlib.suppress(OSError):
+                    waiting.stdin.close()
+                waiting.wait()
         child_env = {**os.environ, **OFFLINE_ENV, **env}
         return _ChildRun(
             [sys.executable, "-m", "aieval_engine._child", job_dir, json.dumps(argv), str(seed), str(os.getpid())],

@@ -9,11 +9,13 @@ from .config import Settings, get_settings
 
 RUN_EVALUATION = "aieval.run_evaluation"
 RUN_EVALUATION_PART = "aieval.run_evaluation_part"  # one part of a fanned-out job (services/fanout.py)
+TICK_SCHEDULES = "aieval.tick_schedules"  # submit the due schedules' runs (services/schedules.py)
 QUEUES = ("api", "local")
 
 
 def create_celery(settings: Settings) -> Celery:
-    app = Celery("aieval", broker=settings.celery_broker_url, include=["aieval_server.tasks.evaluation"])
+    app = Celery("aieval", broker=settings.celery_broker_url,
+                 include=["aieval_server.tasks.evaluation", "aieval_server.tasks.schedules"])
     transport_options: dict = {}
     if settings.celery_broker_url.startswith("filesystem://"):
         app.conf.broker_transport = "aieval_server.directory_broker:Transport"
@@ -52,6 +54,13 @@ def create_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         worker_enable_remote_control=False,
+        # Celery beat (`celery -A aieval_server.celery_app:celery_app beat`): one entry that looks at the schedules in
+        # the database, so schedules edited in the UI apply without a restart. beat.py's scheduler runs this entry in
+        # the beat process itself instead of queueing it behind the workers' long evaluations; any number of beats
+        # may run (each run is claimed once, services/schedules.claim).
+        beat_scheduler="aieval_server.beat:DatabaseTickScheduler",
+        beat_schedule={"aieval-schedules": {"task": TICK_SCHEDULES, "schedule": settings.schedule_tick_s,
+                                            "options": {"expires": settings.schedule_tick_s}}},
     )
     return app
 

@@ -230,10 +230,40 @@ def _exit_on_sigterm(signum: int, _frame) -> None:
     raise SystemExit(128 + signum)
 
 
+def banner(url: str) -> str:
+    return f"ai-eval-system is running: open {url} — press New evaluation (Ctrl+C stops it)"
+
+
+def _server_class():
+    import uvicorn
+
+    class AnnouncingServer(uvicorn.Server):
+        """uvicorn's server that says where to go once it listens (not before: the port may be taken), in one
+        line on the console instead of uvicorn's start-up lines."""
+
+        def __init__(self, config: uvicorn.Config, *, json_lines: bool):
+            super().__init__(config)
+            self.json_lines = json_lines
+
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=sockets)
+            if not self.started or self.should_exit:
+                return
+            host = self.config.host
+            url = f"http://{f'[{host}]' if ':' in host else host}:{self.config.port}"
+            if self.json_lines:
+                log.info("listening on %s", url)
+            else:
+                print(banner(url), flush=True)
+
+    return AnnouncingServer
+
+
 def serve(host: str, port: int, *, worker: bool = True, concurrency: int = 1) -> int:
     import uvicorn
 
     from .config import get_settings
+    from .log_config import configure_logging, logging_config
     from .main import create_app
     from .services.accounts import has_admin
     from .services.bootstrap import prepare_database
@@ -243,29 +273,33 @@ def serve(host: str, port: int, *, worker: bool = True, concurrency: int = 1) ->
     if not settings.auth_enabled and not is_loopback(host):
         print(SIGN_IN_NEEDED.format(host=host), file=sys.stderr)
         return 2
+    configure_logging(settings, quiet=True)  # before the migrations: Alembic's lines follow the settings too
     prepare_database(settings)  # before the worker starts, so the two never race on migrations
     supervisor = None
     stop_sweeping = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.auth_enabled and not has_admin(settings):
         log.warning("sign-in is on and there is no administrator yet: create one with `aieval create-admin "
                     "<username>` (or AIEVAL_INITIAL_ADMIN_USERNAME/_PASSWORD at the next start)")
     if worker:
-        from .worker import start_sweeper
+        from .worker import start_schedule_ticker, start_sweeper
 
         # The worker stops the moment `serve` ends, however it ends (--parent-pid), and leaves requeueing the
         # jobs of a dead worker to `serve`: a sweeper inside the worker would die with it.
         supervisor = WorkerSupervisor(
             [sys.executable, "-m", "aieval_server.worker", "--concurrency", str(concurrency), "--no-sweeper",
-             "--parent-pid", str(os.getpid())],
+             "--parent-pid", str(os.getpid()), "--quiet"],
             env={**os.environ, "AIEVAL_DATA_DIR": str(settings.data_dir)})
         supervisor.start()
         start_sweeper(stop_sweeping)
+        # No Celery beat in the embedded default: this process looks at the schedules itself (services/schedules).
+        start_schedule_ticker(stop_sweeping)
+    # The logging as configured above (log_level=None: uvicorn leaves the levels alone); no `server: uvicorn` header.
+    config = uvicorn.Config(create_app(settings), host=host, port=port, log_config=logging_config(settings, quiet=True),
+                            log_level=None, server_header=False)
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower(),
-                    server_header=False)  # no `server: uvicorn` banner
+        _server_class()(config, json_lines=settings.log_format == "json").run()
     finally:
         stop_sweeping.set()
         if supervisor is not None:

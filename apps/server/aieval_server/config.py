@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     prepare_demo_model: bool = True
     # Largest dataset file accepted; a bigger upload is refused (413) while it arrives, chunked or not.
     max_upload_bytes: int = 50 * 1024 * 1024
+    # ---- data packages for built-in benchmarks (services/data_packages.py, docs/OPERATIONS.md "Data packages") --
+    # Largest OpenCompass data package an administrator may upload (OpenCompassData-core-*.zip is ~0.5 GiB).
+    max_data_package_bytes: int = 8 * 1024**3
+    # Folders on this server whose archives and folders administrators may import by path (after resolving
+    # symlinks). Empty: importing by path is off; uploads still work.
+    data_import_roots: list[Path] = []
     heartbeat_interval_s: float = 2.0
     # A running job whose heartbeat is older than this is considered orphaned and requeued.
     stale_after_s: float = 15.0
@@ -82,6 +88,8 @@ class Settings(BaseSettings):
     # the API process (killed between the two) and the sweeper sends it.
     unsent_grace_s: float = 10.0
     sweep_interval_s: float = 5.0
+    # How often schedules are looked at (services/schedules.tick: Celery beat's entry, `aieval serve`'s thread).
+    schedule_tick_s: float = 30.0
     # A running job's files are copied to shared storage this often, so that a worker on another machine can
     # resume it (0: only at the end).
     checkpoint_interval_s: float = 30.0
@@ -101,6 +109,10 @@ class Settings(BaseSettings):
     # pages always may; other sites may not by default. (Replaces cors_origins: one list for one idea.)
     allowed_origins: list[str] = []
     log_level: str = "INFO"
+    # console: short lines for a person, library chatter and per-file access lines left out. json: one JSON object
+    # per line (timestamp, level, logger, message, request_id, evaluation_id) for a log collector
+    # (log_config.py; docs/OPERATIONS.md "Logs").
+    log_format: Literal["console", "json"] = "console"
     # ---- monitoring (metrics.py, docs/OPERATIONS.md "Monitoring") ---------------------------------------------
     # Where this machine's processes (API, workers) keep their Prometheus metrics files; empty: <data_dir>/metrics.
     # A local directory per machine (or container group), never shared storage.
@@ -187,6 +199,18 @@ class Settings(BaseSettings):
     outbound_allow_private: bool = True
     outbound_allow_networks: list[str] = []
 
+    # ---- notifications (services/notifications.py, docs/OPERATIONS.md "Notifications") -------------------------
+    # The address people open the UI at, for the links in notifications (e.g. https://eval.example.com); empty:
+    # http://127.0.0.1:8000, the embedded server's.
+    public_url: str = ""
+    # Tries per notification before it is given up (a receiver answering 5xx or 429, or not reachable), waiting
+    # notification_retry_wait_s, then 4 times longer after each failure (at most notification_retry_max_wait_s).
+    notification_attempts: int = Field(default=5, ge=1, le=20)
+    notification_retry_wait_s: float = Field(default=2.0, gt=0)
+    notification_retry_max_wait_s: float = Field(default=300.0, gt=0)
+    # How long one attempt may take (connecting and the receiver's answer).
+    notification_timeout_s: float = Field(default=10.0, gt=0)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -225,7 +249,7 @@ class Settings(BaseSettings):
         OutboundPolicy.build(allow_loopback=False, allow_private=False, allow_networks=value)  # names a bad entry
         return value
 
-    @field_validator("model_roots", mode="after")
+    @field_validator("model_roots", "data_import_roots", mode="after")
     @classmethod
     def _resolved_roots(cls, value: list[Path]) -> list[Path]:
         return [root.expanduser().resolve() for root in value]

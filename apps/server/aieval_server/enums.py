@@ -84,6 +84,9 @@ class AuditTarget(StrEnum):
     user = "user"
     token = "token"
     session = "session"
+    schedule = "schedule"
+    data_package = "data_package"
+    notification_channel = "notification_channel"  # 20 characters: the width of audit_events.target_type
 
 
 class SsoErrorCode(StrEnum):
@@ -98,3 +101,84 @@ class SsoErrorCode(StrEnum):
     token = "token"  # the code exchange failed
     id_token = "id_token"  # the ID token is invalid (signature, issuer, audience, expiry, nonce)
     disabled = "disabled"  # the account is disabled
+
+
+class NotificationKind(StrEnum):
+    """Where a notification channel sends (services/notification_formats.py): a generic JSON webhook (HMAC-signed
+    when it has a secret), or the incoming-webhook robots of the chat tools teams use."""
+
+    webhook = "webhook"
+    feishu = "feishu"  # Feishu / Lark custom bot (optional signature: timestamp and sign in the body)
+    dingtalk = "dingtalk"  # DingTalk custom robot (optional signature: timestamp and sign in the query)
+    wecom = "wecom"  # WeCom (WeChat Work) group robot: the key is in the URL, no signature
+    slack = "slack"  # Slack incoming webhook: the URL is the secret, no signature
+
+
+# Kinds whose receiver verifies a signature made with the channel's secret; the others take none.
+SIGNED_NOTIFICATION_KINDS: frozenset[NotificationKind] = frozenset({
+    NotificationKind.webhook, NotificationKind.feishu, NotificationKind.dingtalk,
+})
+
+
+class NotificationEvent(StrEnum):
+    """What a channel may be told about (services/notifications.notify)."""
+
+    evaluation_succeeded = "evaluation_succeeded"
+    evaluation_failed = "evaluation_failed"  # failed or stopped by its timeout
+    gate_failed = "gate_failed"  # a run's gate against its baseline failed (continuous evaluation)
+    test = "test"  # "send a test message" from the channel's page; never subscribed to
+
+
+class DeliveryStatus(StrEnum):
+    """Where one notification is: waiting for its next attempt (pending), received (delivered), or given up
+    (failed: the receiver refused it, or every attempt failed)."""
+
+    pending = "pending"
+    delivered = "delivered"
+    failed = "failed"
+
+
+class GateStatus(StrEnum):
+    """A scheduled run's gate (services/gates.py): every rule held (passed), one did not (failed), or no rule could be
+    checked (not_applicable: no baseline yet, nothing comparable). `aieval submit` exits 4 on failed."""
+
+    passed = "passed"
+    failed = "failed"
+    not_applicable = "not_applicable"
+
+
+class GateRuleKind(StrEnum):
+    """What a gate rule checks. no_significant_drop: no dataset is significantly worse than in the baseline (the
+    paired test of services/paired.py, Holm-corrected); min_score: a dataset's score is at least a threshold."""
+
+    no_significant_drop = "no_significant_drop"
+    min_score = "min_score"
+
+
+class DataImportState(StrEnum):
+    """Where an import of an OpenCompass data package is (services/data_packages.py): waiting for the API process's
+    import thread, unpacking, done, or failed (the record says why; an import whose process stopped is failed)."""
+
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class BenchmarkDataStatus(StrEnum):
+    """Whether a built-in benchmark's data is on this server: for all its configs, some of them, or none."""
+
+    ready = "ready"
+    partial = "partial"
+    missing = "missing"
+
+
+class DemoModelState(StrEnum):
+    """The demo model's checkpoint (GET /health, the UI's "being prepared" notice): converted and runnable (ready),
+    being converted by a worker (preparing), not convertible here or its conversion failed (unavailable; the
+    worker's log says why), or no demo model on this server (off: register_demo off, or outside the model roots)."""
+
+    ready = "ready"
+    preparing = "preparing"
+    unavailable = "unavailable"
+    off = "off"

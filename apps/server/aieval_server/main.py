@@ -29,7 +29,9 @@ from .routers import (
     live,
     models,
     monitoring,
+    notifications,
     paired,
+    schedules,
     sso,
     tokens,
     users,
@@ -48,7 +50,7 @@ class SinglePageApp(StaticFiles):
     """The built UI (apps/web/dist) with the history-mode fallback: a path that is no file and looks like a client
     route (/evaluations/12, typed, reloaded or pasted) gets index.html, so the router can open that page. Server
     paths (/api, /docs, /redoc, /openapi.json, /metrics), anything under /assets/ and names with an extension keep their
-    404. Cache headers as in docker/nginx.conf: hashed /assets/ files for a year, index.html always revalidated."""
+    404. Cache headers as in configs/deploy/nginx.conf: hashed /assets/ files for a year, index.html always revalidated."""
 
     SERVER_PATHS = frozenset({"api", "docs", "redoc", "openapi.json", "assets", "metrics"})
 
@@ -136,6 +138,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(RefuseOversizedUploads, paths=(f"{API_PREFIX}/datasets", f"{API_PREFIX}/datasets/validate"),
                        settings=settings)
+    app.add_middleware(RefuseOversizedUploads, paths=(f"{API_PREFIX}/datasets/packages",), settings=settings,
+                       limit_setting="max_data_package_bytes")
     # The UI bundle is ~1.5 MB raw, ~0.5 MB gzipped; JSON lists compress as well.
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     if settings.allowed_origins:
@@ -152,7 +156,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Where Prometheus looks by default; its own access rule (the scraper's token or an administrator).
     app.include_router(monitoring.router)
     for router in (auth.router, users.router, models.router, datasets.router, evaluations.router, live.router,
-                   compare.router, paired.router, tokens.router, audit.router):
+                   compare.router, paired.router, tokens.router, audit.router, notifications.router,
+                   notifications.deliveries, schedules.router):
         app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(caller_dep)])
     if (settings.web_dist / "index.html").is_file():
         app.mount("/", SinglePageApp(directory=settings.web_dist, html=True), name="web")

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.websockets import WebSocket
 
+from .log_config import request_id_var
 from .services.errors import error_response
 
 if TYPE_CHECKING:
@@ -159,7 +160,7 @@ class RequestGuard:
 
 
 def content_security_policy(host_header: str, *, script_sources: Iterable[str] = ()) -> str:
-    """The CSP of every page this server (and docker/nginx.conf, which tests/e2e/test_nginx.py compares) serves:
+    """The CSP of every page this server (and configs/deploy/nginx.conf, which tests/e2e/test_nginx.py compares) serves:
     scripts, styles, images, fonts and connections from this origin only; no plugins, no framing."""
     connect = ["'self'"]
     if HOST_HEADER.fullmatch(host_header):
@@ -194,10 +195,21 @@ def security_headers(host_header: str) -> dict[str, str]:
     }
 
 
+# An X-Request-ID a proxy (Nginx's $request_id) or a client sent is kept when it is a plain token; anything else
+# (too long, spaces, line breaks that could forge log lines) is replaced by a new id.
+_FORWARDED_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def request_id_of(headers: Headers) -> str:
+    forwarded = headers.get("x-request-id", "")
+    return forwarded if _FORWARDED_REQUEST_ID.fullmatch(forwarded) else uuid.uuid4().hex
+
+
 class ResponseHardening:
-    """Every HTTP response gets the security headers (a route may set its own CSP: /docs does) and an X-Request-ID.
-    An unexpected exception becomes a 500 with a JSON body that names the request id and nothing of the error; the
-    traceback goes to the log with the same id."""
+    """Every HTTP response gets the security headers (a route may set its own CSP: /docs does) and an X-Request-ID
+    (the one the request brought, or a new one), which every log line written for the request carries
+    (log_config.request_id_var). An unexpected exception becomes a 500 with a JSON body that names the request id
+    and nothing of the error; the traceback goes to the log with the same id."""
 
     def __init__(self, app):
         self.app = app
@@ -205,8 +217,15 @@ class ResponseHardening:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        request_id = uuid.uuid4().hex
+        request_id = request_id_of(Headers(scope=scope))
         scope.setdefault("state", {})["request_id"] = request_id
+        context = request_id_var.set(request_id)
+        try:
+            await self._harden(scope, receive, send, request_id)
+        finally:
+            request_id_var.reset(context)
+
+    async def _harden(self, scope, receive, send, request_id: str) -> None:
         added = {**security_headers(Headers(scope=scope).get("host", "")), "X-Request-ID": request_id}
         response_started = False
 

@@ -1,6 +1,6 @@
 """`aieval submit`: run an EvalSpec on a server (for CI pipelines) and exit with what it found.
 
-    aieval submit SPEC.yaml --server URL [--fail-under SCORE] [--no-wait] [--json]
+    aieval submit SPEC.yaml --server URL [--fail-under SCORE] [--schedule ID] [--no-wait] [--json]
 
 The spec is the one `aieval run` reads. Its models are found on the server by name (and must have the same
 settings there) or registered; its custom dataset files are uploaded (the server keeps one copy per content, so a
@@ -8,7 +8,8 @@ second submit reuses it); its built-in datasets are named. Then the evaluation i
 
 A client of the server's public API only: it imports the engine's spec and nothing that touches the database.
 Exit codes: 0 succeeded (and every score at or above --fail-under), 1 the evaluation failed, was cancelled or
-timed out, 2 the spec or the command is wrong or the server refused it, 3 a score is below --fail-under.
+timed out, 2 the spec or the command is wrong or the server refused it, 3 a score is below --fail-under, 4 the gate of
+the schedule named by --schedule failed (its reasons are printed).
 
 Authentication: a token from AIEVAL_TOKEN or from the config file (`$AIEVAL_CONFIG`, else
 ~/.config/aieval/config.toml: `[servers."<url>"] token = "..."`), sent as `Authorization: Bearer`. Never from a
@@ -48,7 +49,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover (Python 3.10)
     import tomli as tomllib
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_BELOW_THRESHOLD = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_BELOW_THRESHOLD, EXIT_GATE_FAILED = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130
 TOKEN_ENV = "AIEVAL_TOKEN"
 CONFIG_ENV = "AIEVAL_CONFIG"
@@ -57,6 +58,8 @@ SIGN_IN_MESSAGE = ("the server requires sign-in: create a personal API token wit
                    f"(or POST /api/v1/tokens) and set {TOKEN_ENV}")
 # While following an evaluation, the server may restart (a deployment): keep asking this long before giving up.
 UNREACHABLE_GRACE_S = 120.0
+# The gate is checked by the worker right after the run's success is recorded: wait this long for its verdict.
+GATE_WAIT_S = 300.0
 # Every engine model field the server keeps as the model's settings, apart from these: the name is how the model is
 # found, and keys are never part of a model's settings (the server stores them encrypted; api_key_env is read here).
 NOT_SETTINGS = {"name", "api_key", "api_key_env"}
@@ -76,13 +79,16 @@ def add_submit_command(commands) -> None:
         description="Register the spec's models and upload its datasets on the server when they are not there yet, "
                     "start the evaluation and follow it. Exit codes: 0 succeeded, 1 the evaluation failed, was "
                     "cancelled or timed out, 2 invalid spec or command or refused by the server, 3 a score is "
-                    f"below --fail-under. Sign-in: a token in {TOKEN_ENV} or in the config file ({CONFIG_ENV}, "
+                    "below --fail-under, 4 the gate of the --schedule failed. Sign-in: a token in {TOKEN_ENV} or in the config file ({CONFIG_ENV}, "
                     f"default {DEFAULT_CONFIG}), never on the command line.")
     submit.add_argument("spec", help="YAML or JSON EvalSpec (the same as `aieval run`)")
     submit.add_argument("--server", default=os.environ.get("AIEVAL_SERVER"), metavar="URL",
                         help="the server's address, e.g. http://eval.example.com:8000 (env AIEVAL_SERVER)")
     submit.add_argument("--fail-under", type=float, default=None, metavar="SCORE",
                         help="exit 3 when any score is below SCORE (scores are 0-100)")
+    submit.add_argument("--schedule", type=int, default=None, metavar="ID",
+                        help="gate the run like a run of schedule ID: compared with its baseline and checked against "
+                             "its gate rules once it succeeds; exit 4 when the gate fails")
     submit.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
                         help="follow the evaluation to its end (default); --no-wait only starts it")
     submit.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
@@ -110,7 +116,7 @@ def _cmd_submit(args) -> int:
     try:
         with ServerClient(server, token) as client:
             return Submission(client, plan, console, as_json=args.json, fail_under=args.fail_under,
-                              wait=args.wait, poll_interval=args.poll_interval).run()
+                              wait=args.wait, poll_interval=args.poll_interval, schedule_id=args.schedule).run()
     except SubmitError as exc:
         return _refuse(console, exc)
 
@@ -274,9 +280,10 @@ def _error_body(response: httpx.Response) -> tuple[str, list[str]]:
 # ---- the submission --------------------------------------------------------------------------------------------
 class Submission:
     def __init__(self, client: ServerClient, plan: Plan, console: Console, *, as_json: bool,
-                 fail_under: float | None, wait: bool, poll_interval: float):
+                 fail_under: float | None, wait: bool, poll_interval: float, schedule_id: int | None = None):
         self.client, self.plan, self.console = client, plan, console
         self.as_json, self.fail_under, self.wait, self.poll_interval = as_json, fail_under, wait, poll_interval
+        self.schedule_id = schedule_id
 
     def say(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -290,6 +297,8 @@ class Submission:
         builtin = [d.config for d in spec.datasets if isinstance(d, BuiltinDatasetSpec)]
         body = {"name": spec.name, "model_ids": model_ids, "dataset_ids": dataset_ids, "builtin_datasets": builtin,
                 "params": spec.params.model_dump(mode="json", exclude_none=True)}
+        if self.schedule_id is not None:
+            body["schedule_id"] = self.schedule_id
         evaluation = self.client.call("POST", "/evaluations", "the evaluation", json=body).json()
         url = f"{self.client.server}/evaluations/{evaluation['id']}"
         self.say(f"evaluation {evaluation['id']} queued: {url}")
@@ -298,7 +307,7 @@ class Submission:
                 print(json.dumps({"evaluation_id": evaluation["id"], "url": url, "status": evaluation["status"]}))
             return EXIT_OK
         try:
-            final = self.follow(evaluation)
+            final = self.wait_for_gate(self.follow(evaluation))
         except KeyboardInterrupt:
             self.say(f"stopped following; the evaluation keeps running on the server: {url}")
             return EXIT_INTERRUPTED
@@ -408,6 +417,15 @@ class Submission:
                     if time.monotonic() - unreachable_since > UNREACHABLE_GRACE_S:
                         raise
 
+    def wait_for_gate(self, evaluation: dict) -> dict:
+        """A succeeded run of a schedule: its detail once the gate's verdict is in (checked right after the success)."""
+        deadline = time.monotonic() + GATE_WAIT_S
+        while (evaluation["status"] == "succeeded" and evaluation.get("schedule_id") is not None
+               and evaluation.get("gate") is None and time.monotonic() < deadline):
+            time.sleep(self.poll_interval)
+            evaluation = self.client.call("GET", f"/evaluations/{evaluation['id']}", "the evaluation's gate").json()
+        return evaluation
+
     @staticmethod
     def _draw(progress: Progress, bar, evaluation: dict) -> None:
         data = evaluation.get("progress") or {}
@@ -425,7 +443,8 @@ class Submission:
         if self.as_json:
             print(json.dumps({"evaluation_id": evaluation["id"], "url": url, "status": evaluation["status"],
                               "error": evaluation.get("error"), "scores": scores, "fail_under": self.fail_under,
-                              "below_fail_under": below}, indent=2, ensure_ascii=False))
+                              "below_fail_under": below, "gate": evaluation.get("gate")}, indent=2,
+                             ensure_ascii=False))
         else:
             self.console.print(score_table(f"Results ({evaluation['status']})",
                                            [(s["model"], s["dataset"], s["metric"], s["value"]) for s in scores]))
@@ -443,4 +462,22 @@ class Submission:
             for s in below:
                 self.say(f"  {s['model']} / {s['dataset']} / {s['metric']}: {s['value']:.2f}")
             return EXIT_BELOW_THRESHOLD
-        return EXIT_OK
+        return self.report_gate(evaluation)
+
+    def report_gate(self, evaluation: dict) -> int:
+        """Exit 4 when the run's gate failed, with every rule's reasons; 0 otherwise (passed, not applicable)."""
+        if evaluation.get("schedule_id") is None:
+            return EXIT_OK
+        gate = evaluation.get("gate")
+        if gate is None:
+            self.console.print(f"[red]the gate of schedule {evaluation['schedule_id']} gave no verdict within "
+                               f"{GATE_WAIT_S:.0f} s[/red] (see the worker's log)", highlight=False, soft_wrap=True)
+            return EXIT_GATE_FAILED
+        colour = {"passed": "green", "failed": "red"}.get(gate["status"], "yellow")
+        self.console.print(f"[{colour}]gate {gate['status']}[/{colour}] (schedule {gate.get('schedule_id')}, baseline "
+                           f"{gate.get('baseline_evaluation_id') or 'none'})", highlight=False, soft_wrap=True)
+        for rule in gate.get("rules", []):
+            self.say(f"  {rule['rule'].get('kind')}: {rule['status']}")
+            for reason in rule.get("reasons", []):
+                self.say(f"    - {reason}")
+        return EXIT_GATE_FAILED if gate["status"] == "failed" else EXIT_OK

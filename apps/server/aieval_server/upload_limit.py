@@ -28,17 +28,24 @@ class RefuseOversizedUploads:
     Starlette's RequestBodyLimitMiddleware, whose plain "Content Too Large" has neither the app's error shape
     ({"detail", "problems"}) nor the limit in it."""
 
-    def __init__(self, app: ASGIApp, *, paths: Collection[str], settings: Settings):
-        self.app, self.paths, self.settings = app, frozenset(paths), settings
+    def __init__(self, app: ASGIApp, *, paths: Collection[str], settings: Settings,
+                 limit_setting: str = "max_upload_bytes"):
+        # limit_setting: the setting holding these paths' limit (data packages: max_data_package_bytes), read at
+        # each request.
+        self.app, self.paths, self.settings, self.limit_setting = app, frozenset(paths), settings, limit_setting
+
+    @property
+    def max_bytes(self) -> int:
+        return getattr(self.settings, self.limit_setting)
 
     def _refusal(self) -> JSONResponse:
-        limit = self.settings.max_upload_bytes // (1024 * 1024)
+        limit = self.max_bytes // (1024 * 1024)
         return error_response(413, f"the file is larger than the limit of {limit} MiB")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
             return await self.app(scope, receive, send)
-        allowed = self.settings.max_upload_bytes + MULTIPART_MARGIN
+        allowed = self.max_bytes + MULTIPART_MARGIN
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > allowed:
             return await self._refusal()(scope, receive, send)

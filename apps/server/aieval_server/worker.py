@@ -20,12 +20,14 @@ from .celery_app import (
     mark_broker,
 )
 from .config import get_settings
+from .log_config import configure_logging
 
 log = logging.getLogger(__name__)
 
 
 def _sweeper(stop: threading.Event) -> None:
     from .db.outages import database_unavailable
+    from .services.notifications import resume_overdue as resume_overdue_notifications
     from .services.recovery import prune_deleted_job_dirs, sweep
     from .services.submission import submit
 
@@ -55,12 +57,39 @@ def _sweeper(stop: threading.Event) -> None:
             prune_deleted_job_dirs(settings)
         except Exception as exc:  # next pass
             log.debug("job dirs not pruned: %s", exc)
+        try:  # notifications whose process ended between two attempts (services/notifications.py)
+            resume_overdue_notifications(settings)
+        except Exception as exc:  # next pass
+            log.debug("overdue notifications not resumed: %s", exc)
 
 
 def start_sweeper(stop: threading.Event) -> threading.Thread:
     """Sweep every `sweep_interval_s` until `stop` is set. Any number of sweepers may run at once (workers,
     `aieval serve`): each requeue is one conditional UPDATE, so only one of them acts on a job."""
     thread = threading.Thread(target=_sweeper, args=(stop,), daemon=True, name="aieval-sweeper")
+    thread.start()
+    return thread
+
+
+def _schedule_ticker(stop: threading.Event) -> None:
+    from .db.outages import database_unavailable
+    from .services.schedules import tick
+
+    settings = get_settings()
+    while not stop.wait(settings.schedule_tick_s):
+        try:
+            tick(settings)
+        except Exception as exc:
+            if database_unavailable(exc):
+                log.warning("schedules not looked at, the database is unavailable: %s", str(exc).splitlines()[0])
+            else:
+                log.exception("the schedules' tick failed (will try again)")
+
+
+def start_schedule_ticker(stop: threading.Event) -> threading.Thread:
+    """The schedules' tick every `schedule_tick_s` until `stop` is set: `aieval serve`'s stand-in for Celery beat
+    (beat.py). Safe beside a beat or another ticker: each run is claimed once (services/schedules.claim)."""
+    thread = threading.Thread(target=_schedule_ticker, args=(stop,), daemon=True, name="aieval-schedules")
     thread.start()
     return thread
 
@@ -111,7 +140,13 @@ def parser() -> argparse.ArgumentParser:
                          help="the address of --metrics-port (no authentication: a monitoring network only)")
     options.add_argument("--parent-pid", type=int, default=None,
                          help="stop at once, with its runs, when this process ends (`aieval serve` passes its own)")
+    options.add_argument("--quiet", action="store_true",
+                         help="a quiet console (`aieval serve`): no Celery banner, no libraries' INFO lines")
     return options
+
+
+def _keep_logging_configuration(**_kwargs) -> None:
+    """Celery's `setup_logging` signal: with a receiver, Celery configures no logging of its own."""
 
 
 def run(args: argparse.Namespace, pool: str = "threads") -> None:
@@ -127,7 +162,10 @@ def run(args: argparse.Namespace, pool: str = "threads") -> None:
     _sweep_here = getattr(args, "sweeper", True)
     settings = get_settings()
     settings.check_production_ready()
-    logging.basicConfig(level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet = getattr(args, "quiet", False)
+    configure_logging(settings, quiet=quiet, level=args.loglevel)
+    # Celery leaves the logging as configured here (and its stdout is not turned into WARNING lines).
+    signals.setup_logging.connect(_keep_logging_configuration, weak=False)
     from .services.bootstrap import prepare_database
 
     prepare_database(settings)  # the data dir made private; the schema migrated if auto_migrate
@@ -139,7 +177,7 @@ def run(args: argparse.Namespace, pool: str = "threads") -> None:
         metrics.serve_this_machine(settings, args.metrics_port, args.metrics_address)
     concurrency = 1 if pool == "solo" else args.concurrency
     celery_app.worker_main([
-        "worker", f"--pool={pool}", f"--concurrency={concurrency}", f"--queues={args.queues}",
+        *(["--quiet"] if quiet else []), "worker", f"--pool={pool}", f"--concurrency={concurrency}", f"--queues={args.queues}",
         f"--hostname={args.name}", f"--loglevel={args.loglevel}", "--without-gossip", "--without-mingle",
         "--without-heartbeat",
     ])

@@ -16,7 +16,7 @@ declare module 'vue-router' {
 
 // History mode: clean URLs (/evaluations/5) for bookmarks and shared links. A reload or a pasted deep link
 // reaches the server, which answers every non-API path that is not a file with index.html (the embedded
-// server's SPA fallback in aieval_server/main.py, `try_files ... /index.html` in docker/nginx.conf).
+// server's SPA fallback in aieval_server/main.py, `try_files ... /index.html` in configs/deploy/nginx.conf).
 export const routes: RouteRecordRaw[] = [
   { path: '/sign-in', name: 'sign-in', component: () => import('@/views/SignInView.vue'), meta: { bare: true } },
   { path: '/', name: 'dashboard', component: () => import('@/views/DashboardView.vue') },
@@ -28,7 +28,9 @@ export const routes: RouteRecordRaw[] = [
   { path: '/compare', name: 'compare', component: () => import('@/views/CompareView.vue'), props: { mode: 'compare' } },
   { path: '/compare/paired', name: 'paired', component: () => import('@/views/PairedView.vue') },
   { path: '/leaderboard', name: 'leaderboard', component: () => import('@/views/CompareView.vue'), props: { mode: 'leaderboard' } },
+  { path: '/schedules', name: 'schedules', component: () => import('@/views/SchedulesView.vue') },
   { path: '/tokens', name: 'tokens', component: () => import('@/views/TokensView.vue') },
+  { path: '/notifications', name: 'notifications', component: () => import('@/views/NotificationsView.vue') },
   { path: '/admin/users', name: 'admin-users', component: () => import('@/views/AdminUsersView.vue'), meta: { admin: true } },
   { path: '/admin/audit', name: 'admin-audit', component: () => import('@/views/AuditView.vue'), meta: { admin: true } },
   { path: '/:pathMatch(.*)*', name: 'not-found', component: () => import('@/views/NotFoundView.vue') },

@@ -1,5 +1,4 @@
 // Issue 9 (sign-in, first increment): the UI's side of the contract in docs/SECURITY.md "Accounts and sign-in".
-import { flushPromises } from '@vue/test-utils'
 import { createPinia, setActivePinia, type Pinia } from 'pinia'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import {
@@ -17,7 +16,7 @@ import { call, setCsrfToken } from '@/services/api'
 import { safeNextPath, type SessionInfo } from '@/services/session'
 import { useSessionStore } from '@/stores/session'
 import { mockApi, type Recorded } from '@/test/fetchMock'
-import { mountApp } from '@/test/mountApp'
+import { mountApp, settle } from '@/test/mountApp'
 import SignInView from '@/views/SignInView.vue'
 
 const ALICE: SessionInfo = {
@@ -40,12 +39,6 @@ beforeEach(() => {
 })
 afterEach(() => { document.body.innerHTML = '' })
 
-async function settle() {
-  for (let i = 0; i < 4; i++) {
-    await flushPromises()
-    await new Promise((r) => setTimeout(r, 0))
-  }
-}
 
 function appRouter() {
   const router = createAppRouter('/')

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server_it_helpers import PYTHON, free_port, wait_until
+from fake_openai import FakeChatEndpoint
+from server_it_helpers import PYTHON, Stack, free_port, migrate, model_roots_env, production_env, wait_until
 
 PG_ADMIN_URL = os.environ.get("AIEVAL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -97,3 +98,35 @@ def tiny_models(tmp_path_factory) -> tuple[Path, Path]:
     return build_tiny_model(root / "tiny-a", seed=0), build_tiny_model(root / "tiny-b", seed=1)
 
 
+
+
+# ---- the production stack with one worker, against a loopback endpoint ------------------------------------
+@pytest.fixture
+def endpoint() -> Iterator[FakeChatEndpoint]:
+    """A loopback OpenAI-compatible endpoint that answers "A" to everything and records what it was asked."""
+    endpoint = FakeChatEndpoint(answer="A")
+    yield endpoint
+    endpoint.close()
+
+
+@pytest.fixture
+def worker_stack(tmp_path_factory, own_postgres_url, redis_url, tiny_models):
+    """Start the API and one Celery worker on their own PostgreSQL database and Redis (`worker_stack(name, **env)`,
+    once per test); stopped at the end of the test. `stack.data_dir` is the platform's data directory."""
+    started: list[Stack] = []
+
+    def start(name: str, **extra_env: str) -> Stack:
+        data_dir = tmp_path_factory.mktemp(f"{name}-data")
+        env = production_env(data_dir, own_postgres_url, redis_url, redis_url, **extra_env,
+                             **model_roots_env(tiny_models[0].parent))
+        migrate(env)
+        stack = Stack(env, tmp_path_factory.mktemp(f"{name}-logs"))
+        stack.data_dir = data_dir
+        started.append(stack)
+        stack.start_api()
+        stack.start_worker(concurrency=1)
+        return stack
+
+    yield start
+    for stack in started:
+        stack.stop()

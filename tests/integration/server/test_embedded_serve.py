@@ -32,8 +32,9 @@ def embedded(tmp_path_factory):
 def test_one_command_serves_api_docs_demo_and_runs_an_evaluation(embedded, tiny_models):
     stack = embedded
     health = stack.client.get("/health").json()
+    # The tests skip the demo model's conversion (AIEVAL_PREPARE_DEMO_MODEL=false): it will not become ready.
     assert health == {"status": "ok", "env": "dev", "database": "sqlite", "broker": "filesystem",
-                      "events": "database-polling", "storage": "local"}
+                      "events": "database-polling", "storage": "local", "demo_model": "unavailable"}
     assert stack.client.get(stack.url + "/docs").status_code == 200
     demo_models = [m for m in stack.client.get("/models").json() if m["is_demo"]]
     assert [m["name"] for m in demo_models] == ["SmolLM2-135M-Instruct (demo)"]
@@ -78,6 +79,19 @@ def test_one_command_serves_api_docs_demo_and_runs_an_evaluation(embedded, tiny_
     assert not artifacts.exists() and not (stack.data_dir / "jobs" / str(evaluation_id)).exists()
     with sqlite3.connect(stack.data_dir / "aieval.db") as db:
         assert db.execute("select count(*) from scores").fetchone() == (0,)
+
+
+def test_the_console_says_where_to_go_and_nothing_else(embedded):
+    """`make run` output: one banner once the server listens; no access line per file, no library warnings, no
+    start-up chatter, nothing from the worker (the test above ran a whole evaluation through this server)."""
+    from aieval_server.cli import banner
+
+    stack = embedded
+    docs = stack.client.get(stack.url + "/docs")
+    assets = [part.split('"', 1)[0] for part in docs.text.split('src="')[1:]]
+    assert assets and all(stack.client.get(stack.url + path).status_code == 200 for path in assets)
+    lines = [line for line in stack.read_log("api.log").splitlines() if line.strip()]
+    assert lines == [banner(stack.url)], lines[:20]
 
 
 def test_stopping_the_command_leaves_no_process(embedded):

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from fake_openai import FakeChatEndpoint
 from psycopg.rows import dict_row
-from server_it_helpers import Stack, mcq_rows, migrate, model_roots_env, production_env, wait_until
+from server_it_helpers import Stack, mcq_rows, wait_until
 from signed_in import sign_in
 
 ALICE_JOBS = 6
@@ -24,25 +24,10 @@ PASSWORD = "fair-queue-password"
 FAST = {"max_out_len": 8, "limit": 2}
 
 
-@pytest.fixture(scope="module")
-def endpoint():
-    endpoint = FakeChatEndpoint(answer="A")
-    yield endpoint
-    endpoint.close()
-
 
 @pytest.fixture
-def stack(tmp_path_factory, own_postgres_url, redis_url, tiny_models):
-    data_dir = tmp_path_factory.mktemp("fair-data")
-    env = production_env(data_dir, own_postgres_url, redis_url, redis_url, **model_roots_env(tiny_models[0].parent))
-    migrate(env)
-    stack = Stack(env, tmp_path_factory.mktemp("fair-logs"))
-    try:
-        stack.start_api()
-        stack.start_worker(concurrency=1)
-        yield stack
-    finally:
-        stack.stop()
+def stack(worker_stack):
+    return worker_stack("fair")
 
 
 def signed_in_member(stack: Stack, username: str) -> httpx.Client:

@@ -15,7 +15,7 @@ from aieval_server.schemas.ids import MAX_DATABASE_ID, MAX_PAGE
 # 2**31: PostgreSQL's INTEGER ends below it (the ids' columns); 2**63: SQLite's; 10**30: any driver's.
 TOO_LARGE = [2**31, 2**63, 10**30]
 ID_NAMES = {"model_id", "dataset_id", "evaluation_id", "user_id", "model_ids", "dataset_ids", "token_id", "actor_id",
-            "target_id"}
+            "target_id", "channel_id"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

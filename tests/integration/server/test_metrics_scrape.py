@@ -9,35 +9,18 @@ import time
 
 import httpx
 import pytest
-from fake_openai import FakeChatEndpoint
 from prometheus_client.parser import text_string_to_metric_families
-from server_it_helpers import Stack, mcq_rows, migrate, model_roots_env, production_env
+from server_it_helpers import Stack, mcq_rows
 
 ROWS = 6
 SCRAPER_TOKEN = "it-scraper-token-5f2a9c"
 MODEL_KEY = "sk-never-in-a-label-41d7"
 
 
-@pytest.fixture
-def endpoint():
-    endpoint = FakeChatEndpoint(answer="A")
-    yield endpoint
-    endpoint.close()
-
 
 @pytest.fixture
-def stack(tmp_path_factory, own_postgres_url, redis_url, tiny_models):
-    data_dir = tmp_path_factory.mktemp("metrics-data")
-    env = production_env(data_dir, own_postgres_url, redis_url, redis_url, AIEVAL_METRICS_TOKEN=SCRAPER_TOKEN,
-                         **model_roots_env(tiny_models[0].parent))
-    migrate(env)
-    stack = Stack(env, tmp_path_factory.mktemp("metrics-logs"))
-    try:
-        stack.start_api()
-        stack.start_worker(concurrency=1)
-        yield stack
-    finally:
-        stack.stop()
+def stack(worker_stack):
+    return worker_stack("metrics", AIEVAL_METRICS_TOKEN=SCRAPER_TOKEN)
 
 
 def scrape(stack: Stack, token: str | None = SCRAPER_TOKEN) -> httpx.Response:

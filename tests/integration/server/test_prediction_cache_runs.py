@@ -11,32 +11,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from fake_openai import FakeChatEndpoint
-from server_it_helpers import Stack, mcq_rows, migrate, model_roots_env, production_env
+from server_it_helpers import Stack, mcq_rows
 
 ROWS = 6
 
 
-@pytest.fixture
-def endpoint():
-    endpoint = FakeChatEndpoint(answer="A")
-    yield endpoint
-    endpoint.close()
-
 
 @pytest.fixture
-def stack(tmp_path_factory, own_postgres_url, redis_url, tiny_models):
-    data_dir = tmp_path_factory.mktemp("cache-data")
-    env = production_env(data_dir, own_postgres_url, redis_url, redis_url, **model_roots_env(tiny_models[0].parent))
-    migrate(env)
-    stack = Stack(env, tmp_path_factory.mktemp("cache-logs"))
-    stack.data_dir = data_dir
-    try:
-        stack.start_api()
-        stack.start_worker(concurrency=1)
-        yield stack
-    finally:
-        stack.stop()
+def stack(worker_stack):
+    return worker_stack("cache")
 
 
 def run(stack: Stack, body: dict, name: str) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import zipfile
 from collections import Counter
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ DENIED_FORBIDDEN = "forbidden"  # 403
 DENIED_ANONYMOUS = "anonymous"  # 401
 ALLOWED = "allowed"
 UNREACHABLE_URL = "http://127.0.0.1:9/v1"  # loopback, nothing listens: a connection test fails fast
+UNREACHABLE_HOOK = "http://127.0.0.1:9/hook"  # the same, for a notification channel's test message
 
 
 # ---- the expected answers -----------------------------------------------------------------------------------
@@ -102,6 +104,14 @@ RULES = {
     ("GET", f"{A}/tokens"): signed_in,
     ("POST", f"{A}/tokens"): signed_in,
     ("DELETE", f"{A}/tokens/{{token_id}}"): own_token,
+    # Notification channels are their owner's (administrators may manage them); no visibility of their own.
+    ("GET", f"{A}/notification-channels"): signed_in,
+    ("POST", f"{A}/notification-channels"): create,
+    ("GET", f"{A}/notification-channels/{{channel_id}}"): own_token,
+    ("PATCH", f"{A}/notification-channels/{{channel_id}}"): own_token,
+    ("DELETE", f"{A}/notification-channels/{{channel_id}}"): own_token,
+    ("POST", f"{A}/notification-channels/{{channel_id}}/test"): own_token,
+    ("GET", f"{A}/notification-deliveries"): signed_in,
     ("GET", f"{A}/models"): signed_in,
     ("POST", f"{A}/models"): create,
     ("POST", f"{A}/models/test"): create,
@@ -116,6 +126,11 @@ RULES = {
     ("GET", f"{A}/datasets/builtin/{{config}}/settings"): signed_in,
     ("POST", f"{A}/datasets/validate"): create,
     ("GET", f"{A}/datasets/upload-rules"): signed_in,
+    ("GET", f"{A}/datasets/builtin/benchmarks"): signed_in,
+    ("GET", f"{A}/datasets/packages"): admin_only,
+    ("POST", f"{A}/datasets/packages"): admin_only,
+    ("POST", f"{A}/datasets/packages/from-path"): admin_only,
+    ("GET", f"{A}/datasets/packages/{{import_id}}"): admin_only,
     ("GET", f"{A}/datasets/{{dataset_id}}"): read,
     ("PATCH", f"{A}/datasets/{{dataset_id}}"): change,
     ("DELETE", f"{A}/datasets/{{dataset_id}}"): change,
@@ -140,16 +155,26 @@ RULES = {
     ("GET", f"{A}/paired"): read,  # the world's evaluation paired with itself: read access decides first
     ("GET", f"{A}/paired/samples"): read,
     ("GET", f"{A}/paired/samples/export"): read,
+    ("GET", f"{A}/schedules"): signed_in,
+    ("POST", f"{A}/schedules"): run_with,  # its request's models and datasets must be readable, as for a run
+    ("GET", f"{A}/schedules/preview"): signed_in,
+    ("GET", f"{A}/schedules/{{schedule_id}}"): read,
+    ("PATCH", f"{A}/schedules/{{schedule_id}}"): change,
+    ("DELETE", f"{A}/schedules/{{schedule_id}}"): change,
+    ("POST", f"{A}/schedules/{{schedule_id}}/run-now"): change,  # a run owned by the schedule's owner
+    ("PUT", f"{A}/schedules/{{schedule_id}}/baseline"): change,
     # Prometheus' default path, outside the API prefix: administrators, or the scraper's AIEVAL_METRICS_TOKEN
     # (tests/unit/server/test_metrics_access.py)
     ("GET", "/metrics"): admin_only,
 }
 # Lists: the world's private things must not be in what another member or a viewer sees (and must be in the
 # owner's and the admin's list).
-LISTS = {f"{A}/models": "model", f"{A}/datasets": "dataset", f"{A}/evaluations": "evaluation"}
+LISTS = {f"{A}/models": "model", f"{A}/datasets": "dataset", f"{A}/evaluations": "evaluation",
+         f"{A}/schedules": "schedule"}
 # Run last within a world: they end the session or remove the things the other requests use.
-LAST = [("DELETE", f"{A}/evaluations/{{evaluation_id}}"), ("DELETE", f"{A}/models/{{model_id}}"),
+LAST = [("DELETE", f"{A}/schedules/{{schedule_id}}"), ("DELETE", f"{A}/evaluations/{{evaluation_id}}"), ("DELETE", f"{A}/models/{{model_id}}"),
         ("DELETE", f"{A}/datasets/{{dataset_id}}"), ("DELETE", f"{A}/tokens/{{token_id}}"),
+        ("DELETE", f"{A}/notification-channels/{{channel_id}}"),
         ("POST", f"{A}/auth/logout")]
 
 
@@ -170,6 +195,8 @@ class World:
     evaluation_name: str
     token_id: int
     user_id: int
+    schedule_id: int
+    schedule_name: str
 
 
 class Matrix:
@@ -222,14 +249,47 @@ class Matrix:
         assert evaluation.status_code == 201, evaluation.text
         token = self.client.post(f"{A}/tokens", headers=owner, json={"name": self.unique("token"), "scope": "read"})
         assert token.status_code == 201, token.text
+        schedule_name = self.unique("schedule")
+        schedule = self.client.post(f"{A}/schedules", headers=owner, json={
+            "name": schedule_name, "cron": "0 3 * * *", "visibility": visibility,
+            "request": {"model_ids": [model.json()["id"]], "dataset_ids": [dataset.json()["dataset"]["id"]]}})
+        assert schedule.status_code == 201, schedule.text
         return World(model.json()["id"], model_name, dataset.json()["dataset"]["id"], dataset_name,
-                     evaluation.json()["id"], evaluation_name, token.json()["id"], self.user_ids["owner"])
+                     evaluation.json()["id"], evaluation_name, token.json()["id"], self.user_ids["owner"],
+                     schedule.json()["id"], schedule_name)
+
+    def notification_channel_id(self, world: World) -> int:
+        """The owner's notification channel in this world, made on first use (deleted among the LAST requests)."""
+        channels = self.__dict__.setdefault("_notification_channels", {})
+        if world.evaluation_id not in channels:
+            response = self.client.post(f"{A}/notification-channels", headers=self.headers("owner"), json={
+                "name": self.unique("channel"), "kind": "webhook", "url": UNREACHABLE_HOOK, "secret": "s3cret-value"})
+            assert response.status_code == 201, response.text
+            channels[world.evaluation_id] = response.json()["id"]
+        return channels[world.evaluation_id]
+
+    def data_import_id(self) -> str:
+        """An import of a tiny data package made once by the admin: what GET /datasets/packages/{id} shows."""
+        if not hasattr(self, "_data_import_id"):
+            package = io.BytesIO()
+            with zipfile.ZipFile(package, "w") as bundle:
+                bundle.writestr("matrix_probe/test.jsonl", '{"question": "q", "answer": "a"}\n')
+            response = self.client.post(f"{A}/datasets/packages", headers=self.headers("admin"),
+                                        files={"file": ("matrix_probe.zip", package.getvalue())})
+            assert response.status_code == 202, response.text
+            self._data_import_id = response.json()["id"]
+        return self._data_import_id
 
     # ---- one request --------------------------------------------------------------------------------------------
     def request(self, method: str, path: str, role: str, world: World):
         url = (path.replace("{model_id}", str(world.model_id)).replace("{dataset_id}", str(world.dataset_id))
                .replace("{evaluation_id}", str(world.evaluation_id)).replace("{token_id}", str(world.token_id))
-               .replace("{user_id}", str(world.user_id)).replace("{config}", "no_such_config_gen"))
+               .replace("{user_id}", str(world.user_id)).replace("{config}", "no_such_config_gen")
+               .replace("{schedule_id}", str(world.schedule_id)))
+        if "{channel_id}" in url:
+            url = url.replace("{channel_id}", str(self.notification_channel_id(world)))
+        if "{import_id}" in url:
+            url = url.replace("{import_id}", self.data_import_id())
         kwargs: dict = {"headers": self.headers(role)}
         params: dict = {}
         if path == f"{A}/compare":
@@ -242,6 +302,13 @@ class Matrix:
             name = self.unique("upload")
             kwargs["data"] = {"name": name}
             kwargs["files"] = {"file": ("quiz.jsonl", io.BytesIO(mcq_file(name)))}
+        elif path == f"{A}/schedules/preview":
+            params = {"cron": "*/15 * * * *", "timezone": "Asia/Shanghai"}
+        elif path == f"{A}/schedules" and method == "POST":
+            kwargs["json"] = {"name": self.unique("schedule"), "cron": "@daily",
+                              "request": {"model_ids": [world.model_id], "dataset_ids": [world.dataset_id]}}
+        elif path.endswith("/baseline"):
+            kwargs["json"] = {"evaluation_id": world.evaluation_id}  # queued, not succeeded: 409 once allowed
         elif path.endswith("/rescore"):
             kwargs["json"] = {"scorer": "contains"}
         elif path == f"{A}/evaluations" and method == "POST":
@@ -250,6 +317,10 @@ class Matrix:
             kwargs["json"] = {"name": self.unique("token"), "scope": "read"}
         elif path == f"{A}/users" and method == "POST":
             kwargs["json"] = {"username": self.unique("someone"), "password": PASSWORD, "role": "viewer"}
+        elif path == f"{A}/notification-channels" and method == "POST":
+            kwargs["json"] = {"name": self.unique("channel"), "kind": "slack", "url": UNREACHABLE_HOOK}
+        elif path == f"{A}/notification-channels/{{channel_id}}" and method == "PATCH":
+            kwargs["json"] = {"name": self.unique("renamed"), "events": ["gate_failed"]}
         elif method == "PATCH":
             kwargs["json"] = {"display_name": "Renamed"} if "/users/" in path else {"visibility": "shared"} \
                 if role in ("owner", "admin") else {"name": self.unique("renamed")}

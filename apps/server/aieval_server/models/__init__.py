@@ -10,6 +10,9 @@ from .tables import (
     EvaluationModel,
     EvaluationPart,
     Model,
+    NotificationChannel,
+    NotificationDelivery,
+    Schedule,
     Score,
     User,
 )
@@ -24,6 +27,9 @@ __all__ = [
     "EvaluationModel",
     "EvaluationPart",
     "Model",
+    "NotificationChannel",
+    "NotificationDelivery",
+    "Schedule",
     "Score",
     "User",
 ]

@@ -25,7 +25,7 @@ from ..enums import EvaluationStatus, UserRole, Visibility
 # Ids are never given out twice, so a deleted evaluation's URL can never show later data. SQLite would
 # otherwise give the newest row's id again once that row is deleted (max(rowid) + 1); AUTOINCREMENT makes it
 # remember the largest id ever used. PostgreSQL's sequences never go back. (Migration 0003.)
-NEVER_REUSED_IDS = ("models", "datasets", "evaluations", "scores", "users", "api_tokens", "audit_events")
+NEVER_REUSED_IDS = ("models", "datasets", "evaluations", "scores", "users", "api_tokens", "audit_events", "schedules")
 
 
 def utcnow() -> datetime:
@@ -159,6 +159,13 @@ class Evaluation(Owned, Base):
     # The finished evaluation whose predictions this one scores again without inference. A plain id: ids are never
     # reused, so "re-scored from #N" stays true after #N is deleted.
     rescored_from_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    # Continuous evaluation (services/schedules.py, migration 0015): the schedule whose run this is (or whose baseline
+    # and gate rules `aieval submit --schedule` asked for), and its gate's verdict once it succeeded: the status
+    # (enums.GateStatus, a plain column so lists show it without reading the JSON) and the result per rule.
+    schedule_id: Mapped[int | None] = mapped_column(ForeignKey("schedules.id", ondelete="SET NULL"), nullable=True,
+                                                    index=True)
+    gate_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    gate: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     judge_model: Mapped[Model | None] = relationship(foreign_keys=[judge_model_id])
     models: Mapped[list[EvaluationModel]] = relationship(
@@ -168,6 +175,35 @@ class Evaluation(Owned, Base):
         back_populates="evaluation", cascade="all, delete-orphan", order_by="EvaluationDataset.position"
     )
     scores: Mapped[list[Score]] = relationship(back_populates="evaluation", cascade="all, delete-orphan")
+
+
+class Schedule(Owned, Base):
+    """A saved evaluation request run on a cron expression (services/schedules.py, migration 0015). Each run is an
+    ordinary evaluation of the schedule's owner, linked by Evaluation.schedule_id; the tick claims a due schedule by
+    moving `next_run_at` on with a compare-and-set, so two ticks never submit the same occurrence twice."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        Index("ix_schedules_enabled_next_run", "enabled", "next_run_at"),
+        {"sqlite_autoincrement": True},  # see NEVER_REUSED_IDS
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # The body of POST /evaluations (schemas.api.EvaluationCreate, validated with it) that each run submits.
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    cron: Mapped[str] = mapped_column(String(120))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")  # an IANA name; the cron is read in it
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # NULL while disabled
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Plain ids, not foreign keys: ids are never reused, so "last run #N" stays true after #N is deleted.
+    last_evaluation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    baseline_evaluation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)  # why the last run could not be submitted
+    # [{kind: "no_significant_drop", alpha} | {kind: "min_score", dataset, metric?, threshold}] (schemas.schedules)
+    gate_rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
 class EvaluationPart(Base):
@@ -330,3 +366,52 @@ class AuditEvent(Base):
     target_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class NotificationChannel(Base):
+    """Where a user's evaluation outcomes are sent (services/notifications.py, migration 0014): a generic webhook
+    or a chat robot. The URL and the signing secret are stored encrypted like model API keys (keyring.py): a chat
+    robot's URL carries its access token, so the API shows only `url_hint` and whether a secret is set. owner_id
+    NULL: the local user's (sign-in off), like the evaluations it is told about."""
+
+    __tablename__ = "notification_channels"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused, as NEVER_REUSED_IDS
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=True,
+                                                 index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(20))  # enums.NotificationKind
+    url_encrypted: Mapped[str] = mapped_column(Text)
+    url_hint: Mapped[str] = mapped_column(String(300))  # scheme, host and the last characters: "https://h/…k3y"
+    secret_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)  # enums.NotificationEvent values subscribed to
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class NotificationDelivery(Base):
+    """One notification to one channel and how its delivery went, so a user can see whether it arrived. The message
+    is built when the event happens (`payload`) and sent as it was then, however often it is retried. The
+    evaluation is a plain id (ids are never reused): the log outlives a deleted evaluation."""
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (
+        # The sweeper's question: which pending deliveries are overdue (services/notifications.resume_overdue).
+        Index("ix_notification_deliveries_status_next", "status", "next_attempt_at"),
+        {"sqlite_autoincrement": True},
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("notification_channels.id", ondelete="CASCADE"), index=True)
+    evaluation_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    event: Mapped[str] = mapped_column(String(30))  # enums.NotificationEvent
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # enums.DeliveryStatus
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)  # never holds the URL or the secret
+    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the receiver's last HTTP status
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    channel: Mapped[NotificationChannel] = relationship()

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
-from ..enums import Visibility
+from ..enums import BenchmarkDataStatus, Visibility
 from ..schemas.api import (
     BuiltinDatasetRead,
     BuiltinGenerationSettings,
@@ -16,10 +16,11 @@ from ..schemas.api import (
     DatasetValidation,
     Page,
 )
+from ..schemas.data_packages import BenchmarkRead, DataImportFromPath, DataImportRead, DataPackagesStatus
 from ..schemas.ids import DatabaseId, PageNumber
-from ..services import access
+from ..services import access, data_packages
 from ..services import datasets as service
-from .deps import CurrentUser, SessionDep, SettingsDep, StorageDep
+from .deps import AdminUser, CurrentUser, SessionDep, SettingsDep, StorageDep
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -37,6 +38,47 @@ def builtin_catalogue(*, q: str | None = None, available: bool | None = None, pa
                       settings: SettingsDep):
     items, total = service.builtin_catalogue(session, settings, q, available, page, page_size)
     return Page(items=items, total=total, page=page, page_size=page_size)
+
+
+@router.get("/builtin/benchmarks", response_model=Page[BenchmarkRead])
+def builtin_benchmarks(*, q: str | None = None, status: BenchmarkDataStatus | None = None, page: PageNumber = 1,
+                       page_size: Annotated[int, Query(ge=1, le=200)] = 20, session: SessionDep, settings: SettingsDep,
+                       caller: CurrentUser):
+    """The built-in configs grouped by benchmark (config folder), each with whether its data is on this server and,
+    when it is not, which package to import or which command fetches it. `q` matches benchmark or config names."""
+    items, total = service.benchmark_catalogue(session, settings, q, status, page, page_size)
+    return Page(items=items, total=total, page=page, page_size=page_size)
+
+
+# ---- OpenCompass data packages (administrators; services/data_packages.py) --------------------------------
+@router.get("/packages", response_model=DataPackagesStatus, responses={403: {"description": "administrators only"}})
+def data_packages_status(*, settings: SettingsDep, _admin: AdminUser):
+    """Limits, where data goes, and the latest imports."""
+    return data_packages.status(settings)
+
+
+@router.post("/packages", response_model=DataImportRead, status_code=202,
+             responses={403: {"description": "administrators only"},
+                        413: {"description": "the file is larger than max_data_package_bytes"}})
+def import_data_package(*, file: Annotated[UploadFile, File()], session: SessionDep, settings: SettingsDep,
+                        admin: AdminUser):
+    """Upload an OpenCompass data package (.zip, .tar, .tar.gz: OpenCompassData-core-*.zip, gsm8k.zip...) and import
+    it in the background: follow it at GET /datasets/packages/{import_id}."""
+    return data_packages.start_upload(settings, session, admin, file.file, file.filename)
+
+
+@router.post("/packages/from-path", response_model=DataImportRead, status_code=202,
+             responses={403: {"description": "administrators only"}})
+def import_data_package_from_path(*, body: DataImportFromPath, session: SessionDep, settings: SettingsDep,
+                                  admin: AdminUser):
+    """Import an archive or folder already on the server, under one of AIEVAL_DATA_IMPORT_ROOTS."""
+    return data_packages.start_from_path(settings, session, admin, body.path)
+
+
+@router.get("/packages/{import_id}", response_model=DataImportRead,
+            responses={403: {"description": "administrators only"}})
+def data_import_progress(*, import_id: str, settings: SettingsDep, _admin: AdminUser):
+    return data_packages.get(settings, import_id)
 
 
 @router.post("/builtin/{config:path}", response_model=DatasetRead, status_code=201)

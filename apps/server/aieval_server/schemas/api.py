@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, computed_field
 
 from aieval_engine.spec import DisplayName as Name
 
-from ..enums import CANCELLABLE, RETRYABLE, TERMINAL, EvaluationStatus, UserRole, Visibility
+from ..enums import CANCELLABLE, RETRYABLE, TERMINAL, EvaluationStatus, GateStatus, UserRole, Visibility
 from .ids import DatabaseId
 
 
@@ -228,6 +228,10 @@ class EvaluationCreate(Strict):
         "each dataset's own (multiple-choice files keep theirs); unset: each dataset's own")
     judge_model_id: DatabaseId | None = JudgeModelField
     judge_prompt_language: JudgePromptLanguage = JudgePromptLanguageField
+    schedule_id: DatabaseId | None = Field(
+        default=None, description="gate this run like a run of that schedule: once it succeeds it is compared with the "
+        "schedule's baseline and checked against its gate rules (`aieval submit --schedule`); the schedule must be "
+        "readable. Not allowed in a schedule's own request")
 
 
 class EvaluationRescore(Strict):
@@ -263,6 +267,22 @@ class HeadlineScore(BaseModel):
     ci_high: float | None = None
 
 
+class GateRuleResult(BaseModel):
+    rule: dict[str, Any] = Field(description="the rule as the schedule states it (kind and its settings)")
+    status: GateStatus
+    reasons: list[str] = Field(description="why it passed, failed or could not be checked, one sentence each")
+
+
+class GateResult(BaseModel):
+    """A scheduled run's gate (services/gates.py): its rules checked once it succeeded."""
+
+    status: GateStatus = Field(description="failed when any rule failed; passed when one passed and none failed")
+    schedule_id: int | None
+    baseline_evaluation_id: int | None = Field(description="what no_significant_drop compared with (null: none set)")
+    checked_at: datetime
+    rules: list[GateRuleResult]
+
+
 class EvaluationSummary(OwnedRead):
     id: int
     name: str
@@ -279,6 +299,9 @@ class EvaluationSummary(OwnedRead):
     error: str | None
     headline: list[HeadlineScore] = Field(default_factory=list, description="per model, its headline score once "
                                           "scores are stored; empty before")
+    schedule_id: int | None = Field(default=None, description="the schedule this run belongs to (its gate applies)")
+    gate_status: GateStatus | None = Field(default=None, description="its gate's verdict once it succeeded; null: no "
+                                                                     "gate, or not checked yet")
 
     # What the status allows, decided here so that clients ask the server instead of keeping a copy of the rules.
     @computed_field(description="final: nothing changes any more unless it is retried; stop following it")
@@ -320,6 +343,7 @@ class EvaluationDetail(EvaluationSummary):
     manifest: dict[str, Any] | None
     pairs: list[dict[str, Any]] | None
     scores: list[dict[str, Any]]
+    gate: GateResult | None = Field(default=None, description="its gate's result, rule by rule (schedule runs)")
 
     @computed_field(description="POST .../rescore is accepted: it succeeded, so its predictions can be scored again")
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -11,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from ..config import Settings
 from ..db import session_scope
 from ..db.migrate import upgrade
+from ..enums import DemoModelState
 from ..models import Dataset, Model
 from ..private_paths import private_dir
 from ..storage import get_storage
@@ -81,20 +83,92 @@ def register_demo(settings: Settings) -> None:
                 session.rollback()
 
 
+def _demo_model_failed_marker(settings: Settings) -> Path:
+    """Written by the worker when the conversion fails, so that the API (another process) can tell "failed" from
+    "still converting"; removed when a conversion starts."""
+    from aieval_engine.demo import DEMO_MODEL_DIRNAME, demo_model_dir
+
+    return demo_model_dir(settings.data_dir).parent / f".{DEMO_MODEL_DIRNAME}.failed"
+
+
+def demo_model_state(settings: Settings) -> DemoModelState:
+    """What GET /health reports about the demo model (the UI says "being prepared" until it is ready)."""
+    from aieval_engine.demo import demo_model_dir, demo_model_ready
+
+    if not settings.register_demo or under_model_roots(str(demo_model_dir(settings.data_dir)),
+                                                       settings.checkpoint_roots) is None:
+        return DemoModelState.off
+    if demo_model_ready(settings.data_dir):
+        return DemoModelState.ready
+    if not settings.prepare_demo_model or _demo_model_failed_marker(settings).exists():
+        return DemoModelState.unavailable
+    return DemoModelState.preparing
+
+
+def _quiet_conversion():
+    """transformers' progress bars and notes while it converts the GGUF file are not for the console (they would
+    show up as warnings of the worker); its errors still reach the log."""
+    import contextlib
+
+    from transformers.utils import logging as transformers_logging
+
+    @contextlib.contextmanager
+    def quiet():
+        import functools
+
+        from transformers import modeling_gguf_pytorch_utils as gguf_loading
+
+        verbosity = transformers_logging.get_verbosity()
+        bars = transformers_logging.is_progress_bar_enabled()
+        # The GGUF loader's "Converting and de-quantizing GGUF tensors" bar is a plain tqdm, which no transformers
+        # setting turns off; nothing else in the worker process loads GGUF files.
+        gguf_tqdm = getattr(gguf_loading, "tqdm", None)
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+        if gguf_tqdm is not None:
+            gguf_loading.tqdm = functools.partial(gguf_tqdm, disable=True)
+        try:
+            yield
+        finally:
+            transformers_logging.set_verbosity(verbosity)
+            if bars:
+                transformers_logging.enable_progress_bar()
+            if gguf_tqdm is not None:
+                gguf_loading.tqdm = gguf_tqdm
+
+    return quiet()
+
+
 def prepare_demo_model_in_background(settings: Settings) -> threading.Thread:
     """Convert the demo model (about a minute, once) without delaying the start."""
 
     def convert() -> None:
-        from aieval_engine.demo import DemoModelUnavailable, prepare_demo_model
+        from aieval_engine.demo import DemoModelUnavailable, demo_model_ready, prepare_demo_model
 
+        marker = _demo_model_failed_marker(settings)
+        marker.unlink(missing_ok=True)  # this start tries again
+        if demo_model_ready(settings.data_dir):
+            return
+        log.info("preparing the demo model (about a minute, once)")
         try:
-            path = prepare_demo_model(settings.data_dir)
+            with _quiet_conversion():
+                path = prepare_demo_model(settings.data_dir)
             log.info("demo model ready at %s", path)
         except DemoModelUnavailable as exc:
+            _write_marker(marker, str(exc))
             log.warning("demo model unavailable: %s", exc)
-        except Exception:
+        except Exception as exc:
+            _write_marker(marker, f"{type(exc).__name__}: {exc}")
             log.exception("demo model preparation failed")
 
     thread = threading.Thread(target=convert, daemon=True, name="aieval-demo-model")
     thread.start()
     return thread
+
+
+def _write_marker(marker: Path, reason: str) -> None:
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(reason + "\n")
+    except OSError as exc:  # the state then stays "preparing"; the log has the reason
+        log.warning("could not record the demo model's failure in %s: %s", marker, exc)

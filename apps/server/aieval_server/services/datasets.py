@@ -19,7 +19,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from aieval_engine import config_builder
-from aieval_engine.catalogue import UnknownDatasetError, list_builtin_names, missing_data, resolve_builtin
+from aieval_engine.catalogue import (
+    BenchmarkReadiness,
+    UnknownDatasetError,
+    benchmarks,
+    how_to_get,
+    list_builtin_names,
+    missing_data,
+    packages_for,
+    resolve_builtin,
+)
 from aieval_engine.datafiles import (
     FILE_FORMATS,
     MAX_ROWS,
@@ -31,7 +40,7 @@ from aieval_engine.datafiles import (
 from aieval_engine.spec import CONTROL_CHARS, DEFAULT_MAX_OUT_LEN, clean_display_name
 
 from ..config import Settings
-from ..enums import AuditAction, AuditTarget, Visibility
+from ..enums import AuditAction, AuditTarget, BenchmarkDataStatus, Visibility
 from ..models import Dataset, EvaluationDataset
 from ..schemas.api import (
     BuiltinDatasetRead,
@@ -42,6 +51,7 @@ from ..schemas.api import (
     DatasetUploadRules,
     DatasetValidation,
 )
+from ..schemas.data_packages import BenchmarkRead, BuiltinConfigReadiness, DataPackageRead
 from ..storage import Storage
 from . import access, audit, quotas
 from .accounts import Caller
@@ -115,6 +125,42 @@ def builtin_catalogue(session: Session, settings: Settings, q: str | None, avail
     return items, total
 
 
+def forget_readiness() -> None:
+    """Data was imported: the catalogue's remembered availability is stale."""
+    with _catalogue_lock:
+        _catalogue_entry.cache_clear()
+
+
+def _benchmark_read(benchmark: BenchmarkReadiness, registered: dict[str, int]) -> BenchmarkRead:
+    total = len(benchmark.configs)
+    status = (BenchmarkDataStatus.ready if benchmark.ready else
+              BenchmarkDataStatus.partial if benchmark.ready_configs else BenchmarkDataStatus.missing)
+    return BenchmarkRead(
+        name=benchmark.name, status=status, ready_configs=benchmark.ready_configs, total_configs=total,
+        configs=[BuiltinConfigReadiness(name=c.config.name, ready=c.ready, missing=[str(p) for p in c.missing],
+                                        registered_id=registered.get(c.config.name)) for c in benchmark.configs],
+        packages=[DataPackageRead(archive_name=p.archive_name, url=p.url, md5=p.md5) for p in benchmark.packages],
+        fetch_command=None if benchmark.ready or not benchmark.packages else f"aieval datasets fetch {benchmark.name}",
+        how_to_get=benchmark.how_to_get())
+
+
+def benchmark_catalogue(session: Session, settings: Settings, q: str | None, status: BenchmarkDataStatus | None,
+                        page: int, page_size: int) -> tuple[list[BenchmarkRead], int]:
+    """Built-in configs grouped by benchmark (their folder), with readiness read from the data root now: imports
+    and copies made by hand show at once."""
+    registered = dict(session.execute(select(Dataset.builtin_config, Dataset.id).where(Dataset.kind == "builtin")).all())
+    needle = (q or "").strip().lower()
+    found = []
+    for benchmark in benchmarks(settings.compass_data_cache):
+        if needle and needle not in benchmark.name.lower() and not any(
+                needle in c.config.name.lower() for c in benchmark.configs):
+            continue
+        read = _benchmark_read(benchmark, registered)
+        if status is None or read.status == status:
+            found.append(read)
+    return found[(page - 1) * page_size : page * page_size], len(found)
+
+
 def get_or_register_builtin(session: Session, settings: Settings, config: str, caller: Caller) -> Dataset:
     """The dataset row of a built-in config; refuses unknown names and absent data. Built-in configs belong to the
     installation and are shared: anyone who may run evaluations may register one."""
@@ -129,7 +175,7 @@ def get_or_register_builtin(session: Session, settings: Settings, config: str, c
     if missing:
         raise Invalid(
             f"the data of built-in dataset {config!r} is not on this server",
-            [f"missing {p}; copy the dataset's files there (OpenCompass cannot download on this machine)" for p in missing],
+            [*(f"missing {p}" for p in missing), how_to_get(packages_for(builtin), builtin.folder)],
         )
     if existing is not None:
         return existing
@@ -148,7 +194,8 @@ def upload_rules(settings: Settings) -> DatasetUploadRules:
                               max_rows=MAX_ROWS)
 
 
-def _receive(stream: BinaryIO, target: Path, limit: int) -> int:
+def receive_file(stream: BinaryIO, target: Path, limit: int) -> int:
+    """Write an upload to target, refusing it (413) as soon as it is over `limit` bytes."""
     size = 0
     with open(target, "wb") as handle:
         while chunk := stream.read(1 << 20):
@@ -236,7 +283,7 @@ def check_upload(session: Session, settings: Settings, caller: Caller, stream: B
 
     # The server picks the local file name: the client's name is only used for its extension and in messages.
     check.staged = staging / f"upload.{check.file_format}"
-    check.size = _receive(stream, check.staged, settings.max_upload_bytes)
+    check.size = receive_file(stream, check.staged, settings.max_upload_bytes)
     try:
         check.info = validate_data_file(check.staged, data_type, label=filename or None)  # type: ignore[arg-type]
     except DataFileError as exc:

@@ -24,7 +24,7 @@ from aieval_engine.spec import (
 
 from ..config import Settings
 from ..enums import CANCELLABLE, RETRYABLE, TERMINAL, AuditAction, AuditTarget, EvaluationStatus, Visibility
-from ..models import Dataset, Evaluation, EvaluationDataset, EvaluationModel, Model, Score, User
+from ..models import Dataset, Evaluation, EvaluationDataset, EvaluationModel, Model, Schedule, Score, User
 from ..schemas.api import (
     EvaluationCreate,
     EvaluationDetail,
@@ -211,6 +211,8 @@ def create(session: Session, settings: Settings, storage: Storage, body: Evaluat
     _check_runnable(settings, models, datasets, judge)
     build_spec(settings, storage, body.name, models, datasets, params, judge_model=judge,
                judge_prompt_language=judge_language, scorer=body.scorer)
+    if body.schedule_id is not None:  # its baseline and gate rules apply to this run (services/gates.py)
+        access.readable(caller, session.get(Schedule, body.schedule_id), "schedule", body.schedule_id)
     quotas.check_can_submit(session, settings, caller)
     # enqueued_at stays NULL until the broker has the message (submission.submit stamps it): a job whose API
     # process died before sending is then found and sent by the sweeper.
@@ -220,6 +222,7 @@ def create(session: Session, settings: Settings, storage: Storage, body: Evaluat
                             judge_model_id=judge.id if judge is not None else None,
                             judge_prompt_language=judge_language,
                             rescored_from_id=rescored_from.id if rescored_from is not None else None,
+                            schedule_id=body.schedule_id,
                             **access.ownership(caller, body.visibility, settings.default_visibility))
     evaluation.models = [EvaluationModel(model_id=m.id, position=i) for i, m in enumerate(models)]
     evaluation.datasets = [EvaluationDataset(dataset_id=d.id, position=i) for i, d in enumerate(datasets)]
@@ -270,7 +273,7 @@ def _find(session: Session, evaluation_id: int, scores: bool) -> Evaluation | No
 SUMMARY_COLUMNS = (
     Evaluation.id, Evaluation.name, Evaluation.status, Evaluation.queue, Evaluation.created_at, Evaluation.started_at,
     Evaluation.finished_at, Evaluation.fraction, Evaluation.stage, Evaluation.revision, Evaluation.error,
-    Evaluation.owner_id, Evaluation.visibility,
+    Evaluation.owner_id, Evaluation.visibility, Evaluation.schedule_id, Evaluation.gate_status,
 )
 
 
@@ -416,7 +419,8 @@ def summaries(session: Session, rows, caller: Caller) -> list[EvaluationSummary]
                           stage=row.stage, revision=row.revision, error=row.error,
                           models=models[row.id], datasets=datasets[row.id], owner=owners.get(row.owner_id),
                           visibility=row.visibility, can_change=access.may_change(caller, row.owner_id),
-                          headline=_headlines(score_rows[row.id]))
+                          headline=_headlines(score_rows[row.id]), schedule_id=row.schedule_id,
+                          gate_status=row.gate_status)
         for row in rows
     ]
 
@@ -429,6 +433,7 @@ def summary(evaluation: Evaluation, caller: Caller) -> EvaluationSummary:
         datasets=[{"id": link.dataset_id, "name": link.dataset.name, "kind": link.dataset.kind} for link in evaluation.datasets],
         created_at=evaluation.created_at, started_at=evaluation.started_at, finished_at=evaluation.finished_at,
         fraction=evaluation.fraction, stage=evaluation.stage, revision=evaluation.revision, error=evaluation.error,
+        schedule_id=evaluation.schedule_id, gate_status=evaluation.gate_status,
     )
 
 
@@ -468,7 +473,7 @@ def _detail(evaluation: Evaluation, base: dict[str, Any], scores: list[dict[str,
         attempts=evaluation.attempts, worker=evaluation.worker,
         heartbeat_at=evaluation.heartbeat_at, cancel_requested=evaluation.cancel_requested,
         progress=evaluation.progress, duration_s=duration, log_excerpt=evaluation.log_excerpt,
-        manifest=evaluation.manifest, pairs=evaluation.pairs, scores=scores,
+        manifest=evaluation.manifest, pairs=evaluation.pairs, scores=scores, gate=evaluation.gate,
     )
 
 

@@ -33,7 +33,7 @@ from sqlalchemy import delete, exists, select, update
 from aieval_engine import workdir
 from aieval_engine.config_builder import safe_abbr
 from aieval_engine.launchers import Launcher
-from aieval_engine.spec import EvalSpec, HuggingFaceModelSpec, SpecError
+from aieval_engine.spec import EvalSpec, HuggingFaceModelSpec
 
 from ..config import Settings
 from ..db import session_scope
@@ -44,11 +44,11 @@ from ..storage import Storage
 from . import evaluations as evaluation_service
 from . import runs
 from .artifacts import RUN_LOG
+from .attempt import run_attempt
 from .checkpoints import JobCheckpoint
-from .errors import ServiceError
 from .evaluations import utcnow
 from .events import Publisher
-from .recovery import stop_orphan, worker_token
+from .recovery import worker_token
 from .run_recorder import PgidRecordingLauncher, RunRecorder
 from .submission import submit_parts
 
@@ -247,45 +247,21 @@ def run_part(settings: Settings, storage: Storage, evaluation_id: int, position:
         return merged or "skipped: not queued (taken, finished, or its job is cancelled or over)"
     part_dir = part_job_dir(settings, evaluation_id, position)
     recorder = PartRecorder(settings, evaluation_id, position, token, publisher)
-    threading.Thread(target=recorder.heartbeat, daemon=True, name=f"heartbeat-{evaluation_id}-{position}").start()
     checkpoint = JobCheckpoint(storage, _part_prefix(evaluation_id, position), part_dir)
-    saver = threading.Thread(target=checkpoint.keep_synced, args=(recorder.stop, settings.checkpoint_interval_s),
-                             daemon=True, name=f"checkpoint-{evaluation_id}-{position}")
-    try:
-        stop_orphan(previous, part_dir)
-        if previous.get("attempts") and workdir.latest_run_dir(part_dir) is None:
-            checkpoint.resume_here(lambda line: recorder.note(part_dir, line))
-        resume = workdir.latest_run_dir(part_dir) is not None
+
+    def start() -> runs.EngineEvaluation:
         spec = runs.load_job(settings, storage, evaluation_id)[0]
         with session_scope(settings.database_url) as session:
             models = session.scalar(select(EvaluationPart.models).where(_part_key(evaluation_id, position)))
         part_dir.mkdir(parents=True, exist_ok=True)
-        engine = runs.new_engine(settings, part_spec(spec, models), part_dir,
-                                 PgidRecordingLauncher(launcher, recorder.record_pgid))
-        recorder.engine = engine
-        engine.prepare()
-        saver.start()
-        result = engine.run(recorder.on_event, resume=resume)
-    except (SpecError, ServiceError) as exc:
-        problems = exc.problems if isinstance(exc, SpecError) else [exc.message, *exc.problems]
-        recorder.stop.set()
-        recorder.finish(status="failed", error="; ".join(problems), scores=[], extra={})
-        return merge_if_done(settings, storage, evaluation_id, publisher) or "failed before start"
-    except Exception as exc:
-        recorder.stop.set()
-        if database_unavailable(exc):
-            log.error("evaluation %s part %s: attempt abandoned, the database stayed unavailable (%s)",
-                      evaluation_id, position, exc)
-            return "interrupted: database unavailable"
-        log.exception("evaluation %s part %s crashed in the worker", evaluation_id, position)
-        recorder.finish(status="failed", error=f"the worker failed: {type(exc).__name__}: {exc}", scores=[], extra={})
-        return merge_if_done(settings, storage, evaluation_id, publisher) or "crashed"
-    finally:
-        recorder.stop.set()
-        if saver.is_alive():
-            saver.join(timeout=120)
-    if recorder.lost.is_set() or result.status == "lost":
-        return "lost to another worker"
+        return runs.new_engine(settings, part_spec(spec, models), part_dir,
+                               PgidRecordingLauncher(launcher, recorder.record_pgid))
+
+    end = run_attempt(settings, recorder, checkpoint, part_dir, previous, f"{evaluation_id} part {position}", start)
+    if end.result is None:
+        merged = merge_if_done(settings, storage, evaluation_id, publisher) if end.recorded else None
+        return merged or end.stopped
+    result = end.result
     checkpoint.store()
     recorder.finish(status=result.status, error=result.error, scores=[], extra={})
     return merge_if_done(settings, storage, evaluation_id, publisher) or f"part {position}: {result.status}"

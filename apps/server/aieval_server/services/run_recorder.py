@@ -9,7 +9,8 @@ nothing more. Beside the run it keeps:
   too ("lost");
 - the log buffer (the last LOG_TAIL_LINES lines, written with the beat: not worth a database write each);
 - the progress writer (one write per engine progress event, published live);
-- the outcome: status, error, scores and what the pages show, in one transaction (`finish`).
+- the outcome: status, error, scores and what the pages show, in one transaction (`finish`), then the owner's
+  notifications (services/notifications.py).
 
 A database that is briefly away never fails the run: heartbeats and progress are tried again with the next one,
 the outcome waits it out (db/outages.py).
@@ -37,6 +38,7 @@ from ..db import session_scope
 from ..db.outages import OUTCOME_RETRIES
 from ..enums import TERMINAL
 from ..models import Evaluation, Score
+from . import notifications
 from .artifacts import RUN_LOG
 from .evaluations import utcnow
 from .events import Publisher
@@ -215,3 +217,6 @@ class RunRecorder:
             session.add_all([Score(**score) for score in scores])
         self.publisher.publish(self.id, {"type": "status", "status": status})
         metrics.evaluation_finished(status, time.monotonic() - self.started)
+        # Every final status a worker writes passes here (a whole job, a merged fanned-out job, a failure before
+        # start); parts write theirs in PartRecorder and are not announced. Sent in the background, never raises.
+        notifications.outcome_recorded(self.settings, self.id, status)

@@ -12,7 +12,6 @@ waiting out a database restart: db/outages.py.
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,21 @@ from aieval_engine import workdir
 from aieval_engine.launchers import Launcher
 from aieval_engine.prediction_cache import cache_file as prediction_cache_file
 from aieval_engine.runner import Evaluation as EngineEvaluation
-from aieval_engine.spec import SpecError
 
 from .. import metrics
 from ..config import Settings
 from ..db import session_scope
-from ..db.outages import START_RETRIES, database_unavailable
+from ..db.outages import START_RETRIES
+from ..log_config import evaluation_context
 from ..storage import Storage
 from . import evaluations as evaluation_service
-from . import fanout
+from . import fanout, gates
+from .attempt import run_attempt
 from .checkpoints import JobCheckpoint
 from .errors import ServiceError
 from .events import Publisher
 from .provenance import score_provenance
-from .recovery import claim, claim_fairest, stop_orphan, worker_token
+from .recovery import claim, claim_fairest, worker_token
 from .run_recorder import PgidRecordingLauncher, RunRecorder
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ def run_evaluation(settings: Settings, storage: Storage, evaluation_id: int, lau
                                           lambda: claim(settings, evaluation_id, token))
     if not claimed:
         return "skipped: not queued (already taken, finished or cancelled)"
-    return _run_claimed(settings, storage, evaluation_id, token, previous, launcher, publisher)
+    with evaluation_context(evaluation_id):
+        return _run_claimed(settings, storage, evaluation_id, token, previous, launcher, publisher)
 
 
 def run_next(settings: Settings, storage: Storage, message_evaluation_id: int, launcher: Launcher,
@@ -59,7 +60,8 @@ def run_next(settings: Settings, storage: Storage, message_evaluation_id: int, l
                                                 lambda: claim_fairest(settings, message_evaluation_id, token))
     if evaluation_id is None:
         return None, "skipped: nothing queued (the job was taken by an earlier message, finished or cancelled)"
-    return evaluation_id, _run_claimed(settings, storage, evaluation_id, token, previous, launcher, publisher)
+    with evaluation_context(evaluation_id):  # the job run, which may not be the message's
+        return evaluation_id, _run_claimed(settings, storage, evaluation_id, token, previous, launcher, publisher)
 
 
 def _run_claimed(settings: Settings, storage: Storage, evaluation_id: int, token: str, previous: dict[str, Any],
@@ -68,50 +70,24 @@ def _run_claimed(settings: Settings, storage: Storage, evaluation_id: int, token
     job_dir = evaluation_service.job_dir(settings, evaluation_id)
     recorder = RunRecorder(settings, evaluation_id, token, publisher)
     publisher.publish(evaluation_id, {"type": "status", "status": "running"})
-    beat = threading.Thread(target=recorder.heartbeat, daemon=True, name=f"heartbeat-{evaluation_id}")
-    beat.start()
     checkpoint = JobCheckpoint(storage, evaluation_service.artifacts_prefix(evaluation_id), job_dir)
-    saver = threading.Thread(target=checkpoint.keep_synced, args=(recorder.stop, settings.checkpoint_interval_s),
-                             daemon=True, name=f"checkpoint-{evaluation_id}")
-    try:
-        stop_orphan(previous, job_dir)
-        if previous.get("attempts") and workdir.latest_run_dir(job_dir) is None:
-            checkpoint.resume_here(lambda line: recorder.note(job_dir, line))
-        resume = workdir.latest_run_dir(job_dir) is not None
+    job: dict[str, Any] = {}
 
+    def start() -> EngineEvaluation | str:
         spec, model_ids, dataset_ids, source = load_job(settings, storage, evaluation_id)
+        job.update(spec=spec, model_ids=model_ids, dataset_ids=dataset_ids)
         job_dir.mkdir(parents=True, exist_ok=True)
-        if source is None and fanout.split(settings, spec) is not None:  # several local checkpoints: parts on many workers
+        if source is None and fanout.split(settings, spec) is not None:  # several local checkpoints: many workers
             return fanout.fan_out(settings, storage, evaluation_id, token, spec)
         rescore_from = _source_run_dir(settings, storage, *source) if source is not None else None
-        engine = new_engine(settings, spec, job_dir, PgidRecordingLauncher(launcher, recorder.record_pgid),
-                            rescore_from=rescore_from)
-        recorder.engine = engine
-        engine.prepare()
-        saver.start()
-        result = engine.run(recorder.on_event, resume=resume)
-    except (SpecError, ServiceError) as exc:
-        problems = exc.problems if isinstance(exc, SpecError) else [exc.message, *exc.problems]
-        recorder.stop.set()
-        recorder.finish(status="failed", error="; ".join(problems), scores=[], extra={})
-        return "failed before start"
-    except Exception as exc:
-        recorder.stop.set()
-        if database_unavailable(exc):
-            # Not the job's fault: leave it "running" without heartbeat; the sweeper requeues it once the
-            # database is back and the next attempt resumes.
-            log.error("evaluation %s: attempt abandoned, the database stayed unavailable (%s)", evaluation_id, exc)
-            return "interrupted: database unavailable"
-        log.exception("evaluation %s crashed in the worker", evaluation_id)
-        recorder.finish(status="failed", error=f"the worker failed: {type(exc).__name__}: {exc}", scores=[], extra={})
-        return "crashed"
-    finally:
-        recorder.stop.set()
-        if saver.is_alive():
-            saver.join(timeout=120)
-    if recorder.lost.is_set() or result.status == "lost":
-        return "lost to another worker"
-    return record_result(evaluation_id, recorder, checkpoint, spec, model_ids, dataset_ids, result)
+        return new_engine(settings, spec, job_dir, PgidRecordingLauncher(launcher, recorder.record_pgid),
+                          rescore_from=rescore_from)
+
+    end = run_attempt(settings, recorder, checkpoint, job_dir, previous, str(evaluation_id), start)
+    if end.result is None:
+        return end.stopped
+    return record_result(evaluation_id, recorder, checkpoint, job["spec"], job["model_ids"], job["dataset_ids"],
+                         end.result)
 
 
 def record_result(evaluation_id: int, recorder: RunRecorder, checkpoint: JobCheckpoint, spec, model_ids: dict[str, int],
@@ -136,7 +112,18 @@ def record_result(evaluation_id: int, recorder: RunRecorder, checkpoint: JobChec
         "fraction": 1.0 if result.status == "succeeded" else final_progress.get("fraction"),
     })
     metrics.results_stored(result, scores)  # endpoint latency, retries, samples scored (Prometheus)
+    if result.status == "succeeded":
+        _check_gate(recorder.settings, evaluation_id, checkpoint.storage)
     return result.status
+
+
+def _check_gate(settings: Settings, evaluation_id: int, storage: Storage) -> None:
+    """A schedule's run is checked against its gate right after its success is recorded (services/gates.py). Never
+    fails the run: a gate that cannot be checked now is logged, and the run keeps its result without a verdict."""
+    try:
+        gates.check_after_success(settings, evaluation_id, storage)
+    except Exception:
+        log.exception("evaluation %s: its gate could not be checked", evaluation_id)
 
 
 def load_job(settings: Settings, storage: Storage, evaluation_id: int):

@@ -7,6 +7,7 @@ from aieval_engine.launchers import WarmLauncher
 
 from ..celery_app import RUN_EVALUATION, RUN_EVALUATION_PART, celery_app
 from ..config import get_settings
+from ..log_config import evaluation_context
 from ..services import fanout, runs
 from ..storage import get_storage
 
@@ -41,6 +42,7 @@ def run_evaluation(evaluation_id: int) -> str:
 def run_evaluation_part(evaluation_id: int, position: int) -> str:
     """One part of a job fanned out over the workers (services/fanout.py): this very part, claimed like a job."""
     settings = get_settings()
-    outcome = fanout.run_part(settings, get_storage(settings), int(evaluation_id), int(position), launcher())
+    with evaluation_context(int(evaluation_id)):
+        outcome = fanout.run_part(settings, get_storage(settings), int(evaluation_id), int(position), launcher())
     log.info("evaluation %s part %s: %s", evaluation_id, position, outcome)
     return outcome

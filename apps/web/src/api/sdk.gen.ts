@@ -2,7 +2,7 @@
 
 import { type Client, formDataBodySerializer, type Options as Options2, type TDataShape } from './client';
 import { client } from './client.gen';
-import type { BuiltinCatalogueApiV1DatasetsBuiltinGetData, BuiltinCatalogueApiV1DatasetsBuiltinGetErrors, BuiltinCatalogueApiV1DatasetsBuiltinGetResponses, BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetData, BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetErrors, BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetResponses, CancelEvaluationApiV1EvaluationsEvaluationIdCancelPostData, CancelEvaluationApiV1EvaluationsEvaluationIdCancelPostErrors, CancelEvaluationApiV1EvaluationsEvaluationIdCancelPostResponses, ChangePasswordApiV1AuthPasswordPostData, ChangePasswordApiV1AuthPasswordPostErrors, ChangePasswordApiV1AuthPasswordPostResponses, CompareModelsApiV1CompareGetData, CompareModelsApiV1CompareGetErrors, CompareModelsApiV1CompareGetResponses, CreateEvaluationApiV1EvaluationsPostData, CreateEvaluationApiV1EvaluationsPostErrors, CreateEvaluationApiV1EvaluationsPostResponses, CreateModelApiV1ModelsPostData, CreateModelApiV1ModelsPostErrors, CreateModelApiV1ModelsPostResponses, CreateTokenApiV1TokensPostData, CreateTokenApiV1TokensPostErrors, CreateTokenApiV1TokensPostResponses, CreateUserApiV1UsersPostData, CreateUserApiV1UsersPostErrors, CreateUserApiV1UsersPostResponses, DeleteDatasetApiV1DatasetsDatasetIdDeleteData, DeleteDatasetApiV1DatasetsDatasetIdDeleteErrors, DeleteDatasetApiV1DatasetsDatasetIdDeleteResponses, DeleteEvaluationApiV1EvaluationsEvaluationIdDeleteData, DeleteEvaluationApiV1EvaluationsEvaluationIdDeleteErrors, DeleteEvaluationApiV1EvaluationsEvaluationIdDeleteResponses, DeleteModelApiV1ModelsModelIdDeleteData, DeleteModelApiV1ModelsModelIdDeleteErrors, DeleteModelApiV1ModelsModelIdDeleteResponses, EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetData, EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetErrors, EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetResponses, EvaluationResultsApiV1EvaluationsEvaluationIdResultsGetData, EvaluationResultsApiV1EvaluationsEvaluationIdResultsGetErrors, EvaluationResultsApiV1EvaluationsEvaluationIdResultsGetResponses, EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetData, EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetErrors, EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetResponses, ExportEvaluationApiV1EvaluationsEvaluationIdExportGetData, ExportEvaluationApiV1EvaluationsEvaluationIdExportGetErrors, ExportEvaluationApiV1EvaluationsEvaluationIdExportGetResponses, ExportPairedSamplesApiV1PairedSamplesExportGetData, ExportPairedSamplesApiV1PairedSamplesExportGetErrors, ExportPairedSamplesApiV1PairedSamplesExportGetResponses, ExportSamplesApiV1EvaluationsEvaluationIdSamplesExportGetData, ExportSamplesApiV1EvaluationsEvaluationIdSamplesExportGetErrors, ExportSamplesApiV1EvaluationsEvaluationIdSamplesExportGetResponses, HealthApiV1HealthGetData, HealthApiV1HealthGetResponses, LeaderboardApiV1LeaderboardGetData, LeaderboardApiV1LeaderboardGetErrors, LeaderboardApiV1LeaderboardGetResponses, ListAuditEventsApiV1AuditGetData, ListAuditEventsApiV1AuditGetErrors, ListAuditEventsApiV1AuditGetResponses, ListDatasetsApiV1DatasetsGetData, ListDatasetsApiV1DatasetsGetErrors, ListDatasetsApiV1DatasetsGetResponses, ListEvaluationsApiV1EvaluationsGetData, ListEvaluationsApiV1EvaluationsGetErrors, ListEvaluationsApiV1EvaluationsGetResponses, ListModelsApiV1ModelsGetData, ListModelsApiV1ModelsGetErrors, ListModelsApiV1ModelsGetResponses, ListTokensApiV1TokensGetData, ListTokensApiV1TokensGetResponses, ListUsersApiV1UsersGetData, ListUsersApiV1UsersGetErrors, ListUsersApiV1UsersGetResponses, LoginApiV1AuthLoginPostData, LoginApiV1AuthLoginPostErrors, LoginApiV1AuthLoginPostResponses, LogoutApiV1AuthLogoutPostData, LogoutApiV1AuthLogoutPostResponses, MeApiV1AuthMeGetData, MeApiV1AuthMeGetErrors, MeApiV1AuthMeGetResponses, PairedComparisonApiV1PairedGetData, PairedComparisonApiV1PairedGetErrors, PairedComparisonApiV1PairedGetResponses, PairedSamplesApiV1PairedSamplesGetData, PairedSamplesApiV1PairedSamplesGetErrors, PairedSamplesApiV1PairedSamplesGetResponses, PreviewDatasetApiV1DatasetsDatasetIdPreviewGetData, PreviewDatasetApiV1DatasetsDatasetIdPreviewGetErrors, PreviewDatasetApiV1DatasetsDatasetIdPreviewGetResponses, ReadMetricsMetricsGetData, ReadMetricsMetricsGetResponses, RegisterApiV1AuthRegisterPostData, RegisterApiV1AuthRegisterPostErrors, RegisterApiV1AuthRegisterPostResponses, RegisterBuiltinApiV1DatasetsBuiltinConfigPostData, RegisterBuiltinApiV1DatasetsBuiltinConfigPostErrors, RegisterBuiltinApiV1DatasetsBuiltinConfigPostResponses, RerunEvaluationApiV1EvaluationsEvaluationIdRerunPostData, RerunEvaluationApiV1EvaluationsEvaluationIdRerunPostErrors, RerunEvaluationApiV1EvaluationsEvaluationIdRerunPostResponses, RescoreEvaluationApiV1EvaluationsEvaluationIdRescorePostData, RescoreEvaluationApiV1EvaluationsEvaluationIdRescorePostErrors, RescoreEvaluationApiV1EvaluationsEvaluationIdRescorePostResponses, RetryEvaluationApiV1EvaluationsEvaluationIdRetryPostData, RetryEvaluationApiV1EvaluationsEvaluationIdRetryPostErrors, RetryEvaluationApiV1EvaluationsEvaluationIdRetryPostResponses, RevokeTokenApiV1TokensTokenIdDeleteData, RevokeTokenApiV1TokensTokenIdDeleteErrors, RevokeTokenApiV1TokensTokenIdDeleteResponses, ShowDatasetApiV1DatasetsDatasetIdGetData, ShowDatasetApiV1DatasetsDatasetIdGetErrors, ShowDatasetApiV1DatasetsDatasetIdGetResponses, ShowEvaluationApiV1EvaluationsEvaluationIdGetData, ShowEvaluationApiV1EvaluationsEvaluationIdGetErrors, ShowEvaluationApiV1EvaluationsEvaluationIdGetResponses, ShowModelApiV1ModelsModelIdGetData, ShowModelApiV1ModelsModelIdGetErrors, ShowModelApiV1ModelsModelIdGetResponses, SsoCallbackApiV1AuthSsoCallbackGetData, SsoLoginApiV1AuthSsoLoginGetData, SsoLoginApiV1AuthSsoLoginGetErrors, SsoStateApiV1AuthSsoGetData, SsoStateApiV1AuthSsoGetResponses, SuggestedComparisonApiV1CompareSuggestedGetData, SuggestedComparisonApiV1CompareSuggestedGetResponses, TestModelApiV1ModelsModelIdTestPostData, TestModelApiV1ModelsModelIdTestPostErrors, TestModelApiV1ModelsModelIdTestPostResponses, TestUnsavedModelApiV1ModelsTestPostData, TestUnsavedModelApiV1ModelsTestPostErrors, TestUnsavedModelApiV1ModelsTestPostResponses, UpdateDatasetApiV1DatasetsDatasetIdPatchData, UpdateDatasetApiV1DatasetsDatasetIdPatchErrors, UpdateDatasetApiV1DatasetsDatasetIdPatchResponses, UpdateEvaluationApiV1EvaluationsEvaluationIdPatchData, UpdateEvaluationApiV1EvaluationsEvaluationIdPatchErrors, UpdateEvaluationApiV1EvaluationsEvaluationIdPatchResponses, UpdateModelApiV1ModelsModelIdPatchData, UpdateModelApiV1ModelsModelIdPatchErrors, UpdateModelApiV1ModelsModelIdPatchResponses, UpdateUserApiV1UsersUserIdPatchData, UpdateUserApiV1UsersUserIdPatchErrors, UpdateUserApiV1UsersUserIdPatchResponses, UploadDatasetApiV1DatasetsPostData, UploadDatasetApiV1DatasetsPostErrors, UploadDatasetApiV1DatasetsPostResponses, UploadRulesApiV1DatasetsUploadRulesGetData, UploadRulesApiV1DatasetsUploadRulesGetResponses, ValidateDatasetApiV1DatasetsValidatePostData, ValidateDatasetApiV1DatasetsValidatePostErrors, ValidateDatasetApiV1DatasetsValidatePostResponses } from './types.gen';
+import type { BuiltinBenchmarksApiV1DatasetsBuiltinBenchmarksGetData, BuiltinBenchmarksApiV1DatasetsBuiltinBenchmarksGetErrors, BuiltinBenchmarksApiV1DatasetsBuiltinBenchmarksGetResponses, BuiltinCatalogueApiV1DatasetsBuiltinGetData, BuiltinCatalogueApiV1DatasetsBuiltinGetErrors, BuiltinCatalogueApiV1DatasetsBuiltinGetResponses, BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetData, BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetErrors, BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetResponses, CancelEvaluationApiV1EvaluationsEvaluationIdCancelPostData, CancelEvaluationApiV1EvaluationsEvaluationIdCancelPostErrors, CancelEvaluationApiV1EvaluationsEvaluationIdCancelPostResponses, ChangePasswordApiV1AuthPasswordPostData, ChangePasswordApiV1AuthPasswordPostErrors, ChangePasswordApiV1AuthPasswordPostResponses, CompareModelsApiV1CompareGetData, CompareModelsApiV1CompareGetErrors, CompareModelsApiV1CompareGetResponses, CreateChannelApiV1NotificationChannelsPostData, CreateChannelApiV1NotificationChannelsPostErrors, CreateChannelApiV1NotificationChannelsPostResponses, CreateEvaluationApiV1EvaluationsPostData, CreateEvaluationApiV1EvaluationsPostErrors, CreateEvaluationApiV1EvaluationsPostResponses, CreateModelApiV1ModelsPostData, CreateModelApiV1ModelsPostErrors, CreateModelApiV1ModelsPostResponses, CreateScheduleApiV1SchedulesPostData, CreateScheduleApiV1SchedulesPostErrors, CreateScheduleApiV1SchedulesPostResponses, CreateTokenApiV1TokensPostData, CreateTokenApiV1TokensPostErrors, CreateTokenApiV1TokensPostResponses, CreateUserApiV1UsersPostData, CreateUserApiV1UsersPostErrors, CreateUserApiV1UsersPostResponses, DataImportProgressApiV1DatasetsPackagesImportIdGetData, DataImportProgressApiV1DatasetsPackagesImportIdGetErrors, DataImportProgressApiV1DatasetsPackagesImportIdGetResponses, DataPackagesStatusApiV1DatasetsPackagesGetData, DataPackagesStatusApiV1DatasetsPackagesGetErrors, DataPackagesStatusApiV1DatasetsPackagesGetResponses, DeleteChannelApiV1NotificationChannelsChannelIdDeleteData, DeleteChannelApiV1NotificationChannelsChannelIdDeleteErrors, DeleteChannelApiV1NotificationChannelsChannelIdDeleteResponses, DeleteDatasetApiV1DatasetsDatasetIdDeleteData, DeleteDatasetApiV1DatasetsDatasetIdDeleteErrors, DeleteDatasetApiV1DatasetsDatasetIdDeleteResponses, DeleteEvaluationApiV1EvaluationsEvaluationIdDeleteData, DeleteEvaluationApiV1EvaluationsEvaluationIdDeleteErrors, DeleteEvaluationApiV1EvaluationsEvaluationIdDeleteResponses, DeleteModelApiV1ModelsModelIdDeleteData, DeleteModelApiV1ModelsModelIdDeleteErrors, DeleteModelApiV1ModelsModelIdDeleteResponses, DeleteScheduleApiV1SchedulesScheduleIdDeleteData, DeleteScheduleApiV1SchedulesScheduleIdDeleteErrors, DeleteScheduleApiV1SchedulesScheduleIdDeleteResponses, EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetData, EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetErrors, EvaluationLogsApiV1EvaluationsEvaluationIdLogsGetResponses, EvaluationResultsApiV1EvaluationsEvaluationIdResultsGetData, EvaluationResultsApiV1EvaluationsEvaluationIdResultsGetErrors, EvaluationResultsApiV1EvaluationsEvaluationIdResultsGetResponses, EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetData, EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetErrors, EvaluationSamplesApiV1EvaluationsEvaluationIdSamplesGetResponses, ExportEvaluationApiV1EvaluationsEvaluationIdExportGetData, ExportEvaluationApiV1EvaluationsEvaluationIdExportGetErrors, ExportEvaluationApiV1EvaluationsEvaluationIdExportGetResponses, ExportPairedSamplesApiV1PairedSamplesExportGetData, ExportPairedSamplesApiV1PairedSamplesExportGetErrors, ExportPairedSamplesApiV1PairedSamplesExportGetResponses, ExportSamplesApiV1EvaluationsEvaluationIdSamplesExportGetData, ExportSamplesApiV1EvaluationsEvaluationIdSamplesExportGetErrors, ExportSamplesApiV1EvaluationsEvaluationIdSamplesExportGetResponses, HealthApiV1HealthGetData, HealthApiV1HealthGetResponses, ImportDataPackageApiV1DatasetsPackagesPostData, ImportDataPackageApiV1DatasetsPackagesPostErrors, ImportDataPackageApiV1DatasetsPackagesPostResponses, ImportDataPackageFromPathApiV1DatasetsPackagesFromPathPostData, ImportDataPackageFromPathApiV1DatasetsPackagesFromPathPostErrors, ImportDataPackageFromPathApiV1DatasetsPackagesFromPathPostResponses, LeaderboardApiV1LeaderboardGetData, LeaderboardApiV1LeaderboardGetErrors, LeaderboardApiV1LeaderboardGetResponses, ListAuditEventsApiV1AuditGetData, ListAuditEventsApiV1AuditGetErrors, ListAuditEventsApiV1AuditGetResponses, ListChannelsApiV1NotificationChannelsGetData, ListChannelsApiV1NotificationChannelsGetResponses, ListDatasetsApiV1DatasetsGetData, ListDatasetsApiV1DatasetsGetErrors, ListDatasetsApiV1DatasetsGetResponses, ListDeliveriesApiV1NotificationDeliveriesGetData, ListDeliveriesApiV1NotificationDeliveriesGetErrors, ListDeliveriesApiV1NotificationDeliveriesGetResponses, ListEvaluationsApiV1EvaluationsGetData, ListEvaluationsApiV1EvaluationsGetErrors, ListEvaluationsApiV1EvaluationsGetResponses, ListModelsApiV1ModelsGetData, ListModelsApiV1ModelsGetErrors, ListModelsApiV1ModelsGetResponses, ListSchedulesApiV1SchedulesGetData, ListSchedulesApiV1SchedulesGetErrors, ListSchedulesApiV1SchedulesGetResponses, ListTokensApiV1TokensGetData, ListTokensApiV1TokensGetResponses, ListUsersApiV1UsersGetData, ListUsersApiV1UsersGetErrors, ListUsersApiV1UsersGetResponses, LoginApiV1AuthLoginPostData, LoginApiV1AuthLoginPostErrors, LoginApiV1AuthLoginPostResponses, LogoutApiV1AuthLogoutPostData, LogoutApiV1AuthLogoutPostResponses, MeApiV1AuthMeGetData, MeApiV1AuthMeGetErrors, MeApiV1AuthMeGetResponses, PairedComparisonApiV1PairedGetData, PairedComparisonApiV1PairedGetErrors, PairedComparisonApiV1PairedGetResponses, PairedSamplesApiV1PairedSamplesGetData, PairedSamplesApiV1PairedSamplesGetErrors, PairedSamplesApiV1PairedSamplesGetResponses, PreviewCronApiV1SchedulesPreviewGetData, PreviewCronApiV1SchedulesPreviewGetErrors, PreviewCronApiV1SchedulesPreviewGetResponses, PreviewDatasetApiV1DatasetsDatasetIdPreviewGetData, PreviewDatasetApiV1DatasetsDatasetIdPreviewGetErrors, PreviewDatasetApiV1DatasetsDatasetIdPreviewGetResponses, ReadMetricsMetricsGetData, ReadMetricsMetricsGetResponses, RegisterApiV1AuthRegisterPostData, RegisterApiV1AuthRegisterPostErrors, RegisterApiV1AuthRegisterPostResponses, RegisterBuiltinApiV1DatasetsBuiltinConfigPostData, RegisterBuiltinApiV1DatasetsBuiltinConfigPostErrors, RegisterBuiltinApiV1DatasetsBuiltinConfigPostResponses, RerunEvaluationApiV1EvaluationsEvaluationIdRerunPostData, RerunEvaluationApiV1EvaluationsEvaluationIdRerunPostErrors, RerunEvaluationApiV1EvaluationsEvaluationIdRerunPostResponses, RescoreEvaluationApiV1EvaluationsEvaluationIdRescorePostData, RescoreEvaluationApiV1EvaluationsEvaluationIdRescorePostErrors, RescoreEvaluationApiV1EvaluationsEvaluationIdRescorePostResponses, RetryEvaluationApiV1EvaluationsEvaluationIdRetryPostData, RetryEvaluationApiV1EvaluationsEvaluationIdRetryPostErrors, RetryEvaluationApiV1EvaluationsEvaluationIdRetryPostResponses, RevokeTokenApiV1TokensTokenIdDeleteData, RevokeTokenApiV1TokensTokenIdDeleteErrors, RevokeTokenApiV1TokensTokenIdDeleteResponses, RunScheduleNowApiV1SchedulesScheduleIdRunNowPostData, RunScheduleNowApiV1SchedulesScheduleIdRunNowPostErrors, RunScheduleNowApiV1SchedulesScheduleIdRunNowPostResponses, SetScheduleBaselineApiV1SchedulesScheduleIdBaselinePutData, SetScheduleBaselineApiV1SchedulesScheduleIdBaselinePutErrors, SetScheduleBaselineApiV1SchedulesScheduleIdBaselinePutResponses, ShowChannelApiV1NotificationChannelsChannelIdGetData, ShowChannelApiV1NotificationChannelsChannelIdGetErrors, ShowChannelApiV1NotificationChannelsChannelIdGetResponses, ShowDatasetApiV1DatasetsDatasetIdGetData, ShowDatasetApiV1DatasetsDatasetIdGetErrors, ShowDatasetApiV1DatasetsDatasetIdGetResponses, ShowEvaluationApiV1EvaluationsEvaluationIdGetData, ShowEvaluationApiV1EvaluationsEvaluationIdGetErrors, ShowEvaluationApiV1EvaluationsEvaluationIdGetResponses, ShowModelApiV1ModelsModelIdGetData, ShowModelApiV1ModelsModelIdGetErrors, ShowModelApiV1ModelsModelIdGetResponses, ShowScheduleApiV1SchedulesScheduleIdGetData, ShowScheduleApiV1SchedulesScheduleIdGetErrors, ShowScheduleApiV1SchedulesScheduleIdGetResponses, SsoCallbackApiV1AuthSsoCallbackGetData, SsoLoginApiV1AuthSsoLoginGetData, SsoLoginApiV1AuthSsoLoginGetErrors, SsoStateApiV1AuthSsoGetData, SsoStateApiV1AuthSsoGetResponses, SuggestedComparisonApiV1CompareSuggestedGetData, SuggestedComparisonApiV1CompareSuggestedGetResponses, TestChannelApiV1NotificationChannelsChannelIdTestPostData, TestChannelApiV1NotificationChannelsChannelIdTestPostErrors, TestChannelApiV1NotificationChannelsChannelIdTestPostResponses, TestModelApiV1ModelsModelIdTestPostData, TestModelApiV1ModelsModelIdTestPostErrors, TestModelApiV1ModelsModelIdTestPostResponses, TestUnsavedModelApiV1ModelsTestPostData, TestUnsavedModelApiV1ModelsTestPostErrors, TestUnsavedModelApiV1ModelsTestPostResponses, UpdateChannelApiV1NotificationChannelsChannelIdPatchData, UpdateChannelApiV1NotificationChannelsChannelIdPatchErrors, UpdateChannelApiV1NotificationChannelsChannelIdPatchResponses, UpdateDatasetApiV1DatasetsDatasetIdPatchData, UpdateDatasetApiV1DatasetsDatasetIdPatchErrors, UpdateDatasetApiV1DatasetsDatasetIdPatchResponses, UpdateEvaluationApiV1EvaluationsEvaluationIdPatchData, UpdateEvaluationApiV1EvaluationsEvaluationIdPatchErrors, UpdateEvaluationApiV1EvaluationsEvaluationIdPatchResponses, UpdateModelApiV1ModelsModelIdPatchData, UpdateModelApiV1ModelsModelIdPatchErrors, UpdateModelApiV1ModelsModelIdPatchResponses, UpdateScheduleApiV1SchedulesScheduleIdPatchData, UpdateScheduleApiV1SchedulesScheduleIdPatchErrors, UpdateScheduleApiV1SchedulesScheduleIdPatchResponses, UpdateUserApiV1UsersUserIdPatchData, UpdateUserApiV1UsersUserIdPatchErrors, UpdateUserApiV1UsersUserIdPatchResponses, UploadDatasetApiV1DatasetsPostData, UploadDatasetApiV1DatasetsPostErrors, UploadDatasetApiV1DatasetsPostResponses, UploadRulesApiV1DatasetsUploadRulesGetData, UploadRulesApiV1DatasetsUploadRulesGetResponses, ValidateDatasetApiV1DatasetsValidatePostData, ValidateDatasetApiV1DatasetsValidatePostErrors, ValidateDatasetApiV1DatasetsValidatePostResponses } from './types.gen';
 
 export type Options<TData extends TDataShape = TDataShape, ThrowOnError extends boolean = boolean, TResponse = unknown> = Options2<TData, ThrowOnError, TResponse> & {
     /**
@@ -149,6 +149,14 @@ export const uploadDatasetApiV1DatasetsPost = <ThrowOnError extends boolean = fa
 export const builtinCatalogueApiV1DatasetsBuiltinGet = <ThrowOnError extends boolean = false>(options?: Options<BuiltinCatalogueApiV1DatasetsBuiltinGetData, ThrowOnError>) => (options?.client ?? client).get<BuiltinCatalogueApiV1DatasetsBuiltinGetResponses, BuiltinCatalogueApiV1DatasetsBuiltinGetErrors, ThrowOnError>({ url: '/api/v1/datasets/builtin', ...options });
 
 /**
+ * Builtin Benchmarks
+ *
+ * The built-in configs grouped by benchmark (config folder), each with whether its data is on this server and,
+ * when it is not, which package to import or which command fetches it. `q` matches benchmark or config names.
+ */
+export const builtinBenchmarksApiV1DatasetsBuiltinBenchmarksGet = <ThrowOnError extends boolean = false>(options?: Options<BuiltinBenchmarksApiV1DatasetsBuiltinBenchmarksGetData, ThrowOnError>) => (options?.client ?? client).get<BuiltinBenchmarksApiV1DatasetsBuiltinBenchmarksGetResponses, BuiltinBenchmarksApiV1DatasetsBuiltinBenchmarksGetErrors, ThrowOnError>({ url: '/api/v1/datasets/builtin/benchmarks', ...options });
+
+/**
  * Register Builtin
  */
 export const registerBuiltinApiV1DatasetsBuiltinConfigPost = <ThrowOnError extends boolean = false>(options: Options<RegisterBuiltinApiV1DatasetsBuiltinConfigPostData, ThrowOnError>) => (options.client ?? client).post<RegisterBuiltinApiV1DatasetsBuiltinConfigPostResponses, RegisterBuiltinApiV1DatasetsBuiltinConfigPostErrors, ThrowOnError>({ url: '/api/v1/datasets/builtin/{config}', ...options });
@@ -160,6 +168,48 @@ export const registerBuiltinApiV1DatasetsBuiltinConfigPost = <ThrowOnError exten
  * sets no max_out_len uses for it, as the opencompass CLI would.
  */
 export const builtinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGet = <ThrowOnError extends boolean = false>(options: Options<BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetData, ThrowOnError>) => (options.client ?? client).get<BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetResponses, BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetErrors, ThrowOnError>({ url: '/api/v1/datasets/builtin/{config}/settings', ...options });
+
+/**
+ * Data Packages Status
+ *
+ * Limits, where data goes, and the latest imports.
+ */
+export const dataPackagesStatusApiV1DatasetsPackagesGet = <ThrowOnError extends boolean = false>(options?: Options<DataPackagesStatusApiV1DatasetsPackagesGetData, ThrowOnError>) => (options?.client ?? client).get<DataPackagesStatusApiV1DatasetsPackagesGetResponses, DataPackagesStatusApiV1DatasetsPackagesGetErrors, ThrowOnError>({ url: '/api/v1/datasets/packages', ...options });
+
+/**
+ * Import Data Package
+ *
+ * Upload an OpenCompass data package (.zip, .tar, .tar.gz: OpenCompassData-core-*.zip, gsm8k.zip...) and import
+ * it in the background: follow it at GET /datasets/packages/{import_id}.
+ */
+export const importDataPackageApiV1DatasetsPackagesPost = <ThrowOnError extends boolean = false>(options: Options<ImportDataPackageApiV1DatasetsPackagesPostData, ThrowOnError>) => (options.client ?? client).post<ImportDataPackageApiV1DatasetsPackagesPostResponses, ImportDataPackageApiV1DatasetsPackagesPostErrors, ThrowOnError>({
+    ...formDataBodySerializer,
+    url: '/api/v1/datasets/packages',
+    ...options,
+    headers: {
+        'Content-Type': null,
+        ...options.headers
+    }
+});
+
+/**
+ * Import Data Package From Path
+ *
+ * Import an archive or folder already on the server, under one of AIEVAL_DATA_IMPORT_ROOTS.
+ */
+export const importDataPackageFromPathApiV1DatasetsPackagesFromPathPost = <ThrowOnError extends boolean = false>(options: Options<ImportDataPackageFromPathApiV1DatasetsPackagesFromPathPostData, ThrowOnError>) => (options.client ?? client).post<ImportDataPackageFromPathApiV1DatasetsPackagesFromPathPostResponses, ImportDataPackageFromPathApiV1DatasetsPackagesFromPathPostErrors, ThrowOnError>({
+    url: '/api/v1/datasets/packages/from-path',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Data Import Progress
+ */
+export const dataImportProgressApiV1DatasetsPackagesImportIdGet = <ThrowOnError extends boolean = false>(options: Options<DataImportProgressApiV1DatasetsPackagesImportIdGetData, ThrowOnError>) => (options.client ?? client).get<DataImportProgressApiV1DatasetsPackagesImportIdGetResponses, DataImportProgressApiV1DatasetsPackagesImportIdGetErrors, ThrowOnError>({ url: '/api/v1/datasets/packages/{import_id}', ...options });
 
 /**
  * Upload Rules
@@ -317,6 +367,9 @@ export const exportSamplesApiV1EvaluationsEvaluationIdSamplesExportGet = <ThrowO
 
 /**
  * Health
+ *
+ * The database answers; the set-up in words; `demo_model`: ready, preparing (the UI says "being prepared"),
+ * unavailable or off (enums.DemoModelState).
  */
 export const healthApiV1HealthGet = <ThrowOnError extends boolean = false>(options?: Options<HealthApiV1HealthGetData, ThrowOnError>) => (options?.client ?? client).get<HealthApiV1HealthGetResponses, unknown, ThrowOnError>({ url: '/api/v1/health', ...options });
 
@@ -392,6 +445,66 @@ export const updateModelApiV1ModelsModelIdPatch = <ThrowOnError extends boolean 
 export const testModelApiV1ModelsModelIdTestPost = <ThrowOnError extends boolean = false>(options: Options<TestModelApiV1ModelsModelIdTestPostData, ThrowOnError>) => (options.client ?? client).post<TestModelApiV1ModelsModelIdTestPostResponses, TestModelApiV1ModelsModelIdTestPostErrors, ThrowOnError>({ url: '/api/v1/models/{model_id}/test', ...options });
 
 /**
+ * List Channels
+ *
+ * Your channels. The URL and secret are never shown: a hint of the URL and whether a secret is set.
+ */
+export const listChannelsApiV1NotificationChannelsGet = <ThrowOnError extends boolean = false>(options?: Options<ListChannelsApiV1NotificationChannelsGetData, ThrowOnError>) => (options?.client ?? client).get<ListChannelsApiV1NotificationChannelsGetResponses, unknown, ThrowOnError>({ url: '/api/v1/notification-channels', ...options });
+
+/**
+ * Create Channel
+ *
+ * A channel told about your evaluations: when one succeeds, fails (or times out) or fails its gate.
+ */
+export const createChannelApiV1NotificationChannelsPost = <ThrowOnError extends boolean = false>(options: Options<CreateChannelApiV1NotificationChannelsPostData, ThrowOnError>) => (options.client ?? client).post<CreateChannelApiV1NotificationChannelsPostResponses, CreateChannelApiV1NotificationChannelsPostErrors, ThrowOnError>({
+    url: '/api/v1/notification-channels',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Delete Channel
+ *
+ * Delete the channel and its delivery log.
+ */
+export const deleteChannelApiV1NotificationChannelsChannelIdDelete = <ThrowOnError extends boolean = false>(options: Options<DeleteChannelApiV1NotificationChannelsChannelIdDeleteData, ThrowOnError>) => (options.client ?? client).delete<DeleteChannelApiV1NotificationChannelsChannelIdDeleteResponses, DeleteChannelApiV1NotificationChannelsChannelIdDeleteErrors, ThrowOnError>({ url: '/api/v1/notification-channels/{channel_id}', ...options });
+
+/**
+ * Show Channel
+ */
+export const showChannelApiV1NotificationChannelsChannelIdGet = <ThrowOnError extends boolean = false>(options: Options<ShowChannelApiV1NotificationChannelsChannelIdGetData, ThrowOnError>) => (options.client ?? client).get<ShowChannelApiV1NotificationChannelsChannelIdGetResponses, ShowChannelApiV1NotificationChannelsChannelIdGetErrors, ThrowOnError>({ url: '/api/v1/notification-channels/{channel_id}', ...options });
+
+/**
+ * Update Channel
+ */
+export const updateChannelApiV1NotificationChannelsChannelIdPatch = <ThrowOnError extends boolean = false>(options: Options<UpdateChannelApiV1NotificationChannelsChannelIdPatchData, ThrowOnError>) => (options.client ?? client).patch<UpdateChannelApiV1NotificationChannelsChannelIdPatchResponses, UpdateChannelApiV1NotificationChannelsChannelIdPatchErrors, ThrowOnError>({
+    url: '/api/v1/notification-channels/{channel_id}',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Test Channel
+ *
+ * Send a test message now and report what the receiver answered (once, no retries).
+ */
+export const testChannelApiV1NotificationChannelsChannelIdTestPost = <ThrowOnError extends boolean = false>(options: Options<TestChannelApiV1NotificationChannelsChannelIdTestPostData, ThrowOnError>) => (options.client ?? client).post<TestChannelApiV1NotificationChannelsChannelIdTestPostResponses, TestChannelApiV1NotificationChannelsChannelIdTestPostErrors, ThrowOnError>({ url: '/api/v1/notification-channels/{channel_id}/test', ...options });
+
+/**
+ * List Deliveries
+ *
+ * The newest notifications sent to your channels (one channel's with `channel_id`): whether each arrived,
+ * after how many attempts, and the last error.
+ */
+export const listDeliveriesApiV1NotificationDeliveriesGet = <ThrowOnError extends boolean = false>(options?: Options<ListDeliveriesApiV1NotificationDeliveriesGetData, ThrowOnError>) => (options?.client ?? client).get<ListDeliveriesApiV1NotificationDeliveriesGetResponses, ListDeliveriesApiV1NotificationDeliveriesGetErrors, ThrowOnError>({ url: '/api/v1/notification-deliveries', ...options });
+
+/**
  * Paired Comparison
  *
  * Evaluation A against evaluation B on the samples both answered, per dataset: the accuracy difference with its
@@ -419,6 +532,80 @@ export const pairedSamplesApiV1PairedSamplesGet = <ThrowOnError extends boolean 
  * and tokens (columns a_… and b_…).
  */
 export const exportPairedSamplesApiV1PairedSamplesExportGet = <ThrowOnError extends boolean = false>(options: Options<ExportPairedSamplesApiV1PairedSamplesExportGetData, ThrowOnError>) => (options.client ?? client).get<ExportPairedSamplesApiV1PairedSamplesExportGetResponses, ExportPairedSamplesApiV1PairedSamplesExportGetErrors, ThrowOnError>({ url: '/api/v1/paired/samples/export', ...options });
+
+/**
+ * List Schedules
+ *
+ * The schedules the caller may read ("all") or owns ("mine"), by name.
+ */
+export const listSchedulesApiV1SchedulesGet = <ThrowOnError extends boolean = false>(options?: Options<ListSchedulesApiV1SchedulesGetData, ThrowOnError>) => (options?.client ?? client).get<ListSchedulesApiV1SchedulesGetResponses, ListSchedulesApiV1SchedulesGetErrors, ThrowOnError>({ url: '/api/v1/schedules', ...options });
+
+/**
+ * Create Schedule
+ */
+export const createScheduleApiV1SchedulesPost = <ThrowOnError extends boolean = false>(options: Options<CreateScheduleApiV1SchedulesPostData, ThrowOnError>) => (options.client ?? client).post<CreateScheduleApiV1SchedulesPostResponses, CreateScheduleApiV1SchedulesPostErrors, ThrowOnError>({
+    url: '/api/v1/schedules',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Preview Cron
+ *
+ * The next times a cron expression runs in a time zone (what the schedule form shows while one is typed);
+ * 422 with the rule when it is not one the schedules accept.
+ */
+export const previewCronApiV1SchedulesPreviewGet = <ThrowOnError extends boolean = false>(options: Options<PreviewCronApiV1SchedulesPreviewGetData, ThrowOnError>) => (options.client ?? client).get<PreviewCronApiV1SchedulesPreviewGetResponses, PreviewCronApiV1SchedulesPreviewGetErrors, ThrowOnError>({ url: '/api/v1/schedules/preview', ...options });
+
+/**
+ * Delete Schedule
+ *
+ * Its runs stay, as ordinary evaluations.
+ */
+export const deleteScheduleApiV1SchedulesScheduleIdDelete = <ThrowOnError extends boolean = false>(options: Options<DeleteScheduleApiV1SchedulesScheduleIdDeleteData, ThrowOnError>) => (options.client ?? client).delete<DeleteScheduleApiV1SchedulesScheduleIdDeleteResponses, DeleteScheduleApiV1SchedulesScheduleIdDeleteErrors, ThrowOnError>({ url: '/api/v1/schedules/{schedule_id}', ...options });
+
+/**
+ * Show Schedule
+ */
+export const showScheduleApiV1SchedulesScheduleIdGet = <ThrowOnError extends boolean = false>(options: Options<ShowScheduleApiV1SchedulesScheduleIdGetData, ThrowOnError>) => (options.client ?? client).get<ShowScheduleApiV1SchedulesScheduleIdGetResponses, ShowScheduleApiV1SchedulesScheduleIdGetErrors, ThrowOnError>({ url: '/api/v1/schedules/{schedule_id}', ...options });
+
+/**
+ * Update Schedule
+ *
+ * Change anything of it (its owner and administrators); the next tick uses the new settings.
+ */
+export const updateScheduleApiV1SchedulesScheduleIdPatch = <ThrowOnError extends boolean = false>(options: Options<UpdateScheduleApiV1SchedulesScheduleIdPatchData, ThrowOnError>) => (options.client ?? client).patch<UpdateScheduleApiV1SchedulesScheduleIdPatchResponses, UpdateScheduleApiV1SchedulesScheduleIdPatchErrors, ThrowOnError>({
+    url: '/api/v1/schedules/{schedule_id}',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Set Schedule Baseline
+ *
+ * The evaluation each run is compared with (no_significant_drop); null removes it.
+ */
+export const setScheduleBaselineApiV1SchedulesScheduleIdBaselinePut = <ThrowOnError extends boolean = false>(options: Options<SetScheduleBaselineApiV1SchedulesScheduleIdBaselinePutData, ThrowOnError>) => (options.client ?? client).put<SetScheduleBaselineApiV1SchedulesScheduleIdBaselinePutResponses, SetScheduleBaselineApiV1SchedulesScheduleIdBaselinePutErrors, ThrowOnError>({
+    url: '/api/v1/schedules/{schedule_id}/baseline',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Run Schedule Now
+ *
+ * One run now, owned by the schedule's owner, outside its cron (its next time stays).
+ */
+export const runScheduleNowApiV1SchedulesScheduleIdRunNowPost = <ThrowOnError extends boolean = false>(options: Options<RunScheduleNowApiV1SchedulesScheduleIdRunNowPostData, ThrowOnError>) => (options.client ?? client).post<RunScheduleNowApiV1SchedulesScheduleIdRunNowPostResponses, RunScheduleNowApiV1SchedulesScheduleIdRunNowPostErrors, ThrowOnError>({ url: '/api/v1/schedules/{schedule_id}/run-now', ...options });
 
 /**
  * List Tokens

@@ -65,7 +65,7 @@ export type AuditEventRead = {
 /**
  * AuditTarget
  */
-export type AuditTarget = 'model' | 'dataset' | 'evaluation' | 'user' | 'token' | 'session';
+export type AuditTarget = 'model' | 'dataset' | 'evaluation' | 'user' | 'token' | 'session' | 'schedule' | 'data_package' | 'notification_channel';
 
 /**
  * AuthState
@@ -82,6 +82,66 @@ export type AuthState = {
      */
     csrf_token: string | null;
     user: CallerRead;
+};
+
+/**
+ * BenchmarkDataStatus
+ *
+ * Whether a built-in benchmark's data is on this server: for all its configs, some of them, or none.
+ */
+export type BenchmarkDataStatus = 'ready' | 'partial' | 'missing';
+
+/**
+ * BenchmarkRead
+ *
+ * A built-in benchmark: the configs of one folder of OpenCompass' configs/datasets.
+ */
+export type BenchmarkRead = {
+    /**
+     * Configs
+     */
+    configs: Array<BuiltinConfigReadiness>;
+    /**
+     * Fetch Command
+     *
+     * the command that downloads them where the server may download
+     */
+    fetch_command: string | null;
+    /**
+     * How To Get
+     *
+     * what to import or run, in words; empty when ready
+     */
+    how_to_get: string;
+    /**
+     * Name
+     */
+    name: string;
+    /**
+     * Packages
+     *
+     * the archives that bring the missing data
+     */
+    packages: Array<DataPackageRead>;
+    /**
+     * Ready Configs
+     */
+    ready_configs: number;
+    status: BenchmarkDataStatus;
+    /**
+     * Total Configs
+     */
+    total_configs: number;
+};
+
+/**
+ * Body_import_data_package_api_v1_datasets_packages_post
+ */
+export type BodyImportDataPackageApiV1DatasetsPackagesPost = {
+    /**
+     * File
+     */
+    file: Blob | File;
 };
 
 /**
@@ -136,6 +196,32 @@ export type BodyValidateDatasetApiV1DatasetsValidatePost = {
      */
     scorer?: string;
     visibility?: Visibility | null;
+};
+
+/**
+ * BuiltinConfigReadiness
+ */
+export type BuiltinConfigReadiness = {
+    /**
+     * Missing
+     *
+     * data files or folders this server lacks
+     */
+    missing: Array<string>;
+    /**
+     * Name
+     *
+     * the name to use in an evaluation (folder/name when the file name is ambiguous)
+     */
+    name: string;
+    /**
+     * Ready
+     */
+    ready: boolean;
+    /**
+     * Registered Id
+     */
+    registered_id?: number | null;
 };
 
 /**
@@ -253,6 +339,160 @@ export type CallerRead = {
      * Username
      */
     username: string;
+};
+
+/**
+ * ChannelCreate
+ */
+export type ChannelCreate = {
+    /**
+     * Enabled
+     */
+    enabled?: boolean;
+    /**
+     * Events
+     *
+     * what to be told about: evaluation_succeeded, evaluation_failed (failed or timed out), gate_failed (a run's gate against its baseline)
+     */
+    events?: Array<NotificationEvent>;
+    /**
+     * webhook (generic JSON, HMAC-signed), feishu (Feishu/Lark), dingtalk, wecom or slack
+     */
+    kind: NotificationKind;
+    /**
+     * Name
+     *
+     * e.g. 'team chat' or 'CI webhook'
+     */
+    name: string;
+    /**
+     * Secret
+     *
+     * signing secret (webhook, feishu, dingtalk); stored encrypted, never returned
+     */
+    secret?: null;
+    /**
+     * Url
+     *
+     * the receiver's address (a chat robot's webhook URL); stored encrypted, shown only as a hint
+     */
+    url: string;
+};
+
+/**
+ * ChannelRead
+ */
+export type ChannelRead = {
+    /**
+     * Created At
+     */
+    created_at: string;
+    /**
+     * Enabled
+     */
+    enabled: boolean;
+    /**
+     * Events
+     */
+    events: Array<NotificationEvent>;
+    /**
+     * Id
+     */
+    id: number;
+    kind: NotificationKind;
+    /**
+     * Name
+     */
+    name: string;
+    /**
+     * Secret Set
+     *
+     * a signing secret is stored (it is never shown)
+     */
+    secret_set: boolean;
+    /**
+     * Updated At
+     */
+    updated_at: string;
+    /**
+     * Url Hint
+     *
+     * scheme, host and the URL's last characters; the URL itself is never shown
+     */
+    url_hint: string;
+};
+
+/**
+ * ChannelTestResult
+ *
+ * What the receiver answered to one test message (sent once, not retried; also in the delivery log).
+ */
+export type ChannelTestResult = {
+    /**
+     * Delivery Id
+     */
+    delivery_id: number;
+    /**
+     * Error
+     */
+    error: string | null;
+    /**
+     * Latency Ms
+     */
+    latency_ms: number | null;
+    /**
+     * Ok
+     */
+    ok: boolean;
+    /**
+     * Response
+     *
+     * the start of the receiver's answer
+     */
+    response: string | null;
+    /**
+     * Status Code
+     *
+     * the receiver's HTTP status; null when it could not be reached
+     */
+    status_code: number | null;
+};
+
+/**
+ * ChannelUpdate
+ *
+ * Only the fields sent change. The URL and secret are never shown: send them again to change them.
+ */
+export type ChannelUpdate = {
+    /**
+     * Clear Secret
+     *
+     * remove the stored secret (messages are sent unsigned)
+     */
+    clear_secret?: boolean;
+    /**
+     * Enabled
+     */
+    enabled?: boolean | null;
+    /**
+     * Events
+     *
+     * what to be told about: evaluation_succeeded, evaluation_failed (failed or timed out), gate_failed (a run's gate against its baseline)
+     */
+    events?: Array<NotificationEvent> | null;
+    kind?: NotificationKind | null;
+    /**
+     * Name
+     */
+    name?: string | null;
+    /**
+     * Secret
+     */
+    secret?: null;
+    /**
+     * Url
+     */
+    url?: string | null;
 };
 
 /**
@@ -394,6 +634,198 @@ export type CompareTable = {
      * bootstrap resamples behind rank_intervals
      */
     rank_resamples?: number | null;
+};
+
+/**
+ * CronPreview
+ */
+export type CronPreview = {
+    /**
+     * Cron
+     */
+    cron: string;
+    /**
+     * Next Runs
+     */
+    next_runs: Array<string>;
+    /**
+     * Timezone
+     */
+    timezone: string;
+};
+
+/**
+ * DataImportFromPath
+ */
+export type DataImportFromPath = {
+    /**
+     * Path
+     *
+     * an archive or folder under one of the import roots
+     */
+    path: string;
+};
+
+/**
+ * DataImportRead
+ */
+export type DataImportRead = {
+    /**
+     * Done Bytes
+     */
+    done_bytes: number;
+    /**
+     * Error
+     */
+    error: string | null;
+    /**
+     * Finished At
+     */
+    finished_at: string | null;
+    /**
+     * Id
+     */
+    id: string;
+    report: DataImportReport | null;
+    /**
+     * Requested By
+     */
+    requested_by: string;
+    /**
+     * Source
+     *
+     * the archive's or folder's name
+     */
+    source: string;
+    /**
+     * Stage
+     *
+     * verifying, unpacking or installing while running
+     */
+    stage: string | null;
+    /**
+     * Started At
+     */
+    started_at: string;
+    state: DataImportState;
+    /**
+     * Total Bytes
+     *
+     * 0 while unknown (a tar's size is known at its end)
+     */
+    total_bytes: number;
+};
+
+/**
+ * DataImportReport
+ */
+export type DataImportReport = {
+    /**
+     * Became Ready
+     *
+     * configs whose data is now complete
+     */
+    became_ready: Array<string>;
+    /**
+     * Benchmarks Ready
+     *
+     * benchmarks with a config that became ready
+     */
+    benchmarks_ready: Array<string>;
+    /**
+     * Bytes
+     */
+    bytes: number;
+    /**
+     * Checksum
+     *
+     * what was checked, in words
+     */
+    checksum: string;
+    /**
+     * Files
+     */
+    files: number;
+    /**
+     * Installed
+     *
+     * dataset folders now under the data root's data/
+     */
+    installed: Array<string>;
+    /**
+     * Md5
+     */
+    md5: string | null;
+    /**
+     * Replaced
+     */
+    replaced: Array<string>;
+};
+
+/**
+ * DataImportState
+ *
+ * Where an import of an OpenCompass data package is (services/data_packages.py): waiting for the API process's
+ * import thread, unpacking, done, or failed (the record says why; an import whose process stopped is failed).
+ */
+export type DataImportState = 'queued' | 'running' | 'succeeded' | 'failed';
+
+/**
+ * DataPackageRead
+ *
+ * An archive of OpenCompass' download table (its utils/datasets_info.py DATASETS_URL).
+ */
+export type DataPackageRead = {
+    /**
+     * Archive Name
+     *
+     * e.g. gsm8k.zip: the file to import
+     */
+    archive_name: string;
+    /**
+     * Md5
+     */
+    md5?: string | null;
+    /**
+     * Url
+     *
+     * where OpenCompass publishes it
+     */
+    url: string;
+};
+
+/**
+ * DataPackagesStatus
+ *
+ * What administrators need for importing: the limits, where data goes, and the latest imports.
+ */
+export type DataPackagesStatus = {
+    /**
+     * Data Root
+     *
+     * COMPASS_DATA_CACHE: packages land in its data/ folder
+     */
+    data_root: string;
+    /**
+     * Extensions
+     */
+    extensions: Array<string>;
+    /**
+     * Import Roots
+     *
+     * server folders importable by path; empty: importing by path is off
+     */
+    import_roots: Array<string>;
+    /**
+     * Imports
+     */
+    imports: Array<DataImportRead>;
+    /**
+     * Max Bytes
+     *
+     * the largest package upload accepted (413 above it)
+     */
+    max_bytes: number;
 };
 
 /**
@@ -626,6 +1058,78 @@ export type DatasetValidation = {
 };
 
 /**
+ * DeliveryRead
+ *
+ * One notification sent (or being sent) to a channel.
+ */
+export type DeliveryRead = {
+    /**
+     * Attempts
+     */
+    attempts: number;
+    /**
+     * Channel Id
+     */
+    channel_id: number;
+    /**
+     * Channel Name
+     */
+    channel_name: string;
+    /**
+     * Created At
+     */
+    created_at: string;
+    /**
+     * Evaluation Id
+     *
+     * null for a test message
+     */
+    evaluation_id: number | null;
+    /**
+     * Evaluation Name
+     */
+    evaluation_name: string | null;
+    event: NotificationEvent;
+    /**
+     * Finished At
+     */
+    finished_at: string | null;
+    /**
+     * Id
+     */
+    id: number;
+    /**
+     * Last Attempt At
+     */
+    last_attempt_at: string | null;
+    /**
+     * Last Error
+     */
+    last_error: string | null;
+    /**
+     * Next Attempt At
+     *
+     * when a pending delivery is tried again
+     */
+    next_attempt_at: string | null;
+    /**
+     * Response Status
+     *
+     * the receiver's last HTTP status
+     */
+    response_status: number | null;
+    status: DeliveryStatus;
+};
+
+/**
+ * DeliveryStatus
+ *
+ * Where one notification is: waiting for its next attempt (pending), received (delivered), or given up
+ * (failed: the receiver refused it, or every attempt failed).
+ */
+export type DeliveryStatus = 'pending' | 'delivered' | 'failed';
+
+/**
  * EvaluationCreate
  */
 export type EvaluationCreate = {
@@ -660,6 +1164,12 @@ export type EvaluationCreate = {
      */
     name?: string;
     params?: EvaluationParams;
+    /**
+     * Schedule Id
+     *
+     * gate this run like a run of that schedule: once it succeeds it is compared with the schedule's baseline and checked against its gate rules (`aieval submit --schedule`); the schedule must be readable. Not allowed in a schedule's own request
+     */
+    schedule_id?: number | null;
     /**
      * Scorer
      *
@@ -735,6 +1245,14 @@ export type EvaluationDetail = {
      */
     fraction: number | null;
     /**
+     * its gate's result, rule by rule (schedule runs)
+     */
+    gate?: GateResult | null;
+    /**
+     * its gate's verdict once it succeeded; null: no gate, or not checked yet
+     */
+    gate_status?: GateStatus | null;
+    /**
      * Headline
      *
      * per model, its headline score once scores are stored; empty before
@@ -808,6 +1326,12 @@ export type EvaluationDetail = {
      * Revision
      */
     revision: number;
+    /**
+     * Schedule Id
+     *
+     * the schedule this run belongs to (its gate applies)
+     */
+    schedule_id?: number | null;
     /**
      * Scorer
      *
@@ -966,6 +1490,10 @@ export type EvaluationSummary = {
      */
     fraction: number | null;
     /**
+     * its gate's verdict once it succeeded; null: no gate, or not checked yet
+     */
+    gate_status?: GateStatus | null;
+    /**
      * Headline
      *
      * per model, its headline score once scores are stored; empty before
@@ -998,6 +1526,12 @@ export type EvaluationSummary = {
      */
     revision: number;
     /**
+     * Schedule Id
+     *
+     * the schedule this run belongs to (its gate applies)
+     */
+    schedule_id?: number | null;
+    /**
      * Stage
      */
     stage: string | null;
@@ -1025,6 +1559,65 @@ export type EvaluationUpdate = {
     name?: string | null;
     visibility?: Visibility | null;
 };
+
+/**
+ * GateResult
+ *
+ * A scheduled run's gate (services/gates.py): its rules checked once it succeeded.
+ */
+export type GateResult = {
+    /**
+     * Baseline Evaluation Id
+     *
+     * what no_significant_drop compared with (null: none set)
+     */
+    baseline_evaluation_id: number | null;
+    /**
+     * Checked At
+     */
+    checked_at: string;
+    /**
+     * Rules
+     */
+    rules: Array<GateRuleResult>;
+    /**
+     * Schedule Id
+     */
+    schedule_id: number | null;
+    /**
+     * failed when any rule failed; passed when one passed and none failed
+     */
+    status: GateStatus;
+};
+
+/**
+ * GateRuleResult
+ */
+export type GateRuleResult = {
+    /**
+     * Reasons
+     *
+     * why it passed, failed or could not be checked, one sentence each
+     */
+    reasons: Array<string>;
+    /**
+     * Rule
+     *
+     * the rule as the schedule states it (kind and its settings)
+     */
+    rule: {
+        [key: string]: unknown;
+    };
+    status: GateStatus;
+};
+
+/**
+ * GateStatus
+ *
+ * A scheduled run's gate (services/gates.py): every rule held (passed), one did not (failed), or no rule could be
+ * checked (not_applicable: no baseline yet, nothing comparable). `aieval submit` exits 4 on failed.
+ */
+export type GateStatus = 'passed' | 'failed' | 'not_applicable';
 
 /**
  * HTTPValidationError
@@ -1129,6 +1722,31 @@ export type LoginRequest = {
      * Username
      */
     username: string;
+};
+
+/**
+ * MinScore
+ *
+ * The score on `dataset` (its name or OpenCompass abbreviation) is at least `threshold` for every model; `metric`:
+ * which of its metrics (default: the one compare uses, accuracy first).
+ */
+export type MinScore = {
+    /**
+     * Dataset
+     */
+    dataset: string;
+    /**
+     * Kind
+     */
+    kind: 'min_score';
+    /**
+     * Metric
+     */
+    metric?: string | null;
+    /**
+     * Threshold
+     */
+    threshold: number;
 };
 
 /**
@@ -1316,6 +1934,38 @@ export type ModelUpdate = {
 };
 
 /**
+ * NoSignificantDrop
+ *
+ * No dataset is significantly worse than in the baseline: the paired test (McNemar's on verdicts, a sign-flip
+ * test on per-sample scores), Holm-corrected across datasets, at level `alpha`.
+ */
+export type NoSignificantDrop = {
+    /**
+     * Alpha
+     */
+    alpha?: number;
+    /**
+     * Kind
+     */
+    kind: 'no_significant_drop';
+};
+
+/**
+ * NotificationEvent
+ *
+ * What a channel may be told about (services/notifications.notify).
+ */
+export type NotificationEvent = 'evaluation_succeeded' | 'evaluation_failed' | 'gate_failed' | 'test';
+
+/**
+ * NotificationKind
+ *
+ * Where a notification channel sends (services/notification_formats.py): a generic JSON webhook (HMAC-signed
+ * when it has a secret), or the incoming-webhook robots of the chat tools teams use.
+ */
+export type NotificationKind = 'webhook' | 'feishu' | 'dingtalk' | 'wecom' | 'slack';
+
+/**
  * OwnerRead
  */
 export type OwnerRead = {
@@ -1341,6 +1991,28 @@ export type PageAuditEventRead = {
      * Items
      */
     items: Array<AuditEventRead>;
+    /**
+     * Page
+     */
+    page: number;
+    /**
+     * Page Size
+     */
+    page_size: number;
+    /**
+     * Total
+     */
+    total: number;
+};
+
+/**
+ * Page[BenchmarkRead]
+ */
+export type PageBenchmarkRead = {
+    /**
+     * Items
+     */
+    items: Array<BenchmarkRead>;
     /**
      * Page
      */
@@ -1850,6 +2522,190 @@ export type SampleRead = {
 };
 
 /**
+ * ScheduleBaseline
+ */
+export type ScheduleBaseline = {
+    /**
+     * Evaluation Id
+     *
+     * a succeeded evaluation the caller may read; null: no baseline
+     */
+    evaluation_id: number | null;
+};
+
+/**
+ * ScheduleCreate
+ */
+export type ScheduleCreate = {
+    /**
+     * Cron
+     *
+     * five fields (minute hour day-of-month month day-of-week, e.g. "0 2 * * *": 02:00 every day) or @hourly, @daily, @weekly, @monthly, @yearly
+     */
+    cron: string;
+    /**
+     * Enabled
+     */
+    enabled?: boolean;
+    /**
+     * Gate Rules
+     *
+     * checked on every run once it succeeds
+     */
+    gate_rules?: Array<({
+        kind: 'no_significant_drop';
+    } & NoSignificantDrop) | ({
+        kind: 'min_score';
+    } & MinScore)>;
+    /**
+     * Name
+     */
+    name: string;
+    /**
+     * what each run submits: the body of POST /evaluations
+     */
+    request: EvaluationCreate;
+    /**
+     * Timezone
+     *
+     * the IANA time zone the cron expression is read in, e.g. Asia/Shanghai
+     */
+    timezone?: string;
+    /**
+     * private: its owner and administrators; shared: every signed-in user. Default: the server's AIEVAL_DEFAULT_VISIBILITY
+     */
+    visibility?: Visibility | null;
+};
+
+/**
+ * ScheduleRead
+ */
+export type ScheduleRead = {
+    /**
+     * Baseline Evaluation Id
+     */
+    baseline_evaluation_id: number | null;
+    /**
+     * Can Change
+     *
+     * the caller may edit, delete, cancel or retry it
+     */
+    can_change: boolean;
+    /**
+     * Created At
+     */
+    created_at: string;
+    /**
+     * Cron
+     */
+    cron: string;
+    /**
+     * Enabled
+     */
+    enabled: boolean;
+    /**
+     * Gate Rules
+     */
+    gate_rules: Array<({
+        kind: 'no_significant_drop';
+    } & NoSignificantDrop) | ({
+        kind: 'min_score';
+    } & MinScore)>;
+    /**
+     * Id
+     */
+    id: number;
+    /**
+     * Last Error
+     *
+     * why the last run could not be submitted (null: it was)
+     */
+    last_error: string | null;
+    /**
+     * Last Evaluation Id
+     */
+    last_evaluation_id: number | null;
+    /**
+     * Last Evaluation Status
+     *
+     * null when it never ran or was deleted
+     */
+    last_evaluation_status?: string | null;
+    last_gate_status?: GateStatus | null;
+    /**
+     * Last Run At
+     */
+    last_run_at: string | null;
+    /**
+     * Name
+     */
+    name: string;
+    /**
+     * Next Run At
+     *
+     * null while disabled
+     */
+    next_run_at: string | null;
+    /**
+     * Next Runs
+     *
+     * the next few times it runs (empty while disabled)
+     */
+    next_runs: Array<string>;
+    /**
+     * null: belongs to the installation (administrators manage it)
+     */
+    owner: OwnerRead | null;
+    /**
+     * Request
+     */
+    request: {
+        [key: string]: unknown;
+    };
+    /**
+     * Timezone
+     */
+    timezone: string;
+    /**
+     * Updated At
+     */
+    updated_at: string;
+    visibility: Visibility;
+};
+
+/**
+ * ScheduleUpdate
+ */
+export type ScheduleUpdate = {
+    /**
+     * Cron
+     */
+    cron?: string | null;
+    /**
+     * Enabled
+     */
+    enabled?: boolean | null;
+    /**
+     * Gate Rules
+     */
+    gate_rules?: Array<({
+        kind: 'no_significant_drop';
+    } & NoSignificantDrop) | ({
+        kind: 'min_score';
+    } & MinScore)> | null;
+    /**
+     * Name
+     */
+    name?: string | null;
+    request?: EvaluationCreate | null;
+    /**
+     * Timezone
+     */
+    timezone?: string | null;
+    visibility?: Visibility | null;
+};
+
+/**
  * ScoreRead
  */
 export type ScoreRead = {
@@ -2324,6 +3180,81 @@ export type ValidationError = {
 export type Visibility = 'private' | 'shared';
 
 /**
+ * ChannelCreate
+ */
+export type ChannelCreateWritable = {
+    /**
+     * Enabled
+     */
+    enabled?: boolean;
+    /**
+     * Events
+     *
+     * what to be told about: evaluation_succeeded, evaluation_failed (failed or timed out), gate_failed (a run's gate against its baseline)
+     */
+    events?: Array<NotificationEvent>;
+    /**
+     * webhook (generic JSON, HMAC-signed), feishu (Feishu/Lark), dingtalk, wecom or slack
+     */
+    kind: NotificationKind;
+    /**
+     * Name
+     *
+     * e.g. 'team chat' or 'CI webhook'
+     */
+    name: string;
+    /**
+     * Secret
+     *
+     * signing secret (webhook, feishu, dingtalk); stored encrypted, never returned
+     */
+    secret?: string | null;
+    /**
+     * Url
+     *
+     * the receiver's address (a chat robot's webhook URL); stored encrypted, shown only as a hint
+     */
+    url: string;
+};
+
+/**
+ * ChannelUpdate
+ *
+ * Only the fields sent change. The URL and secret are never shown: send them again to change them.
+ */
+export type ChannelUpdateWritable = {
+    /**
+     * Clear Secret
+     *
+     * remove the stored secret (messages are sent unsigned)
+     */
+    clear_secret?: boolean;
+    /**
+     * Enabled
+     */
+    enabled?: boolean | null;
+    /**
+     * Events
+     *
+     * what to be told about: evaluation_succeeded, evaluation_failed (failed or timed out), gate_failed (a run's gate against its baseline)
+     */
+    events?: Array<NotificationEvent> | null;
+    kind?: NotificationKind | null;
+    /**
+     * Name
+     */
+    name?: string | null;
+    /**
+     * Secret
+     */
+    secret?: string | null;
+    /**
+     * Url
+     */
+    url?: string | null;
+};
+
+/**
  * EvaluationDetail
  */
 export type EvaluationDetailWritable = {
@@ -2367,6 +3298,14 @@ export type EvaluationDetailWritable = {
      * Fraction
      */
     fraction: number | null;
+    /**
+     * its gate's result, rule by rule (schedule runs)
+     */
+    gate?: GateResult | null;
+    /**
+     * its gate's verdict once it succeeded; null: no gate, or not checked yet
+     */
+    gate_status?: GateStatus | null;
     /**
      * Headline
      *
@@ -2442,6 +3381,12 @@ export type EvaluationDetailWritable = {
      */
     revision: number;
     /**
+     * Schedule Id
+     *
+     * the schedule this run belongs to (its gate applies)
+     */
+    schedule_id?: number | null;
+    /**
      * Scorer
      *
      * the scorer of its uploaded question-answer datasets instead of each dataset's own; null: theirs
@@ -2502,6 +3447,10 @@ export type EvaluationSummaryWritable = {
      */
     fraction: number | null;
     /**
+     * its gate's verdict once it succeeded; null: no gate, or not checked yet
+     */
+    gate_status?: GateStatus | null;
+    /**
      * Headline
      *
      * per model, its headline score once scores are stored; empty before
@@ -2533,6 +3482,12 @@ export type EvaluationSummaryWritable = {
      * Revision
      */
     revision: number;
+    /**
+     * Schedule Id
+     *
+     * the schedule this run belongs to (its gate applies)
+     */
+    schedule_id?: number | null;
     /**
      * Stage
      */
@@ -3091,6 +4046,48 @@ export type BuiltinCatalogueApiV1DatasetsBuiltinGetResponses = {
 
 export type BuiltinCatalogueApiV1DatasetsBuiltinGetResponse = BuiltinCatalogueApiV1DatasetsBuiltinGetResponses[keyof BuiltinCatalogueApiV1DatasetsBuiltinGetResponses];
 
+export type BuiltinBenchmarksApiV1DatasetsBuiltinBenchmarksGetData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * Q
+         */
+        q?: string | null;
+        /**
+         * Status
+         */
+        status?: BenchmarkDataStatus | null;
+        /**
+         * Page
+         */
+        page?: number;
+        /**
+         * Page Size
+         */
+        page_size?: number;
+    };
+    url: '/api/v1/datasets/builtin/benchmarks';
+};
+
+export type BuiltinBenchmarksApiV1DatasetsBuiltinBenchmarksGetErrors = {
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type BuiltinBenchmarksApiV1DatasetsBuiltinBenchmarksGetError = BuiltinBenchmarksApiV1DatasetsBuiltinBenchmarksGetErrors[keyof BuiltinBenchmarksApiV1DatasetsBuiltinBenchmarksGetErrors];
+
+export type BuiltinBenchmarksApiV1DatasetsBuiltinBenchmarksGetResponses = {
+    /**
+     * Successful Response
+     */
+    200: PageBenchmarkRead;
+};
+
+export type BuiltinBenchmarksApiV1DatasetsBuiltinBenchmarksGetResponse = BuiltinBenchmarksApiV1DatasetsBuiltinBenchmarksGetResponses[keyof BuiltinBenchmarksApiV1DatasetsBuiltinBenchmarksGetResponses];
+
 export type RegisterBuiltinApiV1DatasetsBuiltinConfigPostData = {
     body?: never;
     path: {
@@ -3150,6 +4147,125 @@ export type BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetRespon
 };
 
 export type BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetResponse = BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetResponses[keyof BuiltinGenerationSettingsApiV1DatasetsBuiltinConfigSettingsGetResponses];
+
+export type DataPackagesStatusApiV1DatasetsPackagesGetData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/v1/datasets/packages';
+};
+
+export type DataPackagesStatusApiV1DatasetsPackagesGetErrors = {
+    /**
+     * administrators only
+     */
+    403: unknown;
+};
+
+export type DataPackagesStatusApiV1DatasetsPackagesGetResponses = {
+    /**
+     * Successful Response
+     */
+    200: DataPackagesStatus;
+};
+
+export type DataPackagesStatusApiV1DatasetsPackagesGetResponse = DataPackagesStatusApiV1DatasetsPackagesGetResponses[keyof DataPackagesStatusApiV1DatasetsPackagesGetResponses];
+
+export type ImportDataPackageApiV1DatasetsPackagesPostData = {
+    body: BodyImportDataPackageApiV1DatasetsPackagesPost;
+    path?: never;
+    query?: never;
+    url: '/api/v1/datasets/packages';
+};
+
+export type ImportDataPackageApiV1DatasetsPackagesPostErrors = {
+    /**
+     * administrators only
+     */
+    403: unknown;
+    /**
+     * the file is larger than max_data_package_bytes
+     */
+    413: unknown;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type ImportDataPackageApiV1DatasetsPackagesPostError = ImportDataPackageApiV1DatasetsPackagesPostErrors[keyof ImportDataPackageApiV1DatasetsPackagesPostErrors];
+
+export type ImportDataPackageApiV1DatasetsPackagesPostResponses = {
+    /**
+     * Successful Response
+     */
+    202: DataImportRead;
+};
+
+export type ImportDataPackageApiV1DatasetsPackagesPostResponse = ImportDataPackageApiV1DatasetsPackagesPostResponses[keyof ImportDataPackageApiV1DatasetsPackagesPostResponses];
+
+export type ImportDataPackageFromPathApiV1DatasetsPackagesFromPathPostData = {
+    body: DataImportFromPath;
+    path?: never;
+    query?: never;
+    url: '/api/v1/datasets/packages/from-path';
+};
+
+export type ImportDataPackageFromPathApiV1DatasetsPackagesFromPathPostErrors = {
+    /**
+     * administrators only
+     */
+    403: unknown;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type ImportDataPackageFromPathApiV1DatasetsPackagesFromPathPostError = ImportDataPackageFromPathApiV1DatasetsPackagesFromPathPostErrors[keyof ImportDataPackageFromPathApiV1DatasetsPackagesFromPathPostErrors];
+
+export type ImportDataPackageFromPathApiV1DatasetsPackagesFromPathPostResponses = {
+    /**
+     * Successful Response
+     */
+    202: DataImportRead;
+};
+
+export type ImportDataPackageFromPathApiV1DatasetsPackagesFromPathPostResponse = ImportDataPackageFromPathApiV1DatasetsPackagesFromPathPostResponses[keyof ImportDataPackageFromPathApiV1DatasetsPackagesFromPathPostResponses];
+
+export type DataImportProgressApiV1DatasetsPackagesImportIdGetData = {
+    body?: never;
+    path: {
+        /**
+         * Import Id
+         */
+        import_id: string;
+    };
+    query?: never;
+    url: '/api/v1/datasets/packages/{import_id}';
+};
+
+export type DataImportProgressApiV1DatasetsPackagesImportIdGetErrors = {
+    /**
+     * administrators only
+     */
+    403: unknown;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type DataImportProgressApiV1DatasetsPackagesImportIdGetError = DataImportProgressApiV1DatasetsPackagesImportIdGetErrors[keyof DataImportProgressApiV1DatasetsPackagesImportIdGetErrors];
+
+export type DataImportProgressApiV1DatasetsPackagesImportIdGetResponses = {
+    /**
+     * Successful Response
+     */
+    200: DataImportRead;
+};
+
+export type DataImportProgressApiV1DatasetsPackagesImportIdGetResponse = DataImportProgressApiV1DatasetsPackagesImportIdGetResponses[keyof DataImportProgressApiV1DatasetsPackagesImportIdGetResponses];
 
 export type UploadRulesApiV1DatasetsUploadRulesGetData = {
     body?: never;
@@ -4078,6 +5194,223 @@ export type TestModelApiV1ModelsModelIdTestPostResponses = {
 
 export type TestModelApiV1ModelsModelIdTestPostResponse = TestModelApiV1ModelsModelIdTestPostResponses[keyof TestModelApiV1ModelsModelIdTestPostResponses];
 
+export type ListChannelsApiV1NotificationChannelsGetData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/v1/notification-channels';
+};
+
+export type ListChannelsApiV1NotificationChannelsGetResponses = {
+    /**
+     * Response List Channels Api V1 Notification Channels Get
+     *
+     * Successful Response
+     */
+    200: Array<ChannelRead>;
+};
+
+export type ListChannelsApiV1NotificationChannelsGetResponse = ListChannelsApiV1NotificationChannelsGetResponses[keyof ListChannelsApiV1NotificationChannelsGetResponses];
+
+export type CreateChannelApiV1NotificationChannelsPostData = {
+    body: ChannelCreateWritable;
+    path?: never;
+    query?: never;
+    url: '/api/v1/notification-channels';
+};
+
+export type CreateChannelApiV1NotificationChannelsPostErrors = {
+    /**
+     * a bad URL, kind, secret or event list
+     */
+    422: unknown;
+};
+
+export type CreateChannelApiV1NotificationChannelsPostResponses = {
+    /**
+     * Successful Response
+     */
+    201: ChannelRead;
+};
+
+export type CreateChannelApiV1NotificationChannelsPostResponse = CreateChannelApiV1NotificationChannelsPostResponses[keyof CreateChannelApiV1NotificationChannelsPostResponses];
+
+export type DeleteChannelApiV1NotificationChannelsChannelIdDeleteData = {
+    body?: never;
+    path: {
+        /**
+         * Channel Id
+         */
+        channel_id: number;
+    };
+    query?: never;
+    url: '/api/v1/notification-channels/{channel_id}';
+};
+
+export type DeleteChannelApiV1NotificationChannelsChannelIdDeleteErrors = {
+    /**
+     * no such channel of yours
+     */
+    404: unknown;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type DeleteChannelApiV1NotificationChannelsChannelIdDeleteError = DeleteChannelApiV1NotificationChannelsChannelIdDeleteErrors[keyof DeleteChannelApiV1NotificationChannelsChannelIdDeleteErrors];
+
+export type DeleteChannelApiV1NotificationChannelsChannelIdDeleteResponses = {
+    /**
+     * Successful Response
+     */
+    204: void;
+};
+
+export type DeleteChannelApiV1NotificationChannelsChannelIdDeleteResponse = DeleteChannelApiV1NotificationChannelsChannelIdDeleteResponses[keyof DeleteChannelApiV1NotificationChannelsChannelIdDeleteResponses];
+
+export type ShowChannelApiV1NotificationChannelsChannelIdGetData = {
+    body?: never;
+    path: {
+        /**
+         * Channel Id
+         */
+        channel_id: number;
+    };
+    query?: never;
+    url: '/api/v1/notification-channels/{channel_id}';
+};
+
+export type ShowChannelApiV1NotificationChannelsChannelIdGetErrors = {
+    /**
+     * no such channel of yours
+     */
+    404: unknown;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type ShowChannelApiV1NotificationChannelsChannelIdGetError = ShowChannelApiV1NotificationChannelsChannelIdGetErrors[keyof ShowChannelApiV1NotificationChannelsChannelIdGetErrors];
+
+export type ShowChannelApiV1NotificationChannelsChannelIdGetResponses = {
+    /**
+     * Successful Response
+     */
+    200: ChannelRead;
+};
+
+export type ShowChannelApiV1NotificationChannelsChannelIdGetResponse = ShowChannelApiV1NotificationChannelsChannelIdGetResponses[keyof ShowChannelApiV1NotificationChannelsChannelIdGetResponses];
+
+export type UpdateChannelApiV1NotificationChannelsChannelIdPatchData = {
+    body: ChannelUpdateWritable;
+    path: {
+        /**
+         * Channel Id
+         */
+        channel_id: number;
+    };
+    query?: never;
+    url: '/api/v1/notification-channels/{channel_id}';
+};
+
+export type UpdateChannelApiV1NotificationChannelsChannelIdPatchErrors = {
+    /**
+     * no such channel of yours
+     */
+    404: unknown;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type UpdateChannelApiV1NotificationChannelsChannelIdPatchError = UpdateChannelApiV1NotificationChannelsChannelIdPatchErrors[keyof UpdateChannelApiV1NotificationChannelsChannelIdPatchErrors];
+
+export type UpdateChannelApiV1NotificationChannelsChannelIdPatchResponses = {
+    /**
+     * Successful Response
+     */
+    200: ChannelRead;
+};
+
+export type UpdateChannelApiV1NotificationChannelsChannelIdPatchResponse = UpdateChannelApiV1NotificationChannelsChannelIdPatchResponses[keyof UpdateChannelApiV1NotificationChannelsChannelIdPatchResponses];
+
+export type TestChannelApiV1NotificationChannelsChannelIdTestPostData = {
+    body?: never;
+    path: {
+        /**
+         * Channel Id
+         */
+        channel_id: number;
+    };
+    query?: never;
+    url: '/api/v1/notification-channels/{channel_id}/test';
+};
+
+export type TestChannelApiV1NotificationChannelsChannelIdTestPostErrors = {
+    /**
+     * no such channel of yours
+     */
+    404: unknown;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type TestChannelApiV1NotificationChannelsChannelIdTestPostError = TestChannelApiV1NotificationChannelsChannelIdTestPostErrors[keyof TestChannelApiV1NotificationChannelsChannelIdTestPostErrors];
+
+export type TestChannelApiV1NotificationChannelsChannelIdTestPostResponses = {
+    /**
+     * Successful Response
+     */
+    200: ChannelTestResult;
+};
+
+export type TestChannelApiV1NotificationChannelsChannelIdTestPostResponse = TestChannelApiV1NotificationChannelsChannelIdTestPostResponses[keyof TestChannelApiV1NotificationChannelsChannelIdTestPostResponses];
+
+export type ListDeliveriesApiV1NotificationDeliveriesGetData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * Channel Id
+         */
+        channel_id?: number | null;
+        /**
+         * Limit
+         */
+        limit?: number;
+    };
+    url: '/api/v1/notification-deliveries';
+};
+
+export type ListDeliveriesApiV1NotificationDeliveriesGetErrors = {
+    /**
+     * no such channel of yours
+     */
+    404: unknown;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type ListDeliveriesApiV1NotificationDeliveriesGetError = ListDeliveriesApiV1NotificationDeliveriesGetErrors[keyof ListDeliveriesApiV1NotificationDeliveriesGetErrors];
+
+export type ListDeliveriesApiV1NotificationDeliveriesGetResponses = {
+    /**
+     * Response List Deliveries Api V1 Notification Deliveries Get
+     *
+     * Successful Response
+     */
+    200: Array<DeliveryRead>;
+};
+
+export type ListDeliveriesApiV1NotificationDeliveriesGetResponse = ListDeliveriesApiV1NotificationDeliveriesGetResponses[keyof ListDeliveriesApiV1NotificationDeliveriesGetResponses];
+
 export type PairedComparisonApiV1PairedGetData = {
     body?: never;
     path?: never;
@@ -4229,6 +5562,247 @@ export type ExportPairedSamplesApiV1PairedSamplesExportGetResponses = {
      */
     200: unknown;
 };
+
+export type ListSchedulesApiV1SchedulesGetData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * Scope
+         */
+        scope?: 'mine' | 'all';
+    };
+    url: '/api/v1/schedules';
+};
+
+export type ListSchedulesApiV1SchedulesGetErrors = {
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type ListSchedulesApiV1SchedulesGetError = ListSchedulesApiV1SchedulesGetErrors[keyof ListSchedulesApiV1SchedulesGetErrors];
+
+export type ListSchedulesApiV1SchedulesGetResponses = {
+    /**
+     * Response List Schedules Api V1 Schedules Get
+     *
+     * Successful Response
+     */
+    200: Array<ScheduleRead>;
+};
+
+export type ListSchedulesApiV1SchedulesGetResponse = ListSchedulesApiV1SchedulesGetResponses[keyof ListSchedulesApiV1SchedulesGetResponses];
+
+export type CreateScheduleApiV1SchedulesPostData = {
+    body: ScheduleCreate;
+    path?: never;
+    query?: never;
+    url: '/api/v1/schedules';
+};
+
+export type CreateScheduleApiV1SchedulesPostErrors = {
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type CreateScheduleApiV1SchedulesPostError = CreateScheduleApiV1SchedulesPostErrors[keyof CreateScheduleApiV1SchedulesPostErrors];
+
+export type CreateScheduleApiV1SchedulesPostResponses = {
+    /**
+     * Successful Response
+     */
+    201: ScheduleRead;
+};
+
+export type CreateScheduleApiV1SchedulesPostResponse = CreateScheduleApiV1SchedulesPostResponses[keyof CreateScheduleApiV1SchedulesPostResponses];
+
+export type PreviewCronApiV1SchedulesPreviewGetData = {
+    body?: never;
+    path?: never;
+    query: {
+        /**
+         * Cron
+         */
+        cron: string;
+        /**
+         * Timezone
+         */
+        timezone?: string;
+    };
+    url: '/api/v1/schedules/preview';
+};
+
+export type PreviewCronApiV1SchedulesPreviewGetErrors = {
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type PreviewCronApiV1SchedulesPreviewGetError = PreviewCronApiV1SchedulesPreviewGetErrors[keyof PreviewCronApiV1SchedulesPreviewGetErrors];
+
+export type PreviewCronApiV1SchedulesPreviewGetResponses = {
+    /**
+     * Successful Response
+     */
+    200: CronPreview;
+};
+
+export type PreviewCronApiV1SchedulesPreviewGetResponse = PreviewCronApiV1SchedulesPreviewGetResponses[keyof PreviewCronApiV1SchedulesPreviewGetResponses];
+
+export type DeleteScheduleApiV1SchedulesScheduleIdDeleteData = {
+    body?: never;
+    path: {
+        /**
+         * Schedule Id
+         */
+        schedule_id: number;
+    };
+    query?: never;
+    url: '/api/v1/schedules/{schedule_id}';
+};
+
+export type DeleteScheduleApiV1SchedulesScheduleIdDeleteErrors = {
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type DeleteScheduleApiV1SchedulesScheduleIdDeleteError = DeleteScheduleApiV1SchedulesScheduleIdDeleteErrors[keyof DeleteScheduleApiV1SchedulesScheduleIdDeleteErrors];
+
+export type DeleteScheduleApiV1SchedulesScheduleIdDeleteResponses = {
+    /**
+     * Successful Response
+     */
+    204: void;
+};
+
+export type DeleteScheduleApiV1SchedulesScheduleIdDeleteResponse = DeleteScheduleApiV1SchedulesScheduleIdDeleteResponses[keyof DeleteScheduleApiV1SchedulesScheduleIdDeleteResponses];
+
+export type ShowScheduleApiV1SchedulesScheduleIdGetData = {
+    body?: never;
+    path: {
+        /**
+         * Schedule Id
+         */
+        schedule_id: number;
+    };
+    query?: never;
+    url: '/api/v1/schedules/{schedule_id}';
+};
+
+export type ShowScheduleApiV1SchedulesScheduleIdGetErrors = {
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type ShowScheduleApiV1SchedulesScheduleIdGetError = ShowScheduleApiV1SchedulesScheduleIdGetErrors[keyof ShowScheduleApiV1SchedulesScheduleIdGetErrors];
+
+export type ShowScheduleApiV1SchedulesScheduleIdGetResponses = {
+    /**
+     * Successful Response
+     */
+    200: ScheduleRead;
+};
+
+export type ShowScheduleApiV1SchedulesScheduleIdGetResponse = ShowScheduleApiV1SchedulesScheduleIdGetResponses[keyof ShowScheduleApiV1SchedulesScheduleIdGetResponses];
+
+export type UpdateScheduleApiV1SchedulesScheduleIdPatchData = {
+    body: ScheduleUpdate;
+    path: {
+        /**
+         * Schedule Id
+         */
+        schedule_id: number;
+    };
+    query?: never;
+    url: '/api/v1/schedules/{schedule_id}';
+};
+
+export type UpdateScheduleApiV1SchedulesScheduleIdPatchErrors = {
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type UpdateScheduleApiV1SchedulesScheduleIdPatchError = UpdateScheduleApiV1SchedulesScheduleIdPatchErrors[keyof UpdateScheduleApiV1SchedulesScheduleIdPatchErrors];
+
+export type UpdateScheduleApiV1SchedulesScheduleIdPatchResponses = {
+    /**
+     * Successful Response
+     */
+    200: ScheduleRead;
+};
+
+export type UpdateScheduleApiV1SchedulesScheduleIdPatchResponse = UpdateScheduleApiV1SchedulesScheduleIdPatchResponses[keyof UpdateScheduleApiV1SchedulesScheduleIdPatchResponses];
+
+export type SetScheduleBaselineApiV1SchedulesScheduleIdBaselinePutData = {
+    body: ScheduleBaseline;
+    path: {
+        /**
+         * Schedule Id
+         */
+        schedule_id: number;
+    };
+    query?: never;
+    url: '/api/v1/schedules/{schedule_id}/baseline';
+};
+
+export type SetScheduleBaselineApiV1SchedulesScheduleIdBaselinePutErrors = {
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type SetScheduleBaselineApiV1SchedulesScheduleIdBaselinePutError = SetScheduleBaselineApiV1SchedulesScheduleIdBaselinePutErrors[keyof SetScheduleBaselineApiV1SchedulesScheduleIdBaselinePutErrors];
+
+export type SetScheduleBaselineApiV1SchedulesScheduleIdBaselinePutResponses = {
+    /**
+     * Successful Response
+     */
+    200: ScheduleRead;
+};
+
+export type SetScheduleBaselineApiV1SchedulesScheduleIdBaselinePutResponse = SetScheduleBaselineApiV1SchedulesScheduleIdBaselinePutResponses[keyof SetScheduleBaselineApiV1SchedulesScheduleIdBaselinePutResponses];
+
+export type RunScheduleNowApiV1SchedulesScheduleIdRunNowPostData = {
+    body?: never;
+    path: {
+        /**
+         * Schedule Id
+         */
+        schedule_id: number;
+    };
+    query?: never;
+    url: '/api/v1/schedules/{schedule_id}/run-now';
+};
+
+export type RunScheduleNowApiV1SchedulesScheduleIdRunNowPostErrors = {
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type RunScheduleNowApiV1SchedulesScheduleIdRunNowPostError = RunScheduleNowApiV1SchedulesScheduleIdRunNowPostErrors[keyof RunScheduleNowApiV1SchedulesScheduleIdRunNowPostErrors];
+
+export type RunScheduleNowApiV1SchedulesScheduleIdRunNowPostResponses = {
+    /**
+     * Successful Response
+     */
+    201: EvaluationDetail;
+};
+
+export type RunScheduleNowApiV1SchedulesScheduleIdRunNowPostResponse = RunScheduleNowApiV1SchedulesScheduleIdRunNowPostResponses[keyof RunScheduleNowApiV1SchedulesScheduleIdRunNowPostResponses];
 
 export type ListTokensApiV1TokensGetData = {
     body?: never;

@@ -1,10 +1,9 @@
 // Issue 8, finding 17: the upload dialog shows the server's verdict (its dry run), never a guess of its own.
-import { flushPromises } from '@vue/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { DatasetValidation } from '@/api/types.gen'
 import DatasetUpload from '@/components/DatasetUpload.vue'
 import { mockApi, type Recorded } from '@/test/fetchMock'
-import { mountApp } from '@/test/mountApp'
+import { mountApp, settle } from '@/test/mountApp'
 
 afterEach(() => { document.body.innerHTML = '' })
 
@@ -17,12 +16,6 @@ function verdict(overrides: Partial<DatasetValidation> = {}): DatasetValidation 
   }
 }
 
-async function settle() {
-  for (let i = 0; i < 3; i++) {
-    await flushPromises()
-    await new Promise((r) => setTimeout(r, 0))
-  }
-}
 
 async function choose(wrapper: ReturnType<typeof mountApp>, name: string, text: string) {
   const input = wrapper.find('[data-test=dataset-file]')

@@ -1,8 +1,7 @@
-import { flushPromises } from '@vue/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
 import ModelForm from '@/components/ModelForm.vue'
 import { mockApi } from '@/test/fetchMock'
-import { mountApp } from '@/test/mountApp'
+import { mountApp, settle } from '@/test/mountApp'
 
 afterEach(() => { document.body.innerHTML = '' })
 
@@ -12,7 +11,6 @@ const stored = {
   can_change: true, max_concurrency: 8, created_at: '2026-11-24T00:00:00Z', updated_at: '2026-11-24T00:00:00Z',
 }
 
-async function settle() { await flushPromises(); await new Promise((r) => setTimeout(r, 0)); await flushPromises() }
 function fill(wrapper: ReturnType<typeof mountApp>, test: string, value: string) {
   return wrapper.find(`[data-test=${test}] input`).setValue(value)
 }

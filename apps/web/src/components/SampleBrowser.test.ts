@@ -1,11 +1,10 @@
 // Issue 10, results pages: the sample browser shows what the scorer compared (the extracted answer) and which scorer
 // it was, keeps the verdict on a phone, and exports the samples it is filtered to.
-import { flushPromises } from '@vue/test-utils'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import type { SampleRead } from '@/api/types.gen'
 import SampleBrowser from '@/components/SampleBrowser.vue'
 import { mockApi } from '@/test/fetchMock'
-import { mountApp } from '@/test/mountApp'
+import { mountApp, settle } from '@/test/mountApp'
 
 const SAMPLES: SampleRead[] = [
   { model: 'demo', dataset: 'mcq', index: 1, prompt: 'What is 3/4?', prediction: 'A. 3/4 … The answer is C.', extracted: 'C',
@@ -21,12 +20,6 @@ afterEach(() => {
   vi.restoreAllMocks()
 })
 
-async function settle() {
-  for (let i = 0; i < 3; i++) {
-    await flushPromises()
-    await new Promise((r) => setTimeout(r, 0))
-  }
-}
 
 function serve(extra: Record<string, Parameters<typeof mockApi>[0][string]> = {}) {
   return mockApi({

@@ -1,4 +1,6 @@
-import type { AuditAction, AuditTarget, EvaluationStatus } from '@/api/types.gen'
+import type {
+  AuditAction, AuditTarget, DeliveryStatus, EvaluationStatus, NotificationEvent, NotificationKind,
+} from '@/api/types.gen'
 import type { Role } from '@/services/session'
 
 export default {
@@ -6,6 +8,8 @@ export default {
   nav: {
     dashboard: 'Dashboard', newEvaluation: 'New evaluation', evaluations: 'Evaluations', models: 'Models',
     datasets: 'Datasets', compare: 'Compare', leaderboard: 'Leaderboard',
+    schedules: 'Schedules',
+    notifications: 'Notifications',
   },
   common: {
     refresh: 'Refresh', create: 'Create', edit: 'Edit', delete: 'Delete', save: 'Save', cancel: 'Cancel',
@@ -25,6 +29,12 @@ export default {
     preparing: 'preparing', infer: 'inference', eval: 'scoring', summarize: 'summarizing', pending: 'pending',
     inferring: 'inferring', inferred: 'inferred', evaluated: 'scored', failed: 'failed', succeeded: 'done',
     cancelled: 'cancelled', queued: 'queued', timeout: 'timed out',
+  },
+  demoModel: {
+    preparingTitle: 'The demo model is being prepared',
+    preparing: 'A worker is converting it (about a minute, on the first start only); it can be evaluated once this notice is gone.',
+    unavailableTitle: 'The demo model is not available',
+    unavailable: 'It could not be prepared on this server; the worker\'s log says why. Other models are not affected.',
   },
   dashboard: {
     running: 'Running now', recent: 'Recent evaluations', total: 'Evaluations', succeeded: 'Succeeded',
@@ -118,6 +128,18 @@ export default {
     register: 'Register', missing: 'Missing', folder: 'Folder', sendUpload: 'Upload', detected: 'Detected: {type}',
     checking: 'Checking the file…', rowCount: '{n} row | {n} rows', alreadyUploaded: 'this file was uploaded before',
     tooLarge: 'The file is {size}; the server accepts at most {max}',
+    // Built-in benchmarks and OpenCompass data packages (issue 12).
+    benchmark: 'Benchmark', benchmarkSearch: 'Search benchmarks or configs', allStatuses: 'All',
+    statusReady: 'Ready', statusPartial: 'Partly ready', statusMissing: 'Data missing',
+    readyCount: '{ready}/{total} configs', howToGet: 'How to get the data', importNamed: 'Import {names}',
+    orRun: 'or run', noPackage: 'OpenCompass publishes no archive for this data: copy its files into the data folder',
+    packagesTitle: 'Import data packages', packagesIntro: 'OpenCompass publishes the data of its benchmarks as archives (OpenCompassData-core-*.zip holds many; gsm8k.zip and the like hold one). Upload one here (.zip, .tar, .tar.gz, at most {max}): it is unpacked safely into {root}/data and checked against OpenCompass\' published checksum when it has one.',
+    choosePackage: 'Choose a package…', uploadingPackage: 'Uploading {name}', importWaiting: 'Waiting for an earlier import…',
+    importStages: { verifying: 'Checking the checksum', unpacking: 'Unpacking', installing: 'Installing', downloading: 'Downloading' },
+    importSucceeded: '{source} imported: {benchmarks} now ready', importNoneReady: '{source} imported; no benchmark became ready (its data was already here, or the package holds other data)',
+    importFailed: 'Import of {source} failed', fromPath: 'Or import an archive or folder already on the server',
+    fromPathPlaceholder: 'An absolute path under {roots}', importButton: 'Import', recentImports: 'Recent imports',
+    installed: 'Installed', nowReady: 'now ready: {benchmarks}', checksum: 'Checksum', notAdmin: 'Administrators import data packages; ask one to import {names}.',
   },
   // Issue 9, team features: ownership and visibility, personal tokens, accounts, the audit log.
   team: {
@@ -136,6 +158,30 @@ export default {
     createdTitle: 'Your new token', createdWarning: 'Copy it now: it is shown only this once and cannot be shown again.',
     copy: 'Copy', copied: 'Copied to the clipboard', copyFailed: 'Could not copy; select the text and copy it by hand',
     done: 'I have copied it', empty: 'No tokens yet.', needName: 'Give the token a name',
+  },
+  // Issue 12: notification channels (a webhook or a team chat's robot) and what was sent to them.
+  notifications: {
+    title: 'Notifications',
+    intro: 'Tell a webhook or your team chat when one of your evaluations succeeds, fails (or times out) or fails its gate. The URL and the signing secret are stored encrypted and never shown again.',
+    channels: 'Channels', create: 'New channel', editTitle: 'Edit channel {name}', name: 'Name', namePlaceholder: 'e.g. team chat',
+    kind: 'Kind', url: 'URL', urlPlaceholder: 'The webhook address your chat robot or service gave you',
+    urlKeep: 'Leave empty to keep {hint}', secret: 'Signing secret', secretHint: 'Optional: set it when the receiver checks signatures',
+    secretKeep: 'A secret is stored: leave empty to keep it', clearSecret: 'Remove the stored secret (send unsigned)',
+    secretNone: 'This kind is not signed: its URL is the secret.', secretSet: 'signed', unsigned: 'unsigned',
+    events: 'Tell about', enabled: 'On', test: 'Send a test', testOk: 'Delivered (HTTP {status}, {ms} ms)',
+    testFailed: 'Not delivered: {error}', deliveries: 'Recent deliveries', at: 'When', channel: 'Channel',
+    evaluation: 'Evaluation', event: 'Event', attempts: 'Attempts', lastError: 'Last error', nextAttempt: 'next try {at}',
+    empty: 'No channels yet: add one to hear about your evaluations.', noDeliveries: 'Nothing sent yet.',
+    needName: 'Give the channel a name', needUrl: "Give the receiver's URL", needEvents: 'Choose at least one event',
+    confirmDelete: 'Delete "{name}" and its delivery log?',
+    kinds: {
+      webhook: 'Webhook (JSON, HMAC-signed)', feishu: 'Feishu / Lark', dingtalk: 'DingTalk', wecom: 'WeCom', slack: 'Slack',
+    } satisfies Record<NotificationKind, string>,
+    eventNames: {
+      evaluation_succeeded: 'Evaluation succeeded', evaluation_failed: 'Evaluation failed or timed out',
+      gate_failed: 'Gate failed', test: 'Test message',
+    } satisfies Record<NotificationEvent, string>,
+    statuses: { pending: 'Retrying', delivered: 'Delivered', failed: 'Failed' } satisfies Record<DeliveryStatus, string>,
   },
   users: {
     title: 'Users', create: 'New user', username: 'Username', displayName: 'Display name', role: 'Role',
@@ -157,6 +203,7 @@ export default {
     } satisfies Record<AuditAction, string>,
     targets: {
       model: 'Model', dataset: 'Dataset', evaluation: 'Evaluation', user: 'User', token: 'Token', session: 'Session',
+      data_package: 'Data package', schedule: 'Schedule', notification_channel: 'Notification channel',
     } satisfies Record<AuditTarget, string>,
   },
   // Issue 10: what a score rests on (n, scorer, 95 % interval) and which results are comparable (fingerprints).
@@ -226,6 +273,25 @@ export default {
       disabled: 'Your account is disabled. Ask an administrator to enable it.',
       unknown: 'Single sign-on failed. Try again.',
     },
+  },
+  schedules: {
+    title: 'Schedules', new: 'New schedule', edit: 'Edit schedule', when: 'When', enabled: 'On', lastRun: 'Last run',
+    baseline: 'Baseline', gate: 'Gate', never: 'never ran', paused: 'paused', nextRun: 'next {at}',
+    noBaseline: 'none', evaluationId: 'eval #', setBaseline: 'Set baseline', runNow: 'Run now', rules: '{n} rule(s)',
+    intro: 'A saved evaluation run on a cron expression, as its owner. Each run is compared with the baseline by the paired test and checked against the gate rules; the verdict is shown on the run, in the lists and in the exit code of `aieval submit --schedule`. Changes apply from the next check (every 30 s), without a restart.',
+    needName: 'Give the schedule a name', saved: 'Schedule saved', started: 'Evaluation #{id} started',
+    baselineSet: 'Evaluation #{id} is now the baseline', baselineCleared: 'Baseline removed', lastError: 'last run refused',
+    cron: 'Cron expression', timezone: 'Time zone', nextRuns: 'Next runs',
+    cronHelp: 'minute hour day-of-month month day-of-week, e.g. "0 2 * * *" (02:00 daily), or @daily, @hourly',
+    builtin: 'Built-in benchmarks', builtinHint: 'OpenCompass config names, e.g. gsm8k_gen', limit: 'Samples per dataset (limit)',
+    dropRule: 'No dataset significantly worse than the baseline', addMinRule: 'Add a minimum score',
+    minDataset: 'dataset', minMetric: 'metric (default: accuracy)',
+    makeBaseline: 'Make baseline', makeBaselineHint: "Compare this schedule's next runs with this evaluation",
+  },
+  gate: {
+    label: 'Gate', title: 'Gate', passed: 'passed', failed: 'failed', not_applicable: 'not applicable',
+    schedule: 'schedule #{id}', baseline: 'baseline #{id}', noRules: 'The schedule has no gate rules.',
+    ruleDrop: 'No significant drop (alpha {alpha})', ruleMin: '{dataset} / {metric} ≥ {threshold}', defaultMetric: 'accuracy',
   },
   auth: {
     title: 'Sign in', username: 'Username', password: 'Password', submit: 'Sign in',

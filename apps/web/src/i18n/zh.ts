@@ -5,6 +5,8 @@ const zh: typeof en = {
   nav: {
     dashboard: '概览', newEvaluation: '新建评测', evaluations: '评测任务', models: '模型', datasets: '数据集',
     compare: '模型对比', leaderboard: '排行榜',
+    schedules: '定时评测',
+    notifications: '通知',
   },
   common: {
     refresh: '刷新', create: '创建', edit: '编辑', delete: '删除', save: '保存', cancel: '取消', close: '关闭', confirm: '请确认',
@@ -23,6 +25,12 @@ const zh: typeof en = {
     preparing: '准备中', infer: '推理中', eval: '评分中', summarize: '汇总中', pending: '等待中', inferring: '推理中',
     inferred: '推理完成', evaluated: '评分完成', failed: '失败', succeeded: '完成', cancelled: '已取消', queued: '排队中',
     timeout: '已超时',
+  },
+  demoModel: {
+    preparingTitle: '演示模型正在准备中',
+    preparing: 'worker 正在转换演示模型（仅首次启动时，约一分钟）；此提示消失后即可评测。',
+    unavailableTitle: '演示模型不可用',
+    unavailable: '本服务器无法准备演示模型，原因见 worker 日志。其他模型不受影响。',
   },
   dashboard: {
     running: '正在运行', recent: '最近的评测', total: '评测总数', succeeded: '已完成', failed: '失败', active: '进行中',
@@ -110,6 +118,18 @@ const zh: typeof en = {
     columns: '列', register: '注册', missing: '缺少', folder: '目录', sendUpload: '上传', detected: '识别为：{type}',
     checking: '正在检查文件…', rowCount: '{n} 行', alreadyUploaded: '此文件之前已上传过',
     tooLarge: '文件大小为 {size}，服务器最多接受 {max}',
+    // 内置评测基准与 OpenCompass 数据包（第 12 号需求）。
+    benchmark: '评测基准', benchmarkSearch: '搜索评测基准或配置', allStatuses: '全部',
+    statusReady: '已就绪', statusPartial: '部分就绪', statusMissing: '缺少数据',
+    readyCount: '{ready}/{total} 个配置', howToGet: '如何获取数据', importNamed: '导入 {names}',
+    orRun: '或运行', noPackage: 'OpenCompass 未发布此数据的压缩包：请把文件复制到数据目录',
+    packagesTitle: '导入数据包', packagesIntro: 'OpenCompass 以压缩包发布各评测基准的数据（OpenCompassData-core-*.zip 包含多个，gsm8k.zip 等只含一个）。在此上传（.zip、.tar、.tar.gz，最大 {max}）：安全解压到 {root}/data，若 OpenCompass 公布了校验和则会核对。',
+    choosePackage: '选择数据包…', uploadingPackage: '正在上传 {name}', importWaiting: '等待之前的导入完成…',
+    importStages: { verifying: '正在核对校验和', unpacking: '正在解压', installing: '正在安装', downloading: '正在下载' },
+    importSucceeded: '{source} 已导入：{benchmarks} 已就绪', importNoneReady: '{source} 已导入；没有评测基准因此就绪（数据已存在，或数据包包含的是其他数据）',
+    importFailed: '{source} 导入失败', fromPath: '或导入服务器上已有的压缩包或目录',
+    fromPathPlaceholder: '{roots} 下的绝对路径', importButton: '导入', recentImports: '最近的导入',
+    installed: '已安装', nowReady: '现已就绪：{benchmarks}', checksum: '校验和', notAdmin: '数据包由管理员导入；请联系管理员导入 {names}。',
   },
   team: {
     owner: '所有者', installation: '系统', visibility: '可见性', private: '私有', shared: '共享',
@@ -127,6 +147,27 @@ const zh: typeof en = {
     createdTitle: '新令牌', createdWarning: '请立即复制：令牌只显示这一次，之后无法再次查看。',
     copy: '复制', copied: '已复制到剪贴板', copyFailed: '无法复制，请选中文本手动复制',
     done: '我已复制', empty: '还没有令牌。', needName: '请为令牌命名',
+  },
+  // 第 12 号需求：通知渠道（Webhook 或团队群聊机器人）及其发送记录。
+  notifications: {
+    title: '通知',
+    intro: '当你的评测成功、失败（或超时）或未通过门禁时，通知 Webhook 或团队群聊。URL 和签名密钥加密保存，之后不再显示。',
+    channels: '渠道', create: '新建渠道', editTitle: '编辑渠道 {name}', name: '名称', namePlaceholder: '例如：团队群',
+    kind: '类型', url: 'URL', urlPlaceholder: '群机器人或你的服务提供的 Webhook 地址',
+    urlKeep: '留空则保留 {hint}', secret: '签名密钥', secretHint: '可选：接收方校验签名时填写',
+    secretKeep: '已保存密钥：留空则保留', clearSecret: '删除已保存的密钥（不再签名）',
+    secretNone: '此类型不签名：URL 本身就是密钥。', secretSet: '已签名', unsigned: '未签名',
+    events: '通知内容', enabled: '启用', test: '发送测试', testOk: '已送达（HTTP {status}，{ms} 毫秒）',
+    testFailed: '未送达：{error}', deliveries: '最近发送', at: '时间', channel: '渠道',
+    evaluation: '评测', event: '事件', attempts: '尝试次数', lastError: '最近错误', nextAttempt: '下次重试 {at}',
+    empty: '还没有渠道：添加一个以接收评测通知。', noDeliveries: '尚未发送任何通知。',
+    needName: '请填写渠道名称', needUrl: '请填写接收方 URL', needEvents: '请至少选择一个事件',
+    confirmDelete: '删除“{name}”及其发送记录？',
+    kinds: { webhook: 'Webhook（JSON，HMAC 签名）', feishu: '飞书 / Lark', dingtalk: '钉钉', wecom: '企业微信', slack: 'Slack' },
+    eventNames: {
+      evaluation_succeeded: '评测成功', evaluation_failed: '评测失败或超时', gate_failed: '门禁未通过', test: '测试消息',
+    },
+    statuses: { pending: '重试中', delivered: '已送达', failed: '失败' },
   },
   users: {
     title: '用户', create: '新建用户', username: '用户名', displayName: '显示名称', role: '角色',
@@ -146,7 +187,7 @@ const zh: typeof en = {
       retried: '重试', signed_in: '登录', signed_out: '退出登录', sign_in_failed: '登录失败',
       password_changed: '修改密码', revoked: '吊销',
     },
-    targets: { model: '模型', dataset: '数据集', evaluation: '评测', user: '用户', token: '令牌', session: '会话' },
+    targets: { model: '模型', dataset: '数据集', evaluation: '评测', user: '用户', token: '令牌', session: '会话', data_package: '数据包', schedule: '定时评测', notification_channel: '通知渠道' },
   },
   // 第 10 号需求：得分依据（n、评分方式、95% 置信区间）与结果是否可比（指纹）。
   provenance: {
@@ -215,6 +256,25 @@ const zh: typeof en = {
       disabled: '您的账户已被停用。请联系管理员启用。',
       unknown: '单点登录失败。请重试。',
     },
+  },
+  schedules: {
+    title: '定时评测', new: '新建定时评测', edit: '编辑定时评测', when: '时间', enabled: '启用', lastRun: '最近一次',
+    baseline: '基线', gate: '门禁', never: '尚未运行', paused: '已暂停', nextRun: '下次 {at}',
+    noBaseline: '无', evaluationId: '评测 #', setBaseline: '设为基线', runNow: '立即运行', rules: '{n} 条规则',
+    intro: '按 cron 表达式以所有者身份定时运行的评测。每次运行都用配对检验与基线比较，并按门禁规则判定；结果显示在该次评测、列表以及 `aieval submit --schedule` 的退出码中。修改在下一次检查（每 30 秒）时生效，无需重启。',
+    needName: '请为定时评测命名', saved: '已保存', started: '已开始评测 #{id}',
+    baselineSet: '评测 #{id} 已设为基线', baselineCleared: '已移除基线', lastError: '上次运行被拒绝',
+    cron: 'Cron 表达式', timezone: '时区', nextRuns: '接下来的运行时间',
+    cronHelp: '分 时 日 月 星期，例如 "0 2 * * *"（每天 02:00），或 @daily、@hourly',
+    builtin: '内置基准', builtinHint: 'OpenCompass 配置名，例如 gsm8k_gen', limit: '每个数据集的样本数（limit）',
+    dropRule: '没有数据集显著差于基线', addMinRule: '添加最低分规则',
+    minDataset: '数据集', minMetric: '指标（默认 accuracy）',
+    makeBaseline: '设为基线', makeBaselineHint: '此定时评测之后的运行将与本评测比较',
+  },
+  gate: {
+    label: '门禁', title: '门禁', passed: '通过', failed: '未通过', not_applicable: '不适用',
+    schedule: '定时评测 #{id}', baseline: '基线 #{id}', noRules: '该定时评测没有门禁规则。',
+    ruleDrop: '无显著下降（alpha {alpha}）', ruleMin: '{dataset} / {metric} ≥ {threshold}', defaultMetric: 'accuracy',
   },
   auth: {
     title: '登录', username: '用户名', password: '密码', submit: '登录',

@@ -1,24 +1,17 @@
 // Issue 10, "Every score says what it rests on": compare and leaderboard show each score as `62.5 % ± 27.9` with
 // n and scorer, grey a result whose settings differ (what differs in its tooltip), and say which datasets the
 // average is over.
-import { flushPromises } from '@vue/test-utils'
 import { createPinia, setActivePinia } from 'pinia'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import type { CompareTable } from '@/api/types.gen'
 import { createAppRouter } from '@/router'
 import { mockApi } from '@/test/fetchMock'
-import { mountApp } from '@/test/mountApp'
+import { mountApp, settle } from '@/test/mountApp'
 import CompareView from '@/views/CompareView.vue'
 
 beforeEach(() => { setActivePinia(createPinia()) })
 afterEach(() => { document.body.innerHTML = '' })
 
-async function settle() {
-  for (let i = 0; i < 5; i++) {
-    await flushPromises()
-    await new Promise((r) => setTimeout(r, 0))
-  }
-}
 
 const BOARD: CompareTable = {
   metric: null,

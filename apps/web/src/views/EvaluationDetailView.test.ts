@@ -1,13 +1,10 @@
 // Issue 10, results pages: "Run again" on a finished evaluation, and a cancelled run shown as cancelled (not as an
 // error). What is offered follows the server: `terminal` from the evaluation, the role from /auth/me.
-import { flushPromises } from '@vue/test-utils'
 import { createPinia, setActivePinia, type Pinia } from 'pinia'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { EvaluationDetail } from '@/api/types.gen'
-import { createAppRouter } from '@/router'
-import { useSessionStore } from '@/stores/session'
 import { detail, mockApi } from '@/test/fetchMock'
-import { mountApp } from '@/test/mountApp'
+import { mountApp, mountView, settle, signedInAs } from '@/test/mountApp'
 import EvaluationDetailView from '@/views/EvaluationDetailView.vue'
 
 let pinia: Pinia
@@ -17,28 +14,17 @@ beforeEach(() => {
 })
 afterEach(() => { document.body.innerHTML = '' })
 
-async function settle() {
-  for (let i = 0; i < 4; i++) {
-    await flushPromises()
-    await new Promise((r) => setTimeout(r, 0))
-  }
-}
 
 async function open(evaluation: EvaluationDetail, role: 'member' | 'viewer', locale: 'en' | 'zh' = 'en', routes = {}) {
   const calls = mockApi({
-    'GET /api/v1/auth/me': () => ({ json: { user: { id: 3, username: 'alice', display_name: 'Alice', role, is_local: false },
-      auth_enabled: true, csrf_token: 'csrf' } }),
+    'GET /api/v1/auth/me': () => signedInAs(role),
     [`GET /api/v1/evaluations/${evaluation.id}`]: () => ({ json: evaluation }),
     [`GET /api/v1/evaluations/${evaluation.id}/logs`]: () => ({ text: '' }),
     ...routes,
   })
   pinia = createPinia() // who is signed in is asked once per app
   setActivePinia(pinia)
-  await useSessionStore(pinia).load()
-  const router = createAppRouter('/')
-  await router.push(`/evaluations/${evaluation.id}`)
-  const wrapper = mountApp(EvaluationDetailView, { id: evaluation.id }, locale, { pinia, plugins: [router] })
-  await settle()
+  const { wrapper, router } = await mountView(EvaluationDetailView, `/evaluations/${evaluation.id}`, { id: evaluation.id }, locale, pinia)
   return { wrapper, calls, router }
 }
 

@@ -1,24 +1,15 @@
 // Issue 10, "Every score says what it rests on": the evaluation page's score table reads `62.5 % ± 27.9` over
 // `n = 8 · contains`, and shows only what is known for a score stored before that was recorded.
-import { flushPromises } from '@vue/test-utils'
 import { createPinia, setActivePinia, type Pinia } from 'pinia'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { createAppRouter } from '@/router'
-import { useSessionStore } from '@/stores/session'
 import { detail, mockApi } from '@/test/fetchMock'
-import { mountApp } from '@/test/mountApp'
+import { mountApp, mountView } from '@/test/mountApp'
 import EvaluationDetailView from '@/views/EvaluationDetailView.vue'
 
 let pinia: Pinia
 beforeEach(() => { pinia = createPinia(); setActivePinia(pinia) })
 afterEach(() => { document.body.innerHTML = '' })
 
-async function settle() {
-  for (let i = 0; i < 5; i++) {
-    await flushPromises()
-    await new Promise((r) => setTimeout(r, 0))
-  }
-}
 
 describe('score table on the evaluation page', () => {
   it('shows value ± half the 95 % interval, n and scorer', async () => {
@@ -37,11 +28,7 @@ describe('score table on the evaluation page', () => {
       'GET /api/v1/evaluations/5': () => ({ json: evaluation }),
       'GET /api/v1/evaluations/5/logs': () => ({ text: '' }),
     })
-    await useSessionStore(pinia).load()
-    const router = createAppRouter('/')
-    await router.push('/evaluations/5')
-    const wrapper = mountApp(EvaluationDetailView, { id: 5 }, 'zh', { pinia, plugins: [router] })
-    await settle()
+    const { wrapper } = await mountView(EvaluationDetailView, '/evaluations/5', { id: 5 }, 'zh', pinia)
     const values = wrapper.findAll('[data-test=score-value]').map((cell) => cell.text())
     expect(values).toEqual(['62.5 % ± 27.9n = 8 · containsⓘ', '50ⓘ'])
     expect(wrapper.text()).toContain('± 为 95% 置信区间宽度的一半')

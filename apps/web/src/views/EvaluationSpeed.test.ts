@@ -1,13 +1,10 @@
 // Issue 10: quality and speed side by side. The evaluation page's score table shows how fast an endpoint model
 // answered (`p50 0.52 s · p95 0.9 s · 120 tokens/answer`), and says "not recorded" for a local model; the sample
 // browser shows each answer's latency and tokens in small text.
-import { flushPromises } from '@vue/test-utils'
 import { createPinia, setActivePinia, type Pinia } from 'pinia'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { createAppRouter } from '@/router'
-import { useSessionStore } from '@/stores/session'
 import { detail, mockApi } from '@/test/fetchMock'
-import { mountApp } from '@/test/mountApp'
+import { mountApp, mountView, settle } from '@/test/mountApp'
 import EvaluationDetailView from '@/views/EvaluationDetailView.vue'
 import SampleBrowser from '@/components/SampleBrowser.vue'
 
@@ -15,12 +12,6 @@ let pinia: Pinia
 beforeEach(() => { pinia = createPinia(); setActivePinia(pinia) })
 afterEach(() => { document.body.innerHTML = '' })
 
-async function settle() {
-  for (let i = 0; i < 5; i++) {
-    await flushPromises()
-    await new Promise((r) => setTimeout(r, 0))
-  }
-}
 
 const SPEED = { samples: 8, latency_p50_s: 0.523, latency_p95_s: 0.9, latency_mean_s: 0.6, ttft_p50_s: null, ttft_p95_s: null,
   prompt_tokens_mean: 101, completion_tokens_mean: 119.6, total_tokens: 1765, retries: 0 }
@@ -41,11 +32,7 @@ describe('speed on the evaluation page', () => {
       'GET /api/v1/evaluations/5': () => ({ json: evaluation }),
       'GET /api/v1/evaluations/5/logs': () => ({ text: '' }),
     })
-    await useSessionStore(pinia).load()
-    const router = createAppRouter('/')
-    await router.push('/evaluations/5')
-    const wrapper = mountApp(EvaluationDetailView, { id: 5 }, 'en', { pinia, plugins: [router] })
-    await settle()
+    const { wrapper } = await mountView(EvaluationDetailView, '/evaluations/5', { id: 5 }, 'en', pinia)
     expect(wrapper.findAll('[data-test=score-speed]').map((cell) => cell.text()))
       .toEqual(['p50 0.52 s · p95 0.9 s · 120 tokens/answer', 'not recorded'])
   })

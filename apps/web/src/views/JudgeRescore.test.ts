@@ -1,16 +1,14 @@
 // Issue 10, scoring free-form answers: the judge's rationale under its verdict in the sample browser, the Re-score
 // dialog on a succeeded evaluation (a new evaluation, opened at once), and the wizard asking for a judge model only
 // when a chosen dataset is scored by one (the server says so: a file's scorer, a built-in config's needs_judge).
-import { flushPromises, type VueWrapper } from '@vue/test-utils'
+import { type VueWrapper } from '@vue/test-utils'
 import { NSelect } from 'naive-ui'
 import { createPinia, setActivePinia, type Pinia } from 'pinia'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { DatasetRead, EvaluationDetail, ModelRead, SampleRead } from '@/api/types.gen'
 import SampleBrowser from '@/components/SampleBrowser.vue'
-import { createAppRouter } from '@/router'
-import { useSessionStore } from '@/stores/session'
 import { detail, mockApi } from '@/test/fetchMock'
-import { mountApp } from '@/test/mountApp'
+import { mountApp, mountView, settle, signedInAs } from '@/test/mountApp'
 import EvaluationDetailView from '@/views/EvaluationDetailView.vue'
 import NewEvaluationView from '@/views/NewEvaluationView.vue'
 
@@ -21,12 +19,6 @@ beforeEach(() => {
 })
 afterEach(() => { document.body.innerHTML = '' })
 
-async function settle() {
-  for (let i = 0; i < 4; i++) {
-    await flushPromises()
-    await new Promise((r) => setTimeout(r, 0))
-  }
-}
 
 /** Pick the judge the way a click on its option would: the select's own update event (its menu needs a browser). */
 async function chooseJudge(wrapper: VueWrapper, id: number, offered: string[]) {
@@ -36,7 +28,7 @@ async function chooseJudge(wrapper: VueWrapper, id: number, offered: string[]) {
   await settle()
 }
 
-const ME = { json: { user: { id: 3, username: 'alice', display_name: 'Alice', role: 'member', is_local: false }, auth_enabled: true, csrf_token: 'csrf' } }
+const ME = signedInAs('member')
 const owned = { owner: null, visibility: 'shared' as const, can_change: true }
 const model = (id: number, name: string): ModelRead => ({
   ...owned, id, name, kind: 'openai', settings: { base_url: 'http://127.0.0.1:8000/v1' }, has_api_key: false, api_key_hint: null,
@@ -86,11 +78,7 @@ describe('Re-score', () => {
       'GET /api/v1/models': () => ({ json: [model(1, 'answering'), model(2, 'strict-judge')] }),
       ...routes,
     })
-    await useSessionStore(pinia).load()
-    const router = createAppRouter('/')
-    await router.push(`/evaluations/${evaluation.id}`)
-    const wrapper = mountApp(EvaluationDetailView, { id: evaluation.id }, 'en', { pinia, plugins: [router] })
-    await settle()
+    const { wrapper, router } = await mountView(EvaluationDetailView, `/evaluations/${evaluation.id}`, { id: evaluation.id }, 'en', pinia)
     return { wrapper, calls, router }
   }
 
@@ -145,11 +133,7 @@ describe('the wizard asks for a judge only when one is needed', () => {
       'POST /api/v1/evaluations': () => ({ status: 201, json: detail(12) }),
       'GET /api/v1/evaluations/12': () => ({ json: detail(12) }),
     })
-    await useSessionStore(pinia).load()
-    const router = createAppRouter('/')
-    await router.push('/evaluations/new')
-    const wrapper = mountApp(NewEvaluationView, {}, 'en', { pinia, plugins: [router] })
-    await settle()
+    const { wrapper } = await mountView(NewEvaluationView, '/evaluations/new', {}, 'en', pinia)
     const next = () => wrapper.find('[data-test=wizard-next]')
     await wrapper.find('[data-test=model-choice-1]').trigger('click')
     await next().trigger('click')
@@ -188,11 +172,7 @@ describe('the wizard asks for a judge only when one is needed', () => {
         config: 'gsm8k_gen', generates: true, inferencers: ['GenInferencer'], max_out_len: [512], model_decides: false,
         model_default_max_out_len: 256, stopping_criteria: [], readable: true, needs_judge: false } }),
     })
-    await useSessionStore(pinia).load()
-    const router = createAppRouter('/')
-    await router.push('/evaluations/new')
-    const wrapper = mountApp(NewEvaluationView, {}, 'zh', { pinia, plugins: [router] })
-    await settle()
+    const { wrapper } = await mountView(NewEvaluationView, '/evaluations/new', {}, 'zh', pinia)
     await wrapper.find('[data-test=model-choice-1]').trigger('click')
     await wrapper.find('[data-test=wizard-next]').trigger('click')
     await wrapper.find('[data-test=dataset-choice-8]').trigger('click')

@@ -1,26 +1,19 @@
 // Issue 10, "Comparing two models the right way": the paired comparison page shows what the server computed (difference
 // ± interval, p, Holm p, significance, the "too few samples" sentence, why a dataset is not comparable) and the
 // samples side by side, filtered by who got them right; the evaluation page leads there.
-import { flushPromises } from '@vue/test-utils'
 import { createPinia, setActivePinia } from 'pinia'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import type { PairedComparison, PairedSampleRead } from '@/api/types.gen'
 import { createAppRouter } from '@/router'
 import { useSessionStore } from '@/stores/session'
 import { detail, mockApi, summary, type Recorded } from '@/test/fetchMock'
-import { mountApp } from '@/test/mountApp'
+import { mountApp, settle } from '@/test/mountApp'
 import EvaluationDetailView from '@/views/EvaluationDetailView.vue'
 import PairedView from '@/views/PairedView.vue'
 
 beforeEach(() => { setActivePinia(createPinia()) })
 afterEach(() => { document.body.innerHTML = '' })
 
-async function settle() {
-  for (let i = 0; i < 5; i++) {
-    await flushPromises()
-    await new Promise((r) => setTimeout(r, 0))
-  }
-}
 
 const COMPARISON: PairedComparison = {
   a: { evaluation_id: 5, evaluation_name: 'nightly', model: 'model-a' },

@@ -1,13 +1,10 @@
 // Issue 11, "never ask twice": the wizard's "reuse cached answers" checkbox is on by default, the review says what the
 // run will do, and the submission carries the choice (params.prediction_cache).
-import { flushPromises } from '@vue/test-utils'
 import { createPinia, setActivePinia, type Pinia } from 'pinia'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { DatasetRead, ModelRead } from '@/api/types.gen'
-import { createAppRouter } from '@/router'
-import { useSessionStore } from '@/stores/session'
 import { detail, mockApi } from '@/test/fetchMock'
-import { mountApp } from '@/test/mountApp'
+import { mountApp, mountView, settle, signedInAs } from '@/test/mountApp'
 import NewEvaluationView from '@/views/NewEvaluationView.vue'
 
 let pinia: Pinia
@@ -17,14 +14,8 @@ beforeEach(() => {
 })
 afterEach(() => { document.body.innerHTML = '' })
 
-async function settle() {
-  for (let i = 0; i < 4; i++) {
-    await flushPromises()
-    await new Promise((r) => setTimeout(r, 0))
-  }
-}
 
-const ME = { json: { user: { id: 3, username: 'alice', display_name: 'Alice', role: 'member', is_local: false }, auth_enabled: true, csrf_token: 'csrf' } }
+const ME = signedInAs('member')
 const owned = { owner: null, visibility: 'shared' as const, can_change: true }
 const MODEL: ModelRead = {
   ...owned, id: 1, name: 'endpoint', kind: 'openai', settings: { base_url: 'http://127.0.0.1:8000/v1' }, has_api_key: false,
@@ -44,11 +35,7 @@ async function submitted(locale: 'en' | 'zh', uncheck: boolean) {
     'POST /api/v1/evaluations': () => ({ status: 201, json: detail(12) }),
     'GET /api/v1/evaluations/12': () => ({ json: detail(12) }),
   })
-  await useSessionStore(pinia).load()
-  const router = createAppRouter('/')
-  await router.push('/evaluations/new')
-  const wrapper = mountApp(NewEvaluationView, {}, locale, { pinia, plugins: [router] })
-  await settle()
+  const { wrapper } = await mountView(NewEvaluationView, '/evaluations/new', {}, locale, pinia)
   const next = () => wrapper.find('[data-test=wizard-next]')
   await wrapper.find('[data-test=model-choice-1]').trigger('click')
   await next().trigger('click')

@@ -1,7 +1,6 @@
 // Issue 9, second increment: the UI's side of ownership, visibility, roles, tokens, accounts and the audit log.
 // What a page offers follows the server's answers (can_change per row, the role from /auth/me), never a local copy
 // of the access rules.
-import { flushPromises } from '@vue/test-utils'
 import { NDialogProvider } from 'naive-ui'
 import { createPinia, setActivePinia, type Pinia } from 'pinia'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
@@ -13,7 +12,7 @@ import { setCsrfToken } from '@/services/api'
 import type { SessionInfo } from '@/services/session'
 import { useSessionStore } from '@/stores/session'
 import { mockApi, summary } from '@/test/fetchMock'
-import { mountApp } from '@/test/mountApp'
+import { mountApp, settle } from '@/test/mountApp'
 import AdminUsersView from '@/views/AdminUsersView.vue'
 import AuditView from '@/views/AuditView.vue'
 import DatasetsView from '@/views/DatasetsView.vue'
@@ -55,12 +54,6 @@ function withDialogs(page: Component) {
   return defineComponent({ render: () => h(NDialogProvider, null, { default: () => h(page) }) })
 }
 
-async function settle() {
-  for (let i = 0; i < 4; i++) {
-    await flushPromises()
-    await new Promise((r) => setTimeout(r, 0))
-  }
-}
 async function signedInAs(role: 'admin' | 'member' | 'viewer', routes: Parameters<typeof mockApi>[0] = {}) {
   const calls = mockApi({ 'GET /api/v1/auth/me': () => ({ json: me(role) }), ...routes })
   await useSessionStore(pinia).load()
