@@ -132,8 +132,26 @@ class FakeChatEndpoint:
         self.authorizations: list[str] = []
         self.arrivals: list[float] = []
         self.bodies: list[dict] = []
+        # What GET /v1/models lists (the `data` array), as vLLM serves it; tests change it to "deploy" a new version.
+        # Its requests' Authorization headers are kept apart from the chat requests' (`authorizations`).
+        self.served_models: list[dict[str, Any]] = [{"id": "fake-model", "object": "model", "created": 1700000000,
+                                                     "owned_by": "vllm", "root": "/models/fake-model",
+                                                     "max_model_len": 4096}]
+        self.listing_authorizations: list[str] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                if not self.path.rstrip("/").endswith("/models"):
+                    self.send_error(404)
+                    return
+                endpoint.listing_authorizations.append(self.headers.get("Authorization", ""))
+                body = json.dumps({"object": "list", "data": endpoint.served_models}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def do_POST(self):  # noqa: N802 (http.server's naming)
                 endpoint.arrivals.append(time.monotonic())
                 length = int(self.headers.get("Content-Length") or 0)

@@ -21,6 +21,9 @@ class WebhookReceiver:
         self.answers = list(answers or [(200, "ok")])
         self.received: list[Received] = []
         self.lock = threading.Lock()
+        # Cleared, every answer waits until it is set again: a test can hold a delivery in flight.
+        self.answering = threading.Event()
+        self.answering.set()
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -30,6 +33,7 @@ class WebhookReceiver:
                     receiver.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                     status, text = receiver.answers[min(len(receiver.received), len(receiver.answers)) - 1]
                 payload = text.encode()
+                receiver.answering.wait(30)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json" if text.startswith("{") else "text/plain")
                 self.send_header("Content-Length", str(len(payload)))

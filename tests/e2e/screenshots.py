@@ -73,6 +73,21 @@ def open_model_form(page, _tmp):
     page.wait_for_selector("[data-test=model-name]")
 
 
+def open_catalogue(page, _tmp):
+    page.click(".n-tabs-tab[data-name=builtin]")
+    page.wait_for_timeout(1500)  # the grouped catalogue loads on first open
+
+
+def open_schedule_form(page, _tmp):
+    page.click("[data-test=schedule-new]")
+    page.wait_for_selector(".n-modal, .n-drawer")
+
+
+def open_channel_form(page, _tmp):
+    page.click("[data-test=channel-new]")
+    page.wait_for_selector(".n-modal, .n-drawer")
+
+
 def open_samples(page, _tmp):
     page.click("[data-test=results] .n-tabs-tab[data-name=samples]")
     # Rows, or the readable error the browser shows when the server cannot list them.
@@ -98,8 +113,11 @@ def pages(evaluation_id: int, running_id: int | None, failed_id: int, rerun_id: 
         ("compare", "/compare", None),
         ("leaderboard", "/leaderboard", None),
         ("paired", f"/compare/paired?a={evaluation_id}&b={rerun_id}", None),
+        ("datasets-catalogue", "/datasets", open_catalogue),
         ("schedules", "/schedules", None),
+        ("schedules-form", "/schedules", open_schedule_form),
         ("notifications", "/notifications", None),
+        ("notifications-form", "/notifications", open_channel_form),
         ("not-found", "/no-such-page", None),
     ]
     if running_id is not None:

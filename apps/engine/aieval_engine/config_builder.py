@@ -16,6 +16,7 @@ import hashlib
 import math
 import re
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,11 +150,43 @@ class BuiltConfig:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
 
-def plan_datasets(spec: EvalSpec, canonical_dir: Path | None = None) -> list[PlannedDataset]:
+@dataclass(frozen=True)
+class DatasetShard:
+    """One index range of one of the spec's uploaded datasets, cut the way OpenCompass' SizePartitioner cuts a large
+    dataset (opencompass/partitioners/size.py, split_dataset): the abbr suffixed `_<index>`, the reader's test_range
+    followed by `[start: stop]`. OpenCompass' eval task reads `<abbr>_0.json`, `<abbr>_1.json`, ... as the predictions
+    of `<abbr>` when `<abbr>.json` is missing (opencompass/tasks/openicl_eval.py, _load_predictions), which is how the
+    shards' runs, merged, are scored as the whole dataset (runner.Evaluation.merge_parts)."""
+
+    dataset: int  # the spec's dataset index
+    index: int  # which shard: 0, 1, ...
+    start: int
+    stop: int
+
+    def abbr(self, whole: str) -> str:
+        return f"{whole}_{self.index}"
+
+    def test_range(self, whole: str | None) -> str:
+        return f"{whole or ''}[{self.start}: {self.stop}]"
+
+
+def shard_ranges(rows: int, shards: int, batch_size: int = 1) -> list[tuple[int, int]]:
+    """`rows` cut into at most `shards` consecutive ranges of equal size (the last shorter), each a whole number of
+    the model's batches: a shard's batches are then the very batches of the unsplit run, so a checkpoint that pads a
+    batch answers each prompt exactly as it does unsplit."""
+    step = -(-rows // max(1, shards))
+    step = -(-step // batch_size) * batch_size
+    return [(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+def plan_datasets(spec: EvalSpec, canonical_dir: Path | None = None,
+                  only: Collection[int] | None = None) -> list[PlannedDataset]:
     """Resolve every dataset of a spec, validating custom files row by row; raise SpecError on problems.
 
     With `canonical_dir`, each custom file is also written there as the clean JSON lines the config
-    will point OpenCompass at (see datafiles.write_canonical_jsonl)."""
+    will point OpenCompass at (see datafiles.write_canonical_jsonl). With `only` (spec dataset indexes: one part of
+    a job, services/fanout.py), only those are planned; the others still take their abbreviations, so every dataset
+    keeps the abbreviation and index it has in the whole job."""
     planned: list[PlannedDataset] = []
     problems: list[tuple[int, str]] = []  # (dataset index, message): reported in the spec's order
     builtins: list[tuple[int, BuiltinDatasetSpec]] = []
@@ -170,6 +203,8 @@ def plan_datasets(spec: EvalSpec, canonical_dir: Path | None = None) -> list[Pla
             problems.append((i, f"datasets[{i}] ({dataset.display_name}): {exc}"))
             continue
         taken.update(builtin.abbrs)
+        if only is not None and i not in only:
+            continue
         needs_judge = builtin_needs_judge(builtin)
         if needs_judge and spec.judge is None:
             problems.append((i, f"datasets[{i}] ({dataset.display_name}): {builtin.name} is scored by a judge model "
@@ -180,6 +215,8 @@ def plan_datasets(spec: EvalSpec, canonical_dir: Path | None = None) -> list[Pla
     for i, dataset in customs:
         where = f"datasets[{i}] ({dataset.display_name})"
         abbr = safe_abbr(dataset.name, taken)
+        if only is not None and i not in only:
+            continue
         try:
             if canonical_dir is None:
                 info = validate_data_file(dataset.path, dataset.data_type)
@@ -376,7 +413,7 @@ def judge_prompt_language(spec: EvalSpec, planned: PlannedDataset) -> str:
 
 
 def _custom_dataset_config(planned: PlannedDataset, limit: int | None, spec: EvalSpec | None = None,
-                           judge: dict | None = None) -> dict:
+                           judge: dict | None = None, shard: DatasetShard | None = None) -> dict:
     dataset = planned.spec
     assert isinstance(dataset, CustomDatasetSpec)
     path = str(Path(planned.evaluated_path).resolve())
@@ -388,6 +425,8 @@ def _custom_dataset_config(planned: PlannedDataset, limit: int | None, spec: Eva
     }
     if limit:
         config["test_range"] = f"[0:{limit}]"
+    if shard is not None:  # planned.abbr is already the shard's
+        config["test_range"] = shard.test_range(config.get("test_range"))
     if dataset.scorer == "contains":
         config["evaluator"] = Ref("ContainsAnswerEvaluator")
     elif dataset.scorer == "judge":
@@ -433,6 +472,7 @@ def _runner(params: RunParams, job_dir: Path, task: str) -> dict:
 def build_config(
     spec: EvalSpec, job_dir: Path, environ: dict[str, str] | None = None, *, quick_pipeline: bool = True,
     judge_cache: Path | None = None, prediction_cache: Path | None = None,
+    datasets: Collection[int] | None = None, shard: DatasetShard | None = None,
 ) -> BuiltConfig:
     """Write `config.py` for a spec into job_dir (created if needed) and describe what it contains.
 
@@ -440,13 +480,24 @@ def build_config(
     by hand would (benchmarks compare against that). `judge_cache`: the SQLite file the judge's replies are
     kept in (judge.JudgeCallCache); None calls the judge every time. `prediction_cache`: the SQLite file
     OpenAI-compatible models' answers are kept in (prediction_cache.py), used unless the spec's
-    `params.prediction_cache` is false; None sends every prompt."""
+    `params.prediction_cache` is false; None sends every prompt.
+    `datasets` (spec dataset indexes) and `shard`: one part of a job fanned out over workers (services/fanout.py):
+    only those datasets, or one shard of one uploaded dataset (DatasetShard), each under the abbreviation and index
+    it has in the whole job."""
     environ = environ or {}
+    if shard is not None:
+        datasets = [shard.dataset]
     try:
-        planned = plan_datasets(spec, canonical_dir=job_dir / "data")
+        planned = plan_datasets(spec, canonical_dir=job_dir / "data", only=datasets)
     except SpecError:
         shutil.rmtree(job_dir / "data", ignore_errors=True)
         raise
+    if shard is not None:
+        item = planned[0] if planned else None
+        if item is None or item.abbr is None or item.rows is None:
+            raise SpecError([f"datasets[{shard.dataset}]: only an uploaded dataset can be cut into shards"])
+        item.abbr = shard.abbr(item.abbr)
+        item.rows = shard.stop - shard.start
     params = spec.params
 
     taken: set[str] = set()
@@ -513,7 +564,7 @@ def build_config(
                 used_refs.add("ContainsAnswerEvaluator")
             if item.spec.scorer == "judge":
                 used_refs |= {"GenericLLMEvaluator", "PromptTemplate", "CustomDataset", "judge_verdict_postprocess"}
-            target.append(render_literal(_custom_dataset_config(item, params.limit, spec, judge)))
+            target.append(render_literal(_custom_dataset_config(item, params.limit, spec, judge, shard)))
     if judge is not None:
         used_refs.add(judge["type"].name)
     if judged_builtin_lists and judge is not None:

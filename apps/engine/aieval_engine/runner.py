@@ -12,7 +12,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,11 +20,11 @@ from . import workdir
 from ._child import LOG_NAME
 from .budget import BUDGET_STORE_ENV, store_from_env
 from .catalogue import data_hint, missing_data
-from .config_builder import BuiltConfig, build_config
+from .config_builder import BuiltConfig, DatasetShard, build_config
 from .launchers import ColdLauncher, Launcher, RunProcess, kill_process_group
 from .netpolicy import POLICY_ENV, OutboundPolicy
 from .prediction_cache import HITS_DIR_ENV, manifest_entry
-from .results import EvalResult, build_manifest, collect_scores
+from .results import EvalResult, PairOutcome, build_manifest, collect_scores
 from .sample_metrics import METRICS_DIR_ENV
 from .slurm import cancel_jobs, slurm_job_comment
 from .spec import EvalSpec, HuggingFaceModelSpec, SpecError
@@ -104,6 +104,8 @@ class Evaluation:
         judge_cache: str | Path | None = None,
         prediction_cache: str | Path | None = None,
         rescore_from: str | Path | None = None,
+        datasets: Sequence[int] | None = None,
+        shard: DatasetShard | None = None,
     ):
         """`outbound_policy`: where the run's model calls may connect (netpolicy.py); by default the one in
         environ's AIEVAL_OUTBOUND_POLICY, else the engine's default (everything but link-local/metadata).
@@ -117,7 +119,10 @@ class Evaluation:
         None sends every prompt.
         `rescore_from`: the run dir (or job dir) of a finished run of the same models and datasets: its predictions
         are copied into this job and OpenCompass runs only its evaluation stage (`-m eval -r`), so the scores come
-        from the evaluators this spec names (another scorer, another judge) with no call to the evaluated models."""
+        from the evaluators this spec names (another scorer, another judge) with no call to the evaluated models.
+        `datasets` (spec dataset indexes) and `shard`: this run is one part of a job fanned out over workers
+        (services/fanout.py): only those datasets, or only the inference of one shard of an uploaded dataset (its
+        scoring is the merged job's, `merge_parts`), each under the abbreviation and index it has in the whole job."""
         self.spec = spec
         self.job_dir = Path(job_dir).resolve()
         self.data_cache = Path(data_cache).resolve() if data_cache else default_data_cache()
@@ -128,6 +133,9 @@ class Evaluation:
         self.judge_cache = Path(judge_cache).resolve() if judge_cache else None
         self.prediction_cache = Path(prediction_cache).resolve() if prediction_cache else None
         self.rescore_from = Path(rescore_from).resolve() if rescore_from else None
+        self.shard = shard
+        self.datasets = [shard.dataset] if shard is not None else list(datasets) if datasets is not None else None
+        self._eval_only = False  # merge_parts: OpenCompass' evaluation stage on the merged run
         self.built: BuiltConfig | None = None
         self._rescore_run: Path | None = None
         self._cancel = threading.Event()
@@ -153,7 +161,7 @@ class Evaluation:
         if problems:
             raise SpecError(problems)
         built = build_config(self.spec, self.job_dir, self.environ, judge_cache=self.judge_cache,
-                             prediction_cache=self.prediction_cache)
+                             prediction_cache=self.prediction_cache, datasets=self.datasets, shard=self.shard)
         if source_run is not None:
             check_rescore_source(source_run, built, self.spec.params.limit)
         missing = []
@@ -173,6 +181,8 @@ class Evaluation:
             "config_sha256": built.sha256,
             "rescored_from": str(source_run) if source_run is not None else None,
         }
+        if self.datasets is not None:  # one part of a job: what merge_parts reads back
+            meta["part"] = {"datasets": self.datasets, "shard": asdict(self.shard) if self.shard else None}
         (self.job_dir / JOB_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
         self.built = built
         self._rescore_run = source_run
@@ -190,8 +200,10 @@ class Evaluation:
         if workers == 1:
             argv.append("--debug")  # every task in this one (warm) process
         previous = workdir.latest_run_dir(self.job_dir)
-        if self._rescore_run is not None and previous is not None:
+        if (self._rescore_run is not None or self._eval_only) and previous is not None:
             return argv + ["-m", "eval", "-r", previous.name]  # only the evaluation stage, on the copied predictions
+        if self.shard is not None:
+            argv += ["-m", "infer"]  # a shard's predictions are scored with the other shards', by the merged job
         if resume and previous is not None:
             argv += ["-r", previous.name]
         return argv
@@ -272,16 +284,23 @@ class Evaluation:
         return result
 
     # ---- a job run as parts -------------------------------------------------------------------
-    def merge_parts(self, part_job_dirs: list[Path], stopped_as: str | None = None) -> EvalResult:
-        """The result of this evaluation when its models ran apart: each part an `Evaluation` of this spec with some
-        of its models (all of its datasets) in a job dir of its own. The parts' latest runs are merged into one run
-        dir of this job dir (different models never share a predictions, results, logs or per-sample file) and
-        read as one run of the whole spec is, so scores, samples and manifest are the unsplit run's. The parts'
-        logs become this job's log, one after another. `stopped_as`: "cancelled" or "timeout" when a part was
-        stopped so."""
+    def merge_parts(self, part_job_dirs: list[Path], stopped_as: str | None = None,
+                    on_event: EventCallback | None = None) -> EvalResult:
+        """The result of this evaluation when it ran apart: each part an `Evaluation` of this spec with some of its
+        models, and all of its datasets, some of them (`datasets`) or one shard of one (`shard`), in a job dir of
+        its own. The parts' latest runs are merged into one run dir of this job dir (two parts never share a
+        predictions, results, logs or per-sample file: other models, other datasets, or another shard's
+        `<abbr>_<i>.json`) and read as one run of the whole spec is, so scores, samples and manifest are the
+        unsplit run's. When the parts ran some of the datasets, OpenCompass' evaluation stage then runs on the
+        merged run (`-m eval -r`): it scores what no part scored, the shards (its eval task reads `<abbr>_0.json`,
+        `<abbr>_1.json`, ... as the predictions of `<abbr>`), skips every pair a part scored, and writes the whole
+        spec's resolved config and summary, as the unsplit run does. The parts' logs become this job's log, one
+        after another. `stopped_as`: "cancelled" or "timeout" when a part was stopped so."""
         started = time.monotonic()
         built = self.built or self.prepare()
         outputs = workdir.outputs_dir(self.job_dir)
+        metas = [workdir.read_json(Path(part) / JOB_META) for part in part_job_dirs]
+        some_datasets = any(isinstance(meta, dict) and meta.get("part") for meta in metas)
         runs = [workdir.latest_run_dir(Path(part)) for part in part_job_dirs]
         names = [run.name for run in runs if run is not None]
         merged = outputs / (max(names) if names else time.strftime("%Y%m%d_%H%M%S"))
@@ -294,9 +313,10 @@ class Evaluation:
                 if (workdir.outputs_dir(part) / beside).is_dir():
                     shutil.copytree(workdir.outputs_dir(part) / beside, outputs / beside, dirs_exist_ok=True)
             for entry in run.iterdir() if run is not None else []:
-                # One dumped config is enough (the datasets, all that is read from it, are every part's); each
-                # part's summary covers its own models only.
-                if entry.name == "summary" or (entry.name == "configs" and (merged / "configs").exists()):
+                # One dumped config is enough when every part ran every dataset (the datasets are all that is read
+                # from it); otherwise the evaluation stage below dumps the whole one. A part's summary covers its
+                # own pairs only.
+                if entry.name == "summary" or (entry.name == "configs" and (some_datasets or (merged / "configs").exists())):
                     continue
                 if entry.is_dir():
                     shutil.copytree(entry, merged / entry.name, dirs_exist_ok=True)
@@ -305,6 +325,9 @@ class Evaluation:
             if (part / LOG_NAME).is_file():
                 logs.append(f"[aieval] ---- part {part.name} ----\n" + (part / LOG_NAME).read_text(errors="replace"))
         (self.job_dir / LOG_NAME).write_text("\n".join(logs), encoding="utf-8")
+        if some_datasets and stopped_as is None:
+            self._eval_only = True
+            return self.run(on_event, resume=True)
         monitor = _Monitor(self, built, started)
         monitor.resolved = workdir.resolved_datasets(merged)
         return self._finish(None, monitor, stopped_as, started)
@@ -321,7 +344,12 @@ class Evaluation:
         (self.job_dir / "manifest.json").write_text(
             json.dumps(result.manifest, indent=2, ensure_ascii=False), encoding="utf-8"
         )
-        if run_dir is not None:
+        if run_dir is not None and self.shard is not None:
+            # A shard's run infers only (its scores are the merged job's): it did its work when every prediction is made.
+            result.pairs = [PairOutcome(model, dataset, ok=done, error=None if done else "inference did not finish")
+                            for model in built.models for dataset in monitor.dataset_names()
+                            for done in [workdir.inference_finished(run_dir, model, dataset)]]
+        elif run_dir is not None:
             result.scores, result.pairs = collect_scores(
                 run_dir, built.models, monitor.dataset_names(), monitor.dataset_indexes()
             )

@@ -38,6 +38,7 @@ def create_celery(settings: Settings) -> Celery:
         transport_options = {"visibility_timeout": 24 * 3600}
         if settings.key_prefix:
             transport_options["global_keyprefix"] = settings.key_prefix
+    events_on_broker = not settings.celery_broker_url.startswith("filesystem://")
     app.conf.update(
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
@@ -52,7 +53,11 @@ def create_celery(settings: Settings) -> Celery:
         # their state and heartbeats, and they finish on their own (Celery 6 would cancel them by default).
         worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
+        # Task events (received, started, succeeded...; `task-sent` from the API) are what Flower's task pages show.
+        # Redis and RabbitMQ drop them while no monitor listens. Not on the directory broker, which writes each event
+        # as a file for every queue a monitor ever bound, and keeps the binding after the monitor exits.
+        worker_send_task_events=events_on_broker,
+        task_send_sent_event=events_on_broker,
         worker_enable_remote_control=False,
         # Celery beat (`celery -A aieval_server.celery_app:celery_app beat`): one entry that looks at the schedules in
         # the database, so schedules edited in the UI apply without a restart. beat.py's scheduler runs this entry in

@@ -90,11 +90,18 @@ class Settings(BaseSettings):
     sweep_interval_s: float = 5.0
     # How often schedules are looked at (services/schedules.tick: Celery beat's entry, `aieval serve`'s thread).
     schedule_tick_s: float = 30.0
+    # How often the tick asks the endpoints of "new model version" schedules which model version they serve.
+    schedule_version_check_s: float = 300.0
     # A running job's files are copied to shared storage this often, so that a worker on another machine can
     # resume it (0: only at the end).
     checkpoint_interval_s: float = 30.0
     # A job with several local checkpoints runs as parts on many workers, one checkpoint each (services/fanout.py).
     fanout: bool = True
+    # A checkpoint's work is also cut into parts (groups of datasets, shards of a large uploaded one) while the job
+    # has fewer parts on the `local` queue than this (about the GPU workers there are), each of at least
+    # `fanout_part_rows` rows: a job of a few small datasets stays one part.
+    fanout_max_parts: int = Field(default=4, ge=1, le=256)
+    fanout_part_rows: int = Field(default=1000, ge=1)
     # Where HF checkpoints registered as models are checked at submit time (API and worker share disks).
     check_model_paths: bool = True
     web_dist: Path = REPO_ROOT / "apps" / "web" / "dist"

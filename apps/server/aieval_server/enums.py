@@ -147,6 +147,24 @@ class GateStatus(StrEnum):
     not_applicable = "not_applicable"
 
 
+class ScheduleTrigger(StrEnum):
+    """When a schedule runs (services/schedules.py): on its cron expression (cron), or when an OpenAI-compatible
+    endpoint among its models serves a new version of its model (new_model_version: GET {base_url}/models looked at
+    every `schedule_version_check_s`; a cron is optional then, and runs it too)."""
+
+    cron = "cron"
+    new_model_version = "new_model_version"
+
+
+class ModelVersionChange(StrEnum):
+    """What a look at a schedule's endpoints found (services/model_versions.decide): the first version seen (recorded,
+    no run), another version than the one recorded (a run), or the same."""
+
+    first_seen = "first_seen"
+    changed = "changed"
+    unchanged = "unchanged"
+
+
 class GateRuleKind(StrEnum):
     """What a gate rule checks. no_significant_drop: no dataset is significantly worse than in the baseline (the
     paired test of services/paired.py, Holm-corrected); min_score: a dataset's score is at least a threshold."""

@@ -44,7 +44,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # ---- recorded by the processes (merged across them at scrape time) ------------------------------------------
 EVALUATION_DURATION = Histogram(
     "aieval_evaluation_duration_seconds",
-    "One attempt of an evaluation on a worker, from claiming the job to writing its outcome, by outcome.",
+    "One attempt of an evaluation, from claiming the job to writing its outcome (a fanned-out job: its parts and their "
+    "merge), by outcome.",
     ["outcome"], buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400))
 SAMPLES_SCORED = Counter(
     "aieval_samples_scored_total", "Samples scored by finished attempts (per model and dataset, once), by model.",

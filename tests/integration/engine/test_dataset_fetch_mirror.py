@@ -20,6 +20,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from body_hash_openai import BodyHashEndpoint
 
 from aieval_engine.catalogue import data_packages
 
@@ -110,6 +111,19 @@ def test_fetch_through_a_loopback_mirror_checks_the_md5_and_makes_gsm8k_ready(tm
 
     runnable = aieval(tmp_path, "check", str(spec))
     assert runnable.returncode == 0 and "data present" in runnable.stdout, runnable.stdout + runnable.stderr
+    # ... and it runs, offline: OpenCompass' stock gsm8k_gen config on the imported data, against a loopback model.
+    endpoint = BodyHashEndpoint()
+    try:
+        spec.write_text(json.dumps({
+            "models": [{"kind": "openai", "name": "endpoint", "base_url": endpoint.url, "model": "m"}],
+            "datasets": [{"kind": "builtin", "config": "gsm8k_gen"}], "params": {"limit": 4, "max_out_len": 16}}))
+        ran = aieval(tmp_path, "run", str(spec), "--json")
+    finally:
+        endpoint.close()
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    result = json.loads(ran.stdout)
+    assert result["status"] == "succeeded" and len(endpoint.questions_answered()) == 4
+    assert [score["dataset"] for score in result["scores"]] == ["gsm8k"]  # the abbr of the stock config
 
     again = aieval(tmp_path, "datasets", "fetch", "gsm8k_gen", "--mirror", base)
     assert again.returncode == 0 and "already here" in again.stdout

@@ -4,7 +4,9 @@ two real worker processes (one slot each; PostgreSQL, Redis as the broker, the r
 - Its scores and per-sample predictions equal the same job run whole (fan-out turned off on the worker).
 - Cancel stops every part: no OpenCompass process is left and the job ends cancelled.
 - A worker killed in the middle of its part: only that part runs again (resuming from its predictions), on the
-  worker left, and the job still equals the unsplit run."""
+  worker left, and the job still equals the unsplit run.
+- One checkpoint with two datasets: its large dataset runs as two shards, the small one as a part of its own, and
+  the merged job equals that checkpoint's share of the unsplit run."""
 
 from __future__ import annotations
 
@@ -85,9 +87,19 @@ def reference(stack, body) -> dict:
     return {"detail": detail, "samples": samples(stack, evaluation_id)}
 
 
+# Up to 3 local parts of at least 80 rows: the two-checkpoint job stays one part per checkpoint (3 // 2), a
+# one-checkpoint job of 240 + 12 rows becomes three (services/fanout.split).
+CUT = {"AIEVAL_FANOUT_MAX_PARTS": "3", "AIEVAL_FANOUT_PART_ROWS": "80"}
+
+
 @pytest.fixture(scope="module")
 def two_workers(stack, reference):
-    return [stack.start_worker(concurrency=1), stack.start_worker(concurrency=1)]
+    stack.env.update(CUT)
+    try:
+        return [stack.start_worker(concurrency=1), stack.start_worker(concurrency=1)]
+    finally:
+        for name in CUT:
+            del stack.env[name]
 
 
 # ---- reading what happened ----------------------------------------------------------------------
@@ -129,7 +141,8 @@ def test_parts_on_two_workers_equal_the_whole_run(stack, body, reference, two_wo
     assert detail["status"] == "succeeded", detail["error"]
     found = parts(stack, evaluation_id)
     assert [(p["models"], p["queue"], p["status"]) for p in found] == [
-        (["tiny-0"], "local", "succeeded"), (["tiny-1"], "local", "succeeded")]
+        ({"models": ["tiny-0"], "datasets": None, "shard": None}, "local", "succeeded"),
+        ({"models": ["tiny-1"], "datasets": None, "shard": None}, "local", "succeeded")]
     assert scores(detail) == scores(reference["detail"])
     assert samples(stack, evaluation_id) == reference["samples"]
     # the job's progress is its parts' added up
@@ -137,6 +150,24 @@ def test_parts_on_two_workers_equal_the_whole_run(stack, body, reference, two_wo
     assert detail["progress"]["fraction"] == 1.0
     assert {(p["model_abbr"], p["dataset_abbr"]) for p in detail["pairs"]} == {
         (p["model_abbr"], p["dataset_abbr"]) for p in reference["detail"]["pairs"]}
+
+
+def test_one_checkpoint_runs_as_shards_and_dataset_parts_equal_to_the_whole_run(stack, body, reference, two_workers):
+    evaluation_id = stack.submit({**body, "model_ids": body["model_ids"][:1], "name": "one checkpoint, cut"})
+    detail = stack.finished(evaluation_id, timeout=600)
+    assert detail["status"] == "succeeded", detail["error"]
+    found = parts(stack, evaluation_id)
+    assert [(p["models"]["datasets"], p["models"]["shard"], p["queue"], p["status"]) for p in found] == [
+        ([0], {"dataset": 0, "index": 0, "start": 0, "stop": ROWS // 2}, "local", "succeeded"),
+        ([0], {"dataset": 0, "index": 1, "start": ROWS // 2, "stop": ROWS}, "local", "succeeded"),
+        ([1], None, "local", "succeeded")]
+    tiny_0 = [row for row in scores(reference["detail"]) if row[0] == "tiny-0"]
+    assert scores(detail) == tiny_0 and len(tiny_0) >= 2
+    assert samples(stack, evaluation_id) == [row for row in reference["samples"] if row[0] == "tiny-0"]
+    assert detail["progress"]["samples_done"] == ROWS + 12 and detail["progress"]["fraction"] == 1.0
+    # the shards' pairs add up into the dataset's pair, as the unsplit run has it
+    assert sorted((p["model_abbr"], p["dataset_abbr"], p["ok"]) for p in detail["pairs"]) == sorted(
+        (p["model_abbr"], p["dataset_abbr"], p["ok"]) for p in reference["detail"]["pairs"] if p["model"] == "tiny-0")
 
 
 def test_cancel_stops_every_part(stack, body, two_workers):

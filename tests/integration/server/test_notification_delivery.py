@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -192,10 +193,21 @@ def test_a_delivery_left_behind_by_a_dead_process_is_sent_once_by_the_sweeper(cl
             delivery_id = row.id
         # Two sweepers find it at once: the claim lets one of them send.
         sweeps = [threading.Thread(target=notifications.resume_overdue, args=(settings,)) for _ in range(2)]
+        receiver.answering.clear()  # the attempt stays in flight until released
         for sweep in sweeps:
             sweep.start()
         for sweep in sweeps:
             sweep.join()
+        wait_until(lambda: receiver.count() == 1, 10, what="the resumed attempt to reach the receiver")
+        # A sweeper that comes while it is in flight does not take the next attempt and send it again: neither one
+        # that lists it now nor one that listed it just before the claim and goes on to deliver it.
+        assert notifications.resume_overdue(settings) == []
+        late = threading.Thread(target=notifications.deliver, args=(settings, delivery_id))
+        late.start()
+        time.sleep(0.5)
+        assert receiver.count() == 1
+        receiver.answering.set()
+        late.join(timeout=30)
         wait_until(lambda: deliveries(client)[0]["status"] == "delivered", 10, what="the resumed delivery")
         (delivery,) = deliveries(client)
         assert (delivery["id"], delivery["attempts"]) == (delivery_id, 2)

@@ -22,11 +22,13 @@ from aieval_engine.config_builder import (
     UNADAPTED_CONCURRENCY,
     UNLIMITED_QUERY_PER_SECOND,
     BuiltConfig,
+    DatasetShard,
     Ref,
     build_config,
     plan_datasets,
     render_literal,
     safe_abbr,
+    shard_ranges,
 )
 from aieval_engine.spec import DEFAULT_MAX_OUT_LEN, SpecError, parse_spec
 
@@ -837,3 +839,37 @@ def test_the_inertness_check_catches_user_text_outside_strings():
     assert_inert(text)
     with pytest.raises(AssertionError):
         assert_inert(text, contains=["__import__('os')"])  # not a constant
+
+
+# ---- one part of a job fanned out over workers: some datasets, or one shard of one -------------------------
+def test_a_part_keeps_every_datasets_abbr_and_index_of_the_whole_job(tmp_path):
+    # "gsm8k" beside the built-in gsm8k config is abbreviated "gsm8k-2" in the whole job: so in a part without it
+    rows = [{"question": f"q{i}", "answer": str(i)} for i in range(10)]
+    spec = parse_spec({"models": [hf()], "datasets": [
+        {"kind": "builtin", "config": "gsm8k_gen"}, {"kind": "custom", "name": "gsm8k", "path": str(data_file(tmp_path, "a", rows))},
+        {"kind": "custom", "name": "other", "path": str(tmp_path / "absent.jsonl")}]})  # not this part's: not read
+    whole_abbr = [d.abbr for d in plan_datasets(spec.model_copy(update={"datasets": spec.datasets[:2]}))][1]
+    built = build_config(spec, tmp_path / "part", datasets=[1])
+    assert [(d.index, d.abbr) for d in built.datasets] == [(1, whole_abbr)] and whole_abbr == "gsm8k-2"
+    assert "builtin_" not in built.text
+    built = build_config(spec, tmp_path / "part0", datasets=[0])
+    assert [d.index for d in built.datasets] == [0] and "as builtin_0_gsm8k_datasets" in built.text
+
+
+def test_a_shard_is_cut_as_opencompass_size_partitioner_cuts_a_dataset(tmp_path):
+    rows = [{"question": f"q{i}", "answer": str(i)} for i in range(10)]
+    path = data_file(tmp_path, "qa", rows)
+    spec = parse_spec({"models": [hf()], "datasets": [{"kind": "custom", "name": "qa", "path": str(path)}],
+                       "params": {"limit": 9}})
+    assert shard_ranges(9, 2, batch_size=4) == [(0, 8), (8, 9)]
+    assert shard_ranges(10, 3) == [(0, 4), (4, 8), (8, 10)]
+    shard = DatasetShard(dataset=0, index=1, start=8, stop=9)
+    built = build_config(spec, tmp_path / "job", shard=shard)
+    assert_inert(built.text)
+    (config,) = assignments(built.text)["gen_datasets"]
+    # SizePartitioner.split_dataset: abbr + f'_{part}', test_range = f'{test_range}[{i}: {i + step}]'
+    assert (config["abbr"], config["test_range"]) == ("qa_1", "[0:9][8: 9]")
+    assert built.datasets[0].rows == 1
+    with pytest.raises(SpecError, match="only an uploaded dataset"):
+        build_config(parse_spec({"models": [hf()], "datasets": [{"kind": "builtin", "config": "gsm8k_gen"}]}),
+                     tmp_path / "b", shard=DatasetShard(dataset=0, index=0, start=0, stop=4))

@@ -107,6 +107,7 @@ RULES = {
     # Notification channels are their owner's (administrators may manage them); no visibility of their own.
     ("GET", f"{A}/notification-channels"): signed_in,
     ("POST", f"{A}/notification-channels"): create,
+    ("GET", f"{A}/notification-channels/kinds"): signed_in,
     ("GET", f"{A}/notification-channels/{{channel_id}}"): own_token,
     ("PATCH", f"{A}/notification-channels/{{channel_id}}"): own_token,
     ("DELETE", f"{A}/notification-channels/{{channel_id}}"): own_token,

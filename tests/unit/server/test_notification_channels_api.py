@@ -45,6 +45,19 @@ def test_a_channel_is_saved_with_its_secret_and_url_hidden(client, receiver, set
     assert SECRET.encode() not in database and b"abcdefghijkl" not in database
 
 
+def test_the_kinds_say_which_take_a_secret_as_creating_one_does(client, receiver):
+    """The form offers a secret field by this answer: it must agree with what creating a channel accepts."""
+    kinds = client.get(f"{A}/notification-channels/kinds")
+    assert kinds.status_code == 200, kinds.text
+    signed = {entry["kind"]: entry["signed"] for entry in kinds.json()}
+    assert set(signed) == {"webhook", "feishu", "dingtalk", "wecom", "slack"}
+    for kind, takes_secret in signed.items():
+        response = client.post(f"{A}/notification-channels", json={
+            "name": f"{kind} hook", "kind": kind, "url": receiver.url("/hook"), "secret": SECRET})
+        assert response.status_code == (201 if takes_secret else 422), (kind, response.text)
+    assert signed["webhook"] and not signed["slack"]
+
+
 def test_the_test_button_sends_a_signed_message_and_reports_the_answer(client, receiver):
     channel = create(client, url=receiver.url(), secret=SECRET)
     result = client.post(f"{A}/notification-channels/{channel['id']}/test")

@@ -191,8 +191,13 @@ class Schedule(Owned, Base):
     name: Mapped[str] = mapped_column(String(200))
     # The body of POST /evaluations (schemas.api.EvaluationCreate, validated with it) that each run submits.
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
-    cron: Mapped[str] = mapped_column(String(120))
+    cron: Mapped[str | None] = mapped_column(String(120), nullable=True)  # NULL: runs on new model versions only
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")  # an IANA name; the cron is read in it
+    trigger: Mapped[str] = mapped_column(String(20), default="cron")  # enums.ScheduleTrigger (migration 0016)
+    # The served versions of its endpoint models as last seen (services/model_versions.py: canonical JSON, compared
+    # as text by the compare-and-set that submits a run when it changes) and when the endpoints were last asked.
+    model_version: Mapped[str | None] = mapped_column(Text, nullable=True)
+    version_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # NULL while disabled
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -215,7 +220,9 @@ class EvaluationPart(Base):
     __tablename__ = "evaluation_parts"
     evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
-    models: Mapped[list[str]] = mapped_column(JSON)  # display names of the job's models this part evaluates
+    # What the part runs (fanout.part_what): {"models": display names, "datasets": spec dataset indexes or null for
+    # all, "shard": one index range of one dataset or null}; rows written before parts had datasets: the names only.
+    models: Mapped[dict[str, Any] | list[str]] = mapped_column(JSON)
     queue: Mapped[str] = mapped_column(String(50))  # "local" for a checkpoint, "api" for endpoints
     # queued | running | one of the terminal evaluation statuses
     status: Mapped[str] = mapped_column(String(20), default=EvaluationStatus.queued.value)

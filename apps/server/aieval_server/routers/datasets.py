@@ -17,7 +17,7 @@ from ..schemas.api import (
     Page,
 )
 from ..schemas.data_packages import BenchmarkRead, DataImportFromPath, DataImportRead, DataPackagesStatus
-from ..schemas.ids import DatabaseId, PageNumber
+from ..schemas.ids import DatabaseId, DataImportId, PageNumber
 from ..services import access, data_packages
 from ..services import datasets as service
 from .deps import AdminUser, CurrentUser, SessionDep, SettingsDep, StorageDep
@@ -77,7 +77,7 @@ def import_data_package_from_path(*, body: DataImportFromPath, session: SessionD
 
 @router.get("/packages/{import_id}", response_model=DataImportRead,
             responses={403: {"description": "administrators only"}})
-def data_import_progress(*, import_id: str, settings: SettingsDep, _admin: AdminUser):
+def data_import_progress(*, import_id: DataImportId, settings: SettingsDep, _admin: AdminUser):
     return data_packages.get(settings, import_id)
 
 

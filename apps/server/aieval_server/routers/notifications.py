@@ -6,8 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from ..enums import SIGNED_NOTIFICATION_KINDS, NotificationKind
 from ..schemas.ids import DatabaseId
-from ..schemas.notifications import ChannelCreate, ChannelRead, ChannelTestResult, ChannelUpdate, DeliveryRead
+from ..schemas.notifications import (
+    ChannelCreate,
+    ChannelRead,
+    ChannelTestResult,
+    ChannelUpdate,
+    DeliveryRead,
+    NotificationKindRead,
+)
 from ..services import notifications as service
 from .deps import CurrentUser, SessionDep, SettingsDep
 
@@ -26,6 +34,12 @@ def list_channels(session: SessionDep, caller: CurrentUser) -> list[ChannelRead]
 def create_channel(body: ChannelCreate, session: SessionDep, settings: SettingsDep, caller: CurrentUser) -> ChannelRead:
     """A channel told about your evaluations: when one succeeds, fails (or times out) or fails its gate."""
     return service.to_read(service.create_channel(session, settings, body, caller))
+
+
+@router.get("/kinds")
+def list_kinds(caller: CurrentUser) -> list[NotificationKindRead]:
+    """The kinds of channel and which of them are signed: what the channel form offers, from the server's rules."""
+    return [NotificationKindRead(kind=kind, signed=kind in SIGNED_NOTIFICATION_KINDS) for kind in NotificationKind]
 
 
 @router.get("/{channel_id}", responses=HIDDEN)

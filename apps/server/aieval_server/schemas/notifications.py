@@ -86,6 +86,15 @@ class DeliveryRead(BaseModel):
     finished_at: datetime | None
 
 
+class NotificationKindRead(BaseModel):
+    """A kind of channel and whether its messages are signed with a secret (the form offers a secret field only
+    for those)."""
+
+    kind: NotificationKind
+    signed: bool = Field(description="the receiver checks a signature made with the channel's secret; the other "
+                                     "kinds take no secret (their URL is the secret)")
+
+
 class ChannelTestResult(BaseModel):
     """What the receiver answered to one test message (sent once, not retried; also in the delivery log)."""
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from aieval_engine.spec import DisplayName as Name
 
-from ..enums import GateRuleKind, GateStatus, Visibility
+from ..enums import GateRuleKind, GateStatus, ScheduleTrigger, Visibility
 from .api import EvaluationCreate, OwnedRead, Strict, VisibilityField
 from .ids import DatabaseId
 
@@ -17,6 +17,9 @@ CronField = Field(min_length=1, max_length=120, description="five fields (minute
                                                             "e.g. \"0 2 * * *\": 02:00 every day) or @hourly, "
                                                             "@daily, @weekly, @monthly, @yearly")
 TIMEZONE_HELP = "the IANA time zone the cron expression is read in, e.g. Asia/Shanghai"
+TRIGGER_HELP = ("cron: runs on the cron expression; new_model_version: runs whenever an OpenAI-compatible endpoint among "
+                "the request's models serves another version of its model (GET {base_url}/models), and on the cron "
+                "too when one is given")
 
 
 class NoSignificantDrop(Strict):
@@ -44,7 +47,9 @@ GateRules = Field(default_factory=list, max_length=20, description="checked on e
 class ScheduleCreate(Strict):
     name: Name
     request: EvaluationCreate = Field(description="what each run submits: the body of POST /evaluations")
-    cron: str = CronField
+    trigger: ScheduleTrigger = Field(default=ScheduleTrigger.cron, description=TRIGGER_HELP)
+    cron: str | None = Field(default=None, min_length=1, max_length=120,
+                             description=f"{CronField.description}; required with the cron trigger")
     timezone: str = Field(default="UTC", min_length=1, max_length=64, description=TIMEZONE_HELP)
     enabled: bool = True
     gate_rules: list[GateRule] = GateRules
@@ -54,7 +59,9 @@ class ScheduleCreate(Strict):
 class ScheduleUpdate(Strict):
     name: Name | None = None
     request: EvaluationCreate | None = None
-    cron: str | None = Field(default=None, min_length=1, max_length=120)
+    trigger: ScheduleTrigger | None = None
+    cron: str | None = Field(default=None, min_length=1, max_length=120,
+                             description="null (given explicitly) removes it: only with the new_model_version trigger")
     timezone: str | None = Field(default=None, min_length=1, max_length=64)
     enabled: bool | None = None
     gate_rules: list[GateRule] | None = Field(default=None, max_length=20)
@@ -69,11 +76,16 @@ class ScheduleRead(OwnedRead):
     id: int
     name: str
     request: dict[str, Any]
-    cron: str
+    trigger: ScheduleTrigger = ScheduleTrigger.cron
+    cron: str | None = Field(description="null: it runs on new model versions only")
     timezone: str
     enabled: bool
     next_run_at: datetime | None = Field(description="null while disabled")
-    next_runs: list[datetime] = Field(description="the next few times it runs (empty while disabled)")
+    next_runs: list[datetime] = Field(description="the next few times its cron runs it (empty while disabled or "
+                                                  "without a cron)")
+    model_version: str | None = Field(default=None, description="new_model_version: what its endpoints served when "
+                                                                "last asked (null: not asked yet)")
+    version_checked_at: datetime | None = Field(default=None, description="when its endpoints were last asked")
     last_run_at: datetime | None
     last_evaluation_id: int | None
     last_evaluation_status: str | None = Field(default=None, description="null when it never ran or was deleted")

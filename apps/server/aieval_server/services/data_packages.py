@@ -39,6 +39,7 @@ from ..config import Settings
 from ..enums import AuditAction, AuditTarget, DataImportState
 from ..private_paths import private_dir
 from ..schemas.data_packages import DataImportRead, DataImportReport, DataPackagesStatus
+from ..schemas.ids import DATA_IMPORT_ID_PATTERN
 from . import audit
 from . import datasets as datasets_service
 from .accounts import Caller
@@ -47,7 +48,7 @@ from .models import under_model_roots
 
 log = logging.getLogger(__name__)
 RECORDS_FOLDER = "data-imports"
-RECORD_ID = re.compile(r"[0-9a-f]{32}")
+RECORD_ID = re.compile(DATA_IMPORT_ID_PATTERN)
 PROGRESS_EVERY_S = 0.5
 # Progress is written at least this often while an import runs; a record older than STALE_AFTER_S was left by a
 # process that stopped.

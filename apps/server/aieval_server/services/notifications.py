@@ -394,8 +394,10 @@ def _claim(settings: Settings, delivery_id: int) -> tuple[int, AttemptResult] | 
         now = utcnow()
         taken = session.execute(
             update(NotificationDelivery)
+            # Due, too: a claim moves next_attempt_at past the attempt's timeout, so while one process sends, a
+            # sweeper that read the row after that claim cannot take the next attempt and send it a second time.
             .where(NotificationDelivery.id == delivery_id, NotificationDelivery.status == DeliveryStatus.pending.value,
-                   NotificationDelivery.attempts == row.attempts)
+                   NotificationDelivery.attempts == row.attempts, NotificationDelivery.next_attempt_at <= now)
             .values(attempts=attempt, last_attempt_at=now,
                     next_attempt_at=now + timedelta(seconds=settings.notification_timeout_s + OVERDUE_AFTER_S))
             .execution_options(synchronize_session=False)).rowcount

@@ -40,7 +40,7 @@ from ..enums import TERMINAL
 from ..models import Evaluation, Score
 from . import notifications
 from .artifacts import RUN_LOG
-from .evaluations import utcnow
+from .evaluations import _aware, utcnow
 from .events import Publisher
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,8 @@ class RunRecorder:
         self.pending_pgid: int | None = None  # the run's process group, when the database could not take it
         self.lock = threading.Lock()
         self._last_beat = 0.0
-        self.started = time.monotonic()  # the attempt's duration, observed with its outcome (metrics.py)
+        # When the outcome's row carries no started_at (metrics.py's duration is measured from it otherwise).
+        self.started = time.monotonic()
 
     def _row(self):
         return self.table.id == self.id
@@ -204,19 +205,24 @@ class RunRecorder:
             return
         with self.lock:
             log_tail = "\n".join(self.log_lines) or None
+        finished_at = utcnow()
         with session_scope(self.settings.database_url) as session:
             owned = session.execute(
                 update(Evaluation).where(self._owned()).values(
-                    status=status, error=error, finished_at=utcnow(), revision=Evaluation.revision + 1,
+                    status=status, error=error, finished_at=finished_at, revision=Evaluation.revision + 1,
                     log_tail=log_tail, **extra,
-                ).execution_options(synchronize_session=False)
-            ).rowcount
-            if not owned:
+                ).returning(Evaluation.started_at).execution_options(synchronize_session=False)
+            ).first()
+            if owned is None:
                 return
             session.execute(delete(Score).where(Score.evaluation_id == self.id))
             session.add_all([Score(**score) for score in scores])
         self.publisher.publish(self.id, {"type": "status", "status": status})
-        metrics.evaluation_finished(status, time.monotonic() - self.started)
+        # From the job's claim (started_at), not this recorder's start: a fanned-out job's outcome is written by the
+        # recorder of its merge, which began when the last part ended (services/fanout.py).
+        started_at = owned.started_at
+        metrics.evaluation_finished(status, (finished_at - _aware(started_at)).total_seconds() if started_at
+                                    else time.monotonic() - self.started)
         # Every final status a worker writes passes here (a whole job, a merged fanned-out job, a failure before
         # start); parts write theirs in PartRecorder and are not announced. Sent in the background, never raises.
         notifications.outcome_recorded(self.settings, self.id, status)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aieval_engine import workdir
+from aieval_engine.config_builder import DatasetShard
 from aieval_engine.launchers import Launcher
 from aieval_engine.prediction_cache import cache_file as prediction_cache_file
 from aieval_engine.runner import Evaluation as EngineEvaluation
@@ -77,7 +78,7 @@ def _run_claimed(settings: Settings, storage: Storage, evaluation_id: int, token
         spec, model_ids, dataset_ids, source = load_job(settings, storage, evaluation_id)
         job.update(spec=spec, model_ids=model_ids, dataset_ids=dataset_ids)
         job_dir.mkdir(parents=True, exist_ok=True)
-        if source is None and fanout.split(settings, spec) is not None:  # several local checkpoints: many workers
+        if source is None and fanout.split(settings, spec) is not None:  # work for several local workers: parts
             return fanout.fan_out(settings, storage, evaluation_id, token, spec)
         rescore_from = _source_run_dir(settings, storage, *source) if source is not None else None
         return new_engine(settings, spec, job_dir, PgidRecordingLauncher(launcher, recorder.record_pgid),
@@ -148,8 +149,10 @@ def load_job(settings: Settings, storage: Storage, evaluation_id: int):
 
 
 def new_engine(settings: Settings, spec, job_dir: Path, launcher: Launcher,
-               rescore_from: Path | None = None) -> EngineEvaluation:
-    """The engine run of `spec` in `job_dir` as every worker runs it (a whole job or one part of it)."""
+               rescore_from: Path | None = None, datasets: list[int] | None = None,
+               shard: DatasetShard | None = None) -> EngineEvaluation:
+    """The engine run of `spec` in `job_dir` as every worker runs it (a whole job or one part of it: `datasets`,
+    `shard`, services/fanout.py)."""
     if settings.runner == "slurm":
         # This worker's setting, not the job's: a job requeued to another worker runs its tasks as that one does.
         spec = spec.model_copy(update={"params": spec.params.model_copy(update={"slurm": settings.slurm_spec()})})
@@ -160,6 +163,7 @@ def new_engine(settings: Settings, spec, job_dir: Path, launcher: Launcher,
         judge_cache=judge_cache_file(settings),
         prediction_cache=prediction_cache_file(settings.data_dir),  # endpoint models' answers
         rescore_from=rescore_from,  # a re-score: the source's predictions, no inference
+        datasets=datasets, shard=shard,
     )
 
 

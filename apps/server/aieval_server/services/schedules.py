@@ -1,5 +1,6 @@
-"""Schedules: a saved evaluation request run on a cron expression, each run an ordinary evaluation of the schedule's
-owner, submitted through the one submission.submit (issue 12, continuous evaluation).
+"""Schedules: a saved evaluation request run on a cron expression, or when an endpoint among its models serves a new
+version of its model (the new_model_version trigger), each run an ordinary evaluation of the schedule's owner, submitted
+through the one submission.submit (issue 12, continuous evaluation).
 
 Who fires them: `tick`, every `schedule_tick_s`. Celery beat runs it (celery_app's beat entry; `beat.py` runs the tick
 in the beat process itself, so a schedule never waits behind workers busy with long evaluations), and `aieval serve`
@@ -10,27 +11,33 @@ Exactly once: a tick claims a due schedule by moving its `next_run_at` on with o
 on the value it read), in the same transaction that writes the run; a second tick or beat that read the same value
 updates nothing and skips it. A schedule whose time passed while nothing ticked (the server was down) runs once, then
 at its next time after now: missed occurrences are not caught up one by one.
+
+New model versions: every `schedule_version_check_s` the tick asks the endpoints of each new_model_version schedule
+which version they serve (services/model_versions.py). It claims the look with a compare-and-set on
+`version_checked_at` (committed before asking: no transaction stays open during the HTTP requests), and records what
+it saw with a compare-and-set on the recorded `model_version` in the transaction that writes the run, so two ticks
+never submit one new version twice. The first version seen is only recorded.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..db import session_scope
-from ..enums import AuditAction, AuditTarget, EvaluationStatus, UserRole
+from ..enums import AuditAction, AuditTarget, EvaluationStatus, ModelVersionChange, ScheduleTrigger, UserRole
 from ..models import Dataset, Evaluation, Model, Schedule, User
 from ..schemas.api import EvaluationCreate
 from ..schemas.schedules import CronPreview, ScheduleCreate, ScheduleRead, ScheduleUpdate
 from ..storage import Storage, get_storage
-from . import access, audit
+from . import access, audit, model_versions
 from . import evaluations as evaluation_service
 from .accounts import SYSTEM_CALLER, Caller
 from .errors import Conflict, Invalid, ServiceError
@@ -102,9 +109,11 @@ def read_models(session: Session, schedules: list[Schedule], caller: Caller) -> 
         run = last.get(schedule.last_evaluation_id)
         items.append(ScheduleRead(
             **access.owned_fields(caller, schedule), id=schedule.id, name=schedule.name, request=schedule.request,
-            cron=schedule.cron, timezone=schedule.timezone, enabled=schedule.enabled,
+            trigger=schedule.trigger, cron=schedule.cron, timezone=schedule.timezone, enabled=schedule.enabled,
             next_run_at=schedule.next_run_at,
-            next_runs=next_runs(schedule.cron, schedule.timezone, now, NEXT_RUNS_SHOWN) if schedule.enabled else [],
+            next_runs=next_runs(schedule.cron, schedule.timezone, now, NEXT_RUNS_SHOWN)
+            if schedule.enabled and schedule.cron else [],
+            model_version=schedule.model_version, version_checked_at=schedule.version_checked_at,
             last_run_at=schedule.last_run_at, last_evaluation_id=schedule.last_evaluation_id,
             last_evaluation_status=run.status if run else None, last_gate_status=run.gate_status if run else None,
             baseline_evaluation_id=schedule.baseline_evaluation_id, last_error=schedule.last_error,
@@ -140,20 +149,34 @@ def _rules(body_rules) -> list[dict]:
     return [rule.model_dump(mode="json") for rule in body_rules]
 
 
+def _check_trigger(session: Session, trigger: str, cron: str | None, model_ids: list[int]) -> None:
+    """A cron schedule needs its cron; a new_model_version one an OpenAI-compatible endpoint model to watch."""
+    if trigger == ScheduleTrigger.cron and cron is None:
+        raise Invalid("a schedule with the cron trigger needs a cron expression", [f"cron: {CRON_HELP}"])
+    if trigger == ScheduleTrigger.new_model_version and not model_versions.endpoint_models(session, model_ids):
+        raise Invalid("the new_model_version trigger watches OpenAI-compatible endpoint models, and the request has "
+                      "none", ["request.model_ids: add an endpoint model (kind openai), or use the cron trigger"])
+
+
+def _next_run(schedule: Schedule) -> datetime | None:
+    return next_runs(schedule.cron, schedule.timezone, utcnow())[0] if schedule.enabled and schedule.cron else None
+
+
 def create(session: Session, settings: Settings, body: ScheduleCreate, caller: Caller) -> Schedule:
     access.require_member(caller)
-    cron = check_cron(body.cron)
+    cron = check_cron(body.cron) if body.cron is not None else None
     zone(body.timezone)
     _check_request(session, body.request, caller)
+    _check_trigger(session, body.trigger, cron, body.request.model_ids)
     schedule = Schedule(
-        name=body.name, request=body.request.model_dump(mode="json"), cron=cron, timezone=body.timezone,
-        enabled=body.enabled, gate_rules=_rules(body.gate_rules),
-        next_run_at=next_runs(cron, body.timezone, utcnow())[0] if body.enabled else None,
+        name=body.name, request=body.request.model_dump(mode="json"), trigger=body.trigger.value, cron=cron,
+        timezone=body.timezone, enabled=body.enabled, gate_rules=_rules(body.gate_rules),
         **access.ownership(caller, body.visibility, settings.default_visibility))
+    schedule.next_run_at = _next_run(schedule)
     session.add(schedule)
     session.flush()
     audit.record(session, caller, AuditAction.created, AuditTarget.schedule, schedule.id, schedule.name,
-                 {"cron": cron, "timezone": body.timezone})
+                 {"trigger": body.trigger.value, "cron": cron, "timezone": body.timezone})
     return schedule
 
 
@@ -164,8 +187,15 @@ def edit(session: Session, schedule_id: int, body: ScheduleUpdate, caller: Calle
     if body.request is not None:
         _check_request(session, body.request, caller)
         schedule.request = body.request.model_dump(mode="json")
-    if body.cron is not None:
-        schedule.cron = check_cron(body.cron)
+    if "cron" in body.model_fields_set:  # null given: no cron any more
+        schedule.cron = check_cron(body.cron) if body.cron is not None else None
+    if body.trigger is not None:
+        schedule.trigger = body.trigger.value
+    if {"request", "trigger", "cron"} & body.model_fields_set:
+        _check_trigger(session, schedule.trigger, schedule.cron, schedule.request.get("model_ids") or [])
+    if {"request", "trigger"} & body.model_fields_set:
+        # Other models (or watching anew): the next look records their versions, it does not run on them.
+        schedule.model_version = schedule.version_checked_at = None
     if body.timezone is not None:
         zone(body.timezone)
         schedule.timezone = body.timezone
@@ -176,7 +206,7 @@ def edit(session: Session, schedule_id: int, body: ScheduleUpdate, caller: Calle
     if body.visibility is not None:
         schedule.visibility = body.visibility.value
     if {"cron", "timezone", "enabled"} & body.model_fields_set:  # the next time as the new settings say
-        schedule.next_run_at = next_runs(schedule.cron, schedule.timezone, utcnow())[0] if schedule.enabled else None
+        schedule.next_run_at = _next_run(schedule)
     session.flush()
     audit.record(session, caller, AuditAction.updated, AuditTarget.schedule, schedule.id, schedule.name,
                  {"fields": sorted(body.model_fields_set)})
@@ -258,7 +288,7 @@ def claim(session: Session, schedule_id: int, due_at: datetime, now: datetime) -
     schedule = session.get(Schedule, schedule_id)
     if schedule is None:
         return None
-    following = next_runs(schedule.cron, schedule.timezone, max(now, due_at))[0]
+    following = next_runs(schedule.cron, schedule.timezone, max(now, due_at))[0] if schedule.cron else None
     taken = session.execute(
         update(Schedule).where(Schedule.id == schedule_id, Schedule.enabled.is_(True),
                                Schedule.next_run_at == due_at)
@@ -269,12 +299,29 @@ def claim(session: Session, schedule_id: int, due_at: datetime, now: datetime) -
     return schedule
 
 
-def tick(settings: Settings, *, now: datetime | None = None, storage: Storage | None = None) -> list[int]:
-    """Submit a run of every due schedule, each claimed and written in a transaction of its own. Returns the ids of
-    the evaluations submitted. A run the server refuses (quota, a deleted model) is recorded as the schedule's
-    last_error and the schedule waits for its next time."""
+def _submit_run(session: Session, settings: Settings, storage: Storage, schedule: Schedule, now: datetime,
+                why: str) -> int | None:
+    """Write and send one run of a schedule just claimed in `session`; the evaluation's id, or None when the server
+    refused it (recorded as the schedule's last_error; the claim stays: this occasion is over)."""
     from .submission import submit  # submission imports the Celery app; imported when a tick runs
 
+    try:
+        with session.begin_nested():
+            evaluation = new_run(session, settings, storage, schedule, now)
+    except ServiceError as exc:
+        schedule.last_run_at, schedule.last_error = now, _error_text(exc)
+        log.warning("schedule %s (%s): its run was refused: %s", schedule.id, schedule.name, schedule.last_error)
+        return None
+    submit(settings, evaluation.id, evaluation.queue, session=session)
+    log.info("schedule %s (%s): submitted evaluation %s (%s)", schedule.id, schedule.name, evaluation.id, why)
+    return evaluation.id
+
+
+def tick(settings: Settings, *, now: datetime | None = None, storage: Storage | None = None) -> list[int]:
+    """Submit a run of every due schedule, each claimed and written in a transaction of its own, then of every
+    new_model_version schedule whose endpoints serve a new version (check_model_versions). Returns the ids of the
+    evaluations submitted. A run the server refuses (quota, a deleted model) is recorded as the schedule's
+    last_error and the schedule waits for its next time."""
     now = now or utcnow()
     storage = storage or get_storage(settings)
     with session_scope(settings.database_url) as session:
@@ -285,16 +332,78 @@ def tick(settings: Settings, *, now: datetime | None = None, storage: Storage | 
     for schedule_id, due_at in due:
         with session_scope(settings.database_url) as session:
             schedule = claim(session, schedule_id, due_at, now)
+            if schedule is not None:
+                submitted.append(_submit_run(session, settings, storage, schedule, now, "cron"))
+    submitted.extend(check_model_versions(settings, now=now, storage=storage))
+    return [evaluation_id for evaluation_id in submitted if evaluation_id is not None]
+
+
+# ---- new model versions -----------------------------------------------------------------------------------------
+def claim_version_check(session: Session, schedule_id: int, checked_at: datetime | None,
+                        now: datetime) -> Schedule | None:
+    """Take the look at a schedule's endpoints: move version_checked_at to now, only if it still is `checked_at`
+    (and the schedule enabled, on this trigger). None when another tick took it."""
+    still = Schedule.version_checked_at.is_(None) if checked_at is None else Schedule.version_checked_at == checked_at
+    taken = session.execute(
+        update(Schedule).where(Schedule.id == schedule_id, Schedule.enabled.is_(True),
+                               Schedule.trigger == ScheduleTrigger.new_model_version.value, still)
+        .values(version_checked_at=now).execution_options(synchronize_session=False)).rowcount
+    return session.get(Schedule, schedule_id) if taken else None
+
+
+def observe_versions(settings: Settings, endpoints: list[tuple[int, str, str, str | None]]) -> str:
+    """The schedule's fingerprint now: each endpoint model (id, base URL, served name, encrypted key) asked in turn.
+    model_versions.VersionCheckError when one cannot be read (nothing is decided on part of them)."""
+    versions = {}
+    for model_id, base_url, served_name, api_key_encrypted in endpoints:
+        versions[model_id] = model_versions.served_version(settings, base_url, served_name, api_key_encrypted)
+    return model_versions.version_text(versions)
+
+
+def check_model_versions(settings: Settings, *, now: datetime | None = None,
+                         storage: Storage | None = None) -> list[int]:
+    """Ask the endpoints of each new_model_version schedule not asked for `schedule_version_check_s` which versions
+    they serve; submit a run of each whose versions changed since recorded. Returns the ids submitted."""
+    now = now or utcnow()
+    storage = storage or get_storage(settings)
+    before = now - timedelta(seconds=settings.schedule_version_check_s)
+    with session_scope(settings.database_url) as session:
+        due = session.execute(
+            select(Schedule.id, Schedule.version_checked_at)
+            .where(Schedule.enabled.is_(True), Schedule.trigger == ScheduleTrigger.new_model_version.value,
+                   or_(Schedule.version_checked_at.is_(None), Schedule.version_checked_at <= before))
+            .order_by(Schedule.version_checked_at.is_not(None), Schedule.version_checked_at)
+            .limit(DUE_PER_TICK)).all()
+    submitted = []
+    for schedule_id, checked_at in due:
+        with session_scope(settings.database_url) as session:  # the claim, committed before the endpoints are asked
+            schedule = claim_version_check(session, schedule_id, checked_at, now)
             if schedule is None:
                 continue
-            try:
-                with session.begin_nested():  # a refused run keeps the claim: this occurrence is over
-                    evaluation = new_run(session, settings, storage, schedule, now)
-            except ServiceError as exc:
-                schedule.last_run_at, schedule.last_error = now, _error_text(exc)
-                log.warning("schedule %s (%s): its run was refused: %s", schedule.id, schedule.name, schedule.last_error)
+            recorded, name = schedule.model_version, schedule.name
+            endpoints = [(model.id, model.settings.get("base_url") or "", model.settings.get("model") or "",
+                          model.api_key_encrypted)
+                         for model in model_versions.endpoint_models(session, schedule.request.get("model_ids") or [])]
+        try:
+            observed = observe_versions(settings, endpoints)
+        except model_versions.VersionCheckError as exc:
+            with session_scope(settings.database_url) as session:
+                session.execute(update(Schedule).where(Schedule.id == schedule_id)
+                                .values(last_error=f"new model version check: {exc}"[:2000])
+                                .execution_options(synchronize_session=False))
+            log.warning("schedule %s (%s): its endpoints' versions could not be read: %s", schedule_id, name, exc)
+            continue
+        change = model_versions.decide(recorded, observed)
+        if change == ModelVersionChange.unchanged:
+            continue
+        with session_scope(settings.database_url) as session:
+            still = Schedule.model_version.is_(None) if recorded is None else Schedule.model_version == recorded
+            taken = session.execute(
+                update(Schedule).where(Schedule.id == schedule_id, Schedule.enabled.is_(True), still)
+                .values(model_version=observed, last_error=None)
+                .execution_options(synchronize_session=False)).rowcount
+            if not taken or change == ModelVersionChange.first_seen:
                 continue
-            submit(settings, evaluation.id, evaluation.queue, session=session)
-            submitted.append(evaluation.id)
-            log.info("schedule %s (%s): submitted evaluation %s", schedule.id, schedule.name, evaluation.id)
-    return submitted
+            schedule = session.get(Schedule, schedule_id)
+            submitted.append(_submit_run(session, settings, storage, schedule, now, "a new model version"))
+    return [evaluation_id for evaluation_id in submitted if evaluation_id is not None]

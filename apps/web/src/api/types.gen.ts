@@ -1966,6 +1966,22 @@ export type NotificationEvent = 'evaluation_succeeded' | 'evaluation_failed' | '
 export type NotificationKind = 'webhook' | 'feishu' | 'dingtalk' | 'wecom' | 'slack';
 
 /**
+ * NotificationKindRead
+ *
+ * A kind of channel and whether its messages are signed with a secret (the form offers a secret field only
+ * for those).
+ */
+export type NotificationKindRead = {
+    kind: NotificationKind;
+    /**
+     * Signed
+     *
+     * the receiver checks a signature made with the channel's secret; the other kinds take no secret (their URL is the secret)
+     */
+    signed: boolean;
+};
+
+/**
  * OwnerRead
  */
 export type OwnerRead = {
@@ -2540,9 +2556,9 @@ export type ScheduleCreate = {
     /**
      * Cron
      *
-     * five fields (minute hour day-of-month month day-of-week, e.g. "0 2 * * *": 02:00 every day) or @hourly, @daily, @weekly, @monthly, @yearly
+     * five fields (minute hour day-of-month month day-of-week, e.g. "0 2 * * *": 02:00 every day) or @hourly, @daily, @weekly, @monthly, @yearly; required with the cron trigger
      */
-    cron: string;
+    cron?: string | null;
     /**
      * Enabled
      */
@@ -2572,6 +2588,10 @@ export type ScheduleCreate = {
      */
     timezone?: string;
     /**
+     * cron: runs on the cron expression; new_model_version: runs whenever an OpenAI-compatible endpoint among the request's models serves another version of its model (GET {base_url}/models), and on the cron too when one is given
+     */
+    trigger?: ScheduleTrigger;
+    /**
      * private: its owner and administrators; shared: every signed-in user. Default: the server's AIEVAL_DEFAULT_VISIBILITY
      */
     visibility?: Visibility | null;
@@ -2597,8 +2617,10 @@ export type ScheduleRead = {
     created_at: string;
     /**
      * Cron
+     *
+     * null: it runs on new model versions only
      */
-    cron: string;
+    cron: string | null;
     /**
      * Enabled
      */
@@ -2637,6 +2659,12 @@ export type ScheduleRead = {
      */
     last_run_at: string | null;
     /**
+     * Model Version
+     *
+     * new_model_version: what its endpoints served when last asked (null: not asked yet)
+     */
+    model_version?: string | null;
+    /**
      * Name
      */
     name: string;
@@ -2649,7 +2677,7 @@ export type ScheduleRead = {
     /**
      * Next Runs
      *
-     * the next few times it runs (empty while disabled)
+     * the next few times its cron runs it (empty while disabled or without a cron)
      */
     next_runs: Array<string>;
     /**
@@ -2666,12 +2694,28 @@ export type ScheduleRead = {
      * Timezone
      */
     timezone: string;
+    trigger?: ScheduleTrigger;
     /**
      * Updated At
      */
     updated_at: string;
+    /**
+     * Version Checked At
+     *
+     * when its endpoints were last asked
+     */
+    version_checked_at?: string | null;
     visibility: Visibility;
 };
+
+/**
+ * ScheduleTrigger
+ *
+ * When a schedule runs (services/schedules.py): on its cron expression (cron), or when an OpenAI-compatible
+ * endpoint among its models serves a new version of its model (new_model_version: GET {base_url}/models looked at
+ * every `schedule_version_check_s`; a cron is optional then, and runs it too).
+ */
+export type ScheduleTrigger = 'cron' | 'new_model_version';
 
 /**
  * ScheduleUpdate
@@ -2679,6 +2723,8 @@ export type ScheduleRead = {
 export type ScheduleUpdate = {
     /**
      * Cron
+     *
+     * null (given explicitly) removes it: only with the new_model_version trigger
      */
     cron?: string | null;
     /**
@@ -2702,6 +2748,7 @@ export type ScheduleUpdate = {
      * Timezone
      */
     timezone?: string | null;
+    trigger?: ScheduleTrigger | null;
     visibility?: Visibility | null;
 };
 
@@ -5234,6 +5281,24 @@ export type CreateChannelApiV1NotificationChannelsPostResponses = {
 };
 
 export type CreateChannelApiV1NotificationChannelsPostResponse = CreateChannelApiV1NotificationChannelsPostResponses[keyof CreateChannelApiV1NotificationChannelsPostResponses];
+
+export type ListKindsApiV1NotificationChannelsKindsGetData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/v1/notification-channels/kinds';
+};
+
+export type ListKindsApiV1NotificationChannelsKindsGetResponses = {
+    /**
+     * Response List Kinds Api V1 Notification Channels Kinds Get
+     *
+     * Successful Response
+     */
+    200: Array<NotificationKindRead>;
+};
+
+export type ListKindsApiV1NotificationChannelsKindsGetResponse = ListKindsApiV1NotificationChannelsKindsGetResponses[keyof ListKindsApiV1NotificationChannelsKindsGetResponses];
 
 export type DeleteChannelApiV1NotificationChannelsChannelIdDeleteData = {
     body?: never;

@@ -1,5 +1,5 @@
 import type {
-  AuditAction, AuditTarget, DeliveryStatus, EvaluationStatus, NotificationEvent, NotificationKind,
+  AuditAction, AuditTarget, DataImportState, DeliveryStatus, EvaluationStatus, NotificationEvent, NotificationKind,
 } from '@/api/types.gen'
 import type { Role } from '@/services/session'
 
@@ -132,14 +132,15 @@ export default {
     benchmark: 'Benchmark', benchmarkSearch: 'Search benchmarks or configs', allStatuses: 'All',
     statusReady: 'Ready', statusPartial: 'Partly ready', statusMissing: 'Data missing',
     readyCount: '{ready}/{total} configs', howToGet: 'How to get the data', importNamed: 'Import {names}',
-    orRun: 'or run', noPackage: 'OpenCompass publishes no archive for this data: copy its files into the data folder',
+    orRun: 'or run on the server:', noPackage: 'OpenCompass publishes no archive for this data: copy its files into the data folder',
     packagesTitle: 'Import data packages', packagesIntro: 'OpenCompass publishes the data of its benchmarks as archives (OpenCompassData-core-*.zip holds many; gsm8k.zip and the like hold one). Upload one here (.zip, .tar, .tar.gz, at most {max}): it is unpacked safely into {root}/data and checked against OpenCompass\' published checksum when it has one.',
     choosePackage: 'Choose a package…', uploadingPackage: 'Uploading {name}', importWaiting: 'Waiting for an earlier import…',
     importStages: { verifying: 'Checking the checksum', unpacking: 'Unpacking', installing: 'Installing', downloading: 'Downloading' },
     importSucceeded: '{source} imported: {benchmarks} now ready', importNoneReady: '{source} imported; no benchmark became ready (its data was already here, or the package holds other data)',
     importFailed: 'Import of {source} failed', fromPath: 'Or import an archive or folder already on the server',
     fromPathPlaceholder: 'An absolute path under {roots}', importButton: 'Import', recentImports: 'Recent imports',
-    installed: 'Installed', nowReady: 'now ready: {benchmarks}', checksum: 'Checksum', notAdmin: 'Administrators import data packages; ask one to import {names}.',
+    installed: 'Installed', nowReady: 'now ready: {benchmarks}', checksum: 'Checksum', notAdmin: 'Administrators import data packages: ask one to import {names}',
+    importStates: { queued: 'Queued', running: 'Importing', succeeded: 'Succeeded', failed: 'Failed' } satisfies Record<DataImportState, string>,
   },
   // Issue 9, team features: ownership and visibility, personal tokens, accounts, the audit log.
   team: {
@@ -282,11 +283,15 @@ export default {
     needName: 'Give the schedule a name', saved: 'Schedule saved', started: 'Evaluation #{id} started',
     baselineSet: 'Evaluation #{id} is now the baseline', baselineCleared: 'Baseline removed', lastError: 'last run refused',
     cron: 'Cron expression', timezone: 'Time zone', nextRuns: 'Next runs',
-    cronHelp: 'minute hour day-of-month month day-of-week, e.g. "0 2 * * *" (02:00 daily), or @daily, @hourly',
+    cronHelp: 'minute hour day-of-month month day-of-week, e.g. "0 2 * * *" (02:00 daily), or {\'@\'}daily, {\'@\'}hourly',
     builtin: 'Built-in benchmarks', builtinHint: 'OpenCompass config names, e.g. gsm8k_gen', limit: 'Samples per dataset (limit)',
     dropRule: 'No dataset significantly worse than the baseline', addMinRule: 'Add a minimum score',
-    minDataset: 'dataset', minMetric: 'metric (default: accuracy)',
+    minDataset: 'dataset', minMetric: 'metric (default: accuracy)', alpha: 'significance level α',
     makeBaseline: 'Make baseline', makeBaselineHint: "Compare this schedule's next runs with this evaluation",
+    trigger: 'Runs', triggerCron: 'On its cron expression', triggerNewVersion: 'When a model endpoint serves a new version',
+    triggerNewVersionHelp: 'Runs whenever an OpenAI-compatible endpoint among its models lists another version of the model (GET /models: its created time, checkpoint, context length), looked at every 5 minutes. The first version seen is only recorded. A cron expression is optional and runs it too.',
+    cronOptional: 'Cron expression (optional)', onNewVersion: 'on new model version',
+    versionChecked: 'endpoints checked {at}', versionNotSeen: 'endpoints not checked yet',
   },
   gate: {
     label: 'Gate', title: 'Gate', passed: 'passed', failed: 'failed', not_applicable: 'not applicable',

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import en from './en'
-import { initialLocale } from './index'
+import { createAppI18n, initialLocale } from './index'
 import zh from './zh'
 
 function keys(object: object, prefix = ''): string[] {
@@ -19,6 +19,17 @@ describe('i18n', () => {
     expect(initialLocale('en', ['zh-CN'])).toBe('en')
     expect(initialLocale('zh', ['en-US'])).toBe('zh')
     expect(initialLocale('klingon', ['en-US'])).toBe('en')
+  })
+
+  it('every message compiles (a bare @ or | in text is vue-i18n syntax: it broke the schedule form)', () => {
+    const broken: string[] = []
+    for (const locale of ['en', 'zh'] as const) {
+      const { t } = createAppI18n(locale).global
+      for (const key of keys(locale === 'en' ? en : zh)) {
+        try { t(key) } catch (e) { broken.push(`${locale}.${key}: ${(e as Error).message.split('\n')[0]}`) }
+      }
+    }
+    expect(broken).toEqual([])
   })
 
   it('both catalogues have exactly the same keys, none empty', () => {
