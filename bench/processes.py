@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -16,6 +15,8 @@ import httpx
 from aieval_engine.local_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from waiting import wait_until  # noqa: E402  (tests/ is not a package)
 
 
 class BenchFailure(SystemExit):
@@ -40,14 +41,12 @@ def stop(process: subprocess.Popen, timeout: float = 60) -> None:
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    """The first truthy value of `predicate()`, polled every `interval` s; BenchFailure after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise BenchFailure(f"timed out waiting for {what}")
+    """The first truthy value of `predicate()`, polled every `interval` s (the tests' one way of waiting,
+    tests/waiting.py); BenchFailure after `timeout` s."""
+    try:
+        return wait_until(predicate, timeout, interval=interval, what=what)
+    except AssertionError as timed_out:
+        raise BenchFailure(str(timed_out)) from None
 
 
 def platform_env(work: Path, **settings: str) -> dict[str, str]:
